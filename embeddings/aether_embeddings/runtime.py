@@ -1,0 +1,128 @@
+"""The synchronous embedder: a validated pack on one onnxruntime session and a tokenizer.
+
+Empty or whitespace-only text is rejected with `EmptyTextError` rather than embedded: a BERT
+encoder maps it to the vector of "[CLS] [SEP]", which matches everything a little and nothing well.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .pack import ModelPack, PackError
+
+Mode = Literal["document", "query"]
+Vectors = npt.NDArray[np.float32]
+
+
+class EmptyTextError(ValueError):
+    """A text to embed is empty or whitespace only; `index` says which one."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"text {index} is empty or whitespace only")
+        self.index = index
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+class Embedder:
+    """Embeds texts with a model pack. Thread-compatible: one call at a time per instance."""
+
+    def __init__(self, pack: ModelPack, *, threads: int | None = None) -> None:
+        self.pack = pack
+        manifest = pack.manifest
+        try:
+            self._session = ort.InferenceSession(
+                str(pack.model_path), _session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise PackError(f"{pack.model_path}: onnxruntime cannot load it ({exc})") from exc
+        inputs = tuple(i.name for i in self._session.get_inputs())
+        if inputs != manifest.input_names:
+            raise PackError(
+                f"{pack.model_path}: graph inputs {inputs} differ from the manifest's "
+                f"{manifest.input_names}"
+            )
+        outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        shape = outputs.get(manifest.output_name)
+        if shape is None or shape[-1] != manifest.dimension:
+            raise PackError(
+                f"{pack.model_path}: output {manifest.output_name!r} has shape {shape}, the "
+                f"manifest says dimension {manifest.dimension}"
+            )
+        try:
+            tokenizer = Tokenizer.from_file(str(pack.tokenizer_path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise PackError(f"{pack.tokenizer_path}: cannot be read ({exc})") from exc
+        if tokenizer.get_vocab_size() != manifest.vocab_size:
+            raise PackError(
+                f"{pack.tokenizer_path}: vocabulary of {tokenizer.get_vocab_size()} tokens does "
+                f"not match the model's {manifest.vocab_size}"
+            )
+        # The shipped tokenizer.json may carry its own fixed padding/truncation (MiniLM's pads
+        # every text to 128); the manifest's limit and pad-to-longest replace them.
+        tokenizer.enable_truncation(max_length=manifest.max_tokens)
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def from_path(cls, path: Path | str, *, threads: int | None = None) -> Embedder:
+        return cls(ModelPack.open(path), threads=threads)
+
+    @property
+    def dimension(self) -> int:
+        return self.pack.manifest.dimension
+
+    @property
+    def model_name(self) -> str:
+        return self.pack.manifest.model_name
+
+    def prefixed(self, texts: Sequence[str], mode: Mode) -> list[str]:
+        """The texts as the model expects them for `mode`, validated."""
+        manifest = self.pack.manifest
+        prefix = manifest.query_prefix if mode == "query" else manifest.document_prefix
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise EmptyTextError(index)
+        return [prefix + text for text in texts] if prefix else list(texts)
+
+    def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Token ids and attention mask, padded to the longest text and truncated at max tokens."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+    def run(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Vectors:
+        """One raw forward pass over already-tokenized input."""
+        (vectors,) = self._session.run(
+            [self.pack.manifest.output_name], {"input_ids": ids, "attention_mask": mask}
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str], mode: Mode = "document") -> Vectors:
+        """Vectors of shape [len(texts), dimension]; L2-normalized when the manifest says so."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self.run(*self.encode(self.prefixed(texts, mode)))
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self.embed(texts, "document")
+
+    def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        vectors: npt.NDArray[np.float32] = self.embed([text], "query")[0]
+        return vectors

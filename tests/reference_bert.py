@@ -1,0 +1,87 @@
+"""An independent BERT sentence encoder in plain numpy, used only to check the exported packs.
+
+Written from the equations of Devlin et al. (2018) and Vaswani et al. (2017) and the
+sentence-transformers pooling definition; it shares no code with `aether_embeddings`. Everything
+runs in float64 so the reference itself adds no rounding worth measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class ReferenceEncoder:
+    def __init__(self, snapshot: Path, *, pooling: str, max_tokens: int) -> None:
+        self.config = json.loads((snapshot / "config.json").read_text())
+        self.w = {
+            k: v.astype(np.float64)
+            for k, v in load_file(str(snapshot / "model.safetensors")).items()
+            if v.dtype != np.int64
+        }
+        self.tokenizer = Tokenizer.from_file(str(snapshot / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.pooling = pooling
+
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
+
+    def encode_one(self, text: str) -> np.ndarray:
+        ids = np.array(self.tokenizer.encode(text).ids)
+        c, w = self.config, self.w
+        h, n_heads = c["hidden_size"], c["num_attention_heads"]
+        d = h // n_heads
+        eps = c["layer_norm_eps"]
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][: len(ids)]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+        for i in range(c["num_hidden_layers"]):
+            p = f"encoder.layer.{i}"
+            heads = []
+            q = self._linear(x, f"{p}.attention.self.query")
+            k = self._linear(x, f"{p}.attention.self.key")
+            v = self._linear(x, f"{p}.attention.self.value")
+            for head in range(n_heads):
+                s = slice(head * d, (head + 1) * d)
+                heads.append(_softmax(q[:, s] @ k[:, s].T / math.sqrt(d)) @ v[:, s])
+            attn = self._linear(np.concatenate(heads, axis=1), f"{p}.attention.output.dense")
+            x = _layer_norm(
+                attn + x,
+                w[f"{p}.attention.output.LayerNorm.weight"],
+                w[f"{p}.attention.output.LayerNorm.bias"],
+                eps,
+            )
+            ffn = self._linear(
+                _gelu(self._linear(x, f"{p}.intermediate.dense")), f"{p}.output.dense"
+            )
+            x = _layer_norm(
+                ffn + x, w[f"{p}.output.LayerNorm.weight"], w[f"{p}.output.LayerNorm.bias"], eps
+            )
+        pooled = x[0] if self.pooling == "cls" else x.mean(axis=0)
+        return pooled / np.linalg.norm(pooled)
