@@ -64,6 +64,10 @@ def ensure_default_pack(variant: Variant = "fp32", *, optimize: bool = False) ->
             if actual != WEIGHTS_SHA256:
                 raise PackError(f"{weights}: sha256 {actual} is not the genuine {WEIGHTS_SHA256}")
             return export_pack(
-                Path(tmp), target, model_name=MODEL_NAME, preset=PRESETS[MODEL_NAME],
-                variant=variant, optimize=optimize,
+                Path(tmp),
+                target,
+                model_name=MODEL_NAME,
+                preset=PRESETS[MODEL_NAME],
+                variant=variant,
+                optimize=optimize,
             )

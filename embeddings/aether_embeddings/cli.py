@@ -36,12 +36,19 @@ def _export(args: argparse.Namespace) -> int:
         pack = ensure_default_pack(args.variant, optimize=args.optimize)
     else:
         if not (args.snapshot and args.out and args.preset):
-            print("aether-embed export: --snapshot, --out and --preset are required "
-                  "(or --default)", file=sys.stderr)
+            print(
+                "aether-embed export: --snapshot, --out and --preset are required (or --default)",
+                file=sys.stderr,
+            )
             return 2
-        pack = export_pack(Path(args.snapshot), Path(args.out), model_name=args.preset,
-                           preset=PRESETS[args.preset], variant=args.variant,
-                           optimize=args.optimize)
+        pack = export_pack(
+            Path(args.snapshot),
+            Path(args.out),
+            model_name=args.preset,
+            preset=PRESETS[args.preset],
+            variant=args.variant,
+            optimize=args.optimize,
+        )
     print(pack.root)
     return 0
 
@@ -56,13 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     embed.add_argument("--batch", type=int, default=32)
     export = sub.add_parser("export", help="build a pack from a BERT snapshot directory")
     export.add_argument("--default", action="store_true", help="build the bundled default pack")
-    export.add_argument("--snapshot", help="directory with config.json, model.safetensors, "
-                        "tokenizer.json")
+    export.add_argument(
+        "--snapshot", help="directory with config.json, model.safetensors, tokenizer.json"
+    )
     export.add_argument("--out", help="pack directory to write")
     export.add_argument("--preset", choices=sorted(PRESETS))
     export.add_argument("--variant", choices=["fp32", "int8"], default="fp32")
-    export.add_argument("--optimize", action="store_true",
-                        help="save onnxruntime's extended graph optimizations into the pack")
+    export.add_argument(
+        "--optimize",
+        action="store_true",
+        help="save onnxruntime's extended graph optimizations into the pack",
+    )
     args = parser.parse_args(argv)
     try:
         return _embed(args) if args.command == "embed" else _export(args)

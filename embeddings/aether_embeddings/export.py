@@ -103,15 +103,22 @@ def build_graph(
     positions = g.const("position_embeddings", weights["embeddings.position_embeddings.weight"])
     token_type0 = g.const("token_type0", weights["embeddings.token_type_embeddings.weight"][0])
     seq_len = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_idx", np.array([1]))])
-    pos = g.op("Slice", [positions, g.const("zero_1d", np.array([0])), seq_len,
-                         g.const("axis0", np.array([0]))])
+    pos = g.op(
+        "Slice",
+        [positions, g.const("zero_1d", np.array([0])), seq_len, g.const("axis0", np.array([0]))],
+    )
     x = g.op("Add", [g.op("Add", [g.op("Gather", [word, "input_ids"]), pos]), token_type0])
     x = g.layer_norm(x, weights, "embeddings.LayerNorm", config.layer_norm_eps)
 
     # Additive mask: 0 where attended, -10000 on padding, broadcast to [B, heads, S, S].
     mask_f = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    neg = g.op("Mul", [g.op("Sub", [g.const("one_f", np.array(1.0, np.float32)), mask_f]),
-                       g.const("neg_big", np.array(-10000.0, np.float32))])
+    neg = g.op(
+        "Mul",
+        [
+            g.op("Sub", [g.const("one_f", np.array(1.0, np.float32)), mask_f]),
+            g.const("neg_big", np.array(-10000.0, np.float32)),
+        ],
+    )
     additive_mask = g.op("Unsqueeze", [neg, g.const("mask_axes", np.array([1, 2]))])
 
     split_shape = g.const("split_heads", np.array([0, 0, heads, head_dim]))
@@ -125,8 +132,12 @@ def build_graph(
         p = f"encoder.layer.{i}"
 
         def proj(kind: str, src: str, prefix: str = p) -> str:
-            return g.linear(src, weights[f"{prefix}.attention.self.{kind}.weight"],
-                            weights[f"{prefix}.attention.self.{kind}.bias"], f"{prefix}.{kind}")
+            return g.linear(
+                src,
+                weights[f"{prefix}.attention.self.{kind}.weight"],
+                weights[f"{prefix}.attention.self.{kind}.bias"],
+                f"{prefix}.{kind}",
+            )
 
         q = g.op("Transpose", [g.op("Reshape", [proj("query", x), split_shape])], perm=[0, 2, 1, 3])
         k = g.op("Transpose", [g.op("Reshape", [proj("key", x), split_shape])], perm=[0, 2, 3, 1])
@@ -134,24 +145,47 @@ def build_graph(
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), additive_mask])
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merge_shape])
-        attn_out = g.linear(context, weights[f"{p}.attention.output.dense.weight"],
-                            weights[f"{p}.attention.output.dense.bias"], f"{p}.attention.output")
-        x = g.layer_norm(g.op("Add", [attn_out, x]), weights, f"{p}.attention.output.LayerNorm",
-                         config.layer_norm_eps)
+        attn_out = g.linear(
+            context,
+            weights[f"{p}.attention.output.dense.weight"],
+            weights[f"{p}.attention.output.dense.bias"],
+            f"{p}.attention.output",
+        )
+        x = g.layer_norm(
+            g.op("Add", [attn_out, x]),
+            weights,
+            f"{p}.attention.output.LayerNorm",
+            config.layer_norm_eps,
+        )
 
-        inter = g.linear(x, weights[f"{p}.intermediate.dense.weight"],
-                         weights[f"{p}.intermediate.dense.bias"], f"{p}.intermediate")
+        inter = g.linear(
+            x,
+            weights[f"{p}.intermediate.dense.weight"],
+            weights[f"{p}.intermediate.dense.bias"],
+            f"{p}.intermediate",
+        )
         # Exact GELU: 0.5 * x * (1 + erf(x / sqrt(2))); onnxruntime fuses it into one kernel.
-        gelu = g.op("Mul", [g.op("Mul", [inter, half]),
-                            g.op("Add", [g.op("Erf", [g.op("Div", [inter, sqrt2])]), one])])
-        ffn_out = g.linear(gelu, weights[f"{p}.output.dense.weight"],
-                           weights[f"{p}.output.dense.bias"], f"{p}.output")
-        x = g.layer_norm(g.op("Add", [ffn_out, x]), weights, f"{p}.output.LayerNorm",
-                         config.layer_norm_eps)
+        gelu = g.op(
+            "Mul",
+            [
+                g.op("Mul", [inter, half]),
+                g.op("Add", [g.op("Erf", [g.op("Div", [inter, sqrt2])]), one]),
+            ],
+        )
+        ffn_out = g.linear(
+            gelu,
+            weights[f"{p}.output.dense.weight"],
+            weights[f"{p}.output.dense.bias"],
+            f"{p}.output",
+        )
+        x = g.layer_norm(
+            g.op("Add", [ffn_out, x]), weights, f"{p}.output.LayerNorm", config.layer_norm_eps
+        )
 
     if preset.pooling == "cls":
-        pooled = g.op("Squeeze", [g.op("Gather", [x, g.const("zero_idx", np.array([0]))], axis=1),
-                                  "one_idx"])
+        pooled = g.op(
+            "Squeeze", [g.op("Gather", [x, g.const("zero_idx", np.array([0]))], axis=1), "one_idx"]
+        )
     else:
         mask3 = g.op("Unsqueeze", [mask_f, g.const("last_axis", np.array([2]))])
         summed = g.op("ReduceSum", [g.op("Mul", [x, mask3]), "one_idx"], keepdims=0)
@@ -174,11 +208,13 @@ def build_graph(
         outputs=[helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", hidden])],
         initializer=g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="aether-embeddings")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="aether-embeddings"
+    )
     model.ir_version = 8
-    helper.set_model_props(model, {"model_name": model_name, "pooling": preset.pooling,
-                                   "dimension": str(hidden)})
+    helper.set_model_props(
+        model, {"model_name": model_name, "pooling": preset.pooling, "dimension": str(hidden)}
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 

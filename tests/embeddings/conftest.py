@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from aether_embeddings.bundled import _bundled_zip, ensure_default_pack
 from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder

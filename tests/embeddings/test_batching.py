@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.runtime import Embedder, EmptyTextError
 

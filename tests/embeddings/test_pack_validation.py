@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from aether_embeddings.pack import ModelPack, PackError, file_sha256
 from aether_embeddings.runtime import Embedder
 

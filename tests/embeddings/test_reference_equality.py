@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder
-
 from tests.reference_bert import ReferenceEncoder
 
 TEXTS = [

@@ -1,0 +1,163 @@
+"""The composition root: builds every part from Settings, runs the server, shuts down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from aether.memory.v1 import (
+    episode_service_pb2,
+    episode_service_pb2_grpc,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aether_embeddings.batching import MicroBatcher
+from aether_embeddings.bundled import ensure_default_pack
+from aether_embeddings.pack import ModelPack
+from aether_embeddings.runtime import Embedder
+
+from .domain.paging import PageTokens
+from .episodes import EpisodeIndex
+from .memories import MemoryBank
+from .settings import Settings
+from .stores.redis.documents import DocumentStore
+from .stores.redis.embedded import embedded_redis
+from .stores.redis.episode_log import RedisEpisodeLog
+from .stores.redis.idempotency import RequestLog
+from .stores.redis.memory_store import RedisMemoryStore
+from .transport.episode_servicer import EpisodeServicer
+from .transport.memory_servicer import MemoryServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAMES = (
+    memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
+    episode_service_pb2.DESCRIPTOR.services_by_name["EpisodeService"].full_name,
+)
+
+
+@dataclass
+class Running:
+    """A started service: where it listens and the parts tests may inspect."""
+
+    address: str
+    port: int
+    redis_url: str
+    embedder: MicroBatcher
+    redis: aioredis.Redis
+    server: grpc.aio.Server
+
+
+def _load_pack(settings: Settings) -> ModelPack:
+    if settings.model_pack is not None:
+        return ModelPack.open(settings.model_pack)
+    return ensure_default_pack(settings.model_variant)
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Running]:
+    """Start everything; on exit drain calls, stop workers, close pools, stop embedded Redis."""
+    async with contextlib.AsyncExitStack() as stack:
+        pack = await asyncio.to_thread(_load_pack, settings)  # fails here, never at first use
+        embedder = Embedder(pack, threads=settings.embed_threads)
+        if settings.redis_url is None:
+            redis_url = await stack.enter_async_context(
+                embedded_redis(settings.data_dir, settings.embedded_redis_port)
+            )
+        else:
+            redis_url = settings.redis_url
+        client = aioredis.from_url(redis_url, decode_responses=False)
+        stack.push_async_callback(client.aclose)
+        await client.ping()
+        batcher = await stack.enter_async_context(
+            MicroBatcher(
+                embedder, max_batch=settings.embed_max_batch, cache_size=settings.embed_cache_size
+            )
+        )
+
+        memory_store = RedisMemoryStore(
+            client,
+            index_name=settings.index_name,
+            dimension=embedder.dimension,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construction=settings.hnsw_ef_construction,
+            hnsw_ef_runtime=settings.hnsw_ef_runtime,
+        )
+        await memory_store.ensure_index()
+        episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len)
+        episode_index = EpisodeIndex(
+            client,
+            episode_log,
+            batcher,
+            index_name=f"{settings.index_name}-episodes",
+            batch=settings.episode_index_batch,
+        )
+        await episode_index.ensure()
+        documents = DocumentStore(
+            client,
+            working_ttl_s=settings.working_ttl_s,
+            checkpoint_ttl_s=7 * 24 * 3600,
+            max_messages=settings.max_session_messages,
+            max_checkpoints=settings.max_checkpoints,
+        )
+        bank = MemoryBank(memory_store, batcher, settings)
+        tokens = PageTokens(hashlib.sha256(settings.page_token_secret.encode()).digest())
+        episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)
+        memories = MemoryServicer(
+            bank,
+            documents,
+            RequestLog(client, settings.request_id_ttl_s),
+            episode_log,
+            tokens,
+            settings,
+            episodes.episode_stats,
+        )
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        )
+        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memories, server)
+        episode_service_pb2_grpc.add_EpisodeServiceServicer_to_server(episodes, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        await server.start()
+
+        stop_workers = asyncio.Event()
+        workers = asyncio.create_task(episode_index.run(stop_workers), name="episode-indexer")
+
+        async def shutdown() -> None:
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await server.stop(settings.grace_s)
+            stop_workers.set()
+            await workers  # its failures surface here, never silently
+
+        stack.push_async_callback(shutdown)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving on %s:%d (redis %s, model %s, %d dims)",
+            settings.host,
+            port,
+            "embedded" if settings.redis_url is None else redis_url,
+            pack.manifest.model_name,
+            embedder.dimension,
+        )
+        yield Running(f"{settings.host}:{port}", port, redis_url, batcher, client, server)

@@ -1,0 +1,105 @@
+"""`aether-memory`: run the service, or try it from a terminal (store, search, health)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import grpc
+from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .app import serve
+from .settings import Settings
+
+
+async def _serve() -> None:
+    settings = Settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(settings) as running:
+        print(f"aether-memory: serving on {running.address}", flush=True)
+        await stop.wait()
+        print("aether-memory: draining and shutting down", flush=True)
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [("aether-tenant", args.tenant)] if args.tenant else []
+
+
+def _client_call(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        if args.command == "health":
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+        stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+        if args.command == "store":
+            response = stub.StoreMemory(
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(
+                        agent_id=args.agent, content=args.content, tags=args.tag or []
+                    )
+                ),
+                metadata=_metadata(args),
+                timeout=30,
+            )
+        else:
+            response = stub.SearchMemories(
+                memory_service_pb2.SearchMemoriesRequest(
+                    agent_id=args.agent,
+                    query=args.query,
+                    page_size=args.limit,
+                ),
+                metadata=_metadata(args),
+                timeout=30,
+            )
+        print(json.dumps(json_format.MessageToDict(response), indent=2, ensure_ascii=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aether-memory", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the service (settings from AETHER_* variables)")
+    for name in ("store", "search", "health"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--target", default="127.0.0.1:50051")
+        cmd.add_argument("--tenant", default="")
+        if name != "health":
+            cmd.add_argument("--agent", required=True)
+        if name == "store":
+            cmd.add_argument("content")
+            cmd.add_argument("--tag", action="append")
+        if name == "search":
+            cmd.add_argument("query")
+            cmd.add_argument("--limit", type=int, default=5)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(_serve())
+        return 0
+    try:
+        return _client_call(args)
+    except grpc.RpcError as error:
+        print(f"aether-memory: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Errors the domain raises; the transport maps each to one gRPC status."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error with a meaning for the caller."""
+
+
+class InvalidField(DomainError):
+    """One or more request fields are invalid: (field path, description) pairs."""
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {why}" for field, why in violations))
+        self.violations = violations
+
+    @classmethod
+    def one(cls, field: str, why: str) -> InvalidField:
+        return cls([(field, why)])
+
+
+class InvalidPageToken(DomainError):
+    """A page token is malformed or belongs to another request."""
+
+
+class DimensionMismatch(DomainError):
+    def __init__(self, field: str, expected: int, actual: int) -> None:
+        super().__init__(f"{field} has {actual} values, the service's dimension is {expected}")
+        self.field, self.expected, self.actual = field, expected, actual
+
+
+class TooLarge(DomainError):
+    def __init__(self, field: str, limit: int, unit: str = "bytes") -> None:
+        super().__init__(f"{field} exceeds {limit} {unit}")
+        self.field, self.limit = field, limit
+
+
+class NotFound(DomainError):
+    """A resource does not exist in the caller's tenant."""
+
+    def __init__(self, resource_type: str, name: str, reason: str) -> None:
+        super().__init__(f"{resource_type} {name!r} not found")
+        self.resource_type, self.name, self.reason = resource_type, name, reason
+
+
+class RequestIdReused(DomainError):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request_id {request_id!r} was used for a different request")
+        self.request_id = request_id
+
+
+class RevisionMismatch(DomainError):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the stored revision is {current}")
+        self.current = current
+
+
+class CursorExpired(DomainError):
+    def __init__(self, oldest: str) -> None:
+        super().__init__("the cursor points before the oldest retained episode")
+        self.oldest = oldest
+
+
+class NothingToSummarize(DomainError):
+    """A session has no memories to summarize."""

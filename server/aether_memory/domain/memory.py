@@ -1,0 +1,86 @@
+"""Memories as plain values, and the rules that do not depend on storage."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Tier(StrEnum):
+    SCRATCHPAD = "scratchpad"
+    WORKING = "working"
+    SHORT_TERM = "short_term"
+    LONG_TERM = "long_term"
+    EPISODIC = "episodic"
+
+
+class MemoryType(StrEnum):
+    FACT = "fact"
+    PREFERENCE = "preference"
+    EVENT = "event"
+    PROCEDURE = "procedure"
+    SUMMARY = "summary"
+    OBSERVATION = "observation"
+
+
+DEFAULT_IMPORTANCE = 0.5
+
+
+@dataclass
+class Memory:
+    """One stored memory. Times are seconds since the epoch (UTC)."""
+
+    id: str
+    agent_id: str
+    content: str
+    session_id: str = ""
+    tier: Tier = Tier.LONG_TERM
+    type: MemoryType = MemoryType.FACT
+    tags: list[str] = field(default_factory=list)
+    importance: float = DEFAULT_IMPORTANCE
+    metadata: dict[str, Any] = field(default_factory=dict)
+    related_ids: list[str] = field(default_factory=list)
+    event_time: float = 0.0
+    create_time: float = 0.0
+    update_time: float = 0.0
+    last_access_time: float = 0.0
+    access_count: int = 0
+    expire_time: float | None = None
+    embedding: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class MemoryFilter:
+    """Every set field must match; empty collections mean "no condition"."""
+
+    agent_id: str
+    session_id: str = ""
+    tiers: tuple[Tier, ...] = ()
+    types: tuple[MemoryType, ...] = ()
+    tags: tuple[str, ...] = ()
+    start_time: float | None = None
+    end_time: float | None = None
+    min_importance: float | None = None
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_content(content: str) -> str:
+    """The form in which two contents count as identical: NFKC, casefolded, spaces collapsed."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", content).casefold()).strip()
+
+
+def content_fingerprint(agent_id: str, content: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(agent_id.encode())
+    digest.update(b"\0")
+    digest.update(normalize_content(content).encode())
+    return digest.hexdigest()

@@ -1,0 +1,263 @@
+"""Memory use cases: store with dedup, hybrid search, update, forget, summarize, self-model.
+
+Coordinates the embedder and the stores; the rules themselves live in `domain/`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+from ulid import ULID
+
+from aether_embeddings.batching import MicroBatcher
+
+from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
+from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
+from .domain.scoring import Candidate, Weights, fuse, rescore
+from .settings import Settings
+from .stores.redis.keys import TenantKeys
+from .stores.redis.memory_store import RedisMemoryStore
+
+MAX_SEARCH_DEPTH = 1000
+MUTABLE_PATHS = frozenset(
+    {"content", "tier", "type", "tags", "importance", "metadata", "related_ids", "event_time"}
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    filter: MemoryFilter
+    query: str
+    query_vector: npt.NDArray[np.float32] | None
+    use_vector: bool
+    use_keywords: bool
+    weights: Weights
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class ScoredMemory:
+    memory: Memory
+    candidate: Candidate
+
+
+class MemoryBank:
+    def __init__(self, store: RedisMemoryStore, embedder: MicroBatcher, settings: Settings) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._ttl = {
+            Tier.SCRATCHPAD: settings.scratchpad_ttl_s,
+            Tier.WORKING: settings.working_ttl_s,
+            Tier.SHORT_TERM: settings.short_term_ttl_s,
+            Tier.LONG_TERM: None,
+            Tier.EPISODIC: None,
+        }
+
+    @property
+    def dimension(self) -> int:
+        return self._store.dimension
+
+    def _check_vector(self, field: str, vector: npt.NDArray[np.float32]) -> None:
+        if vector.shape != (self.dimension,):
+            raise DimensionMismatch(field, self.dimension, int(vector.size))
+
+    async def _vector(
+        self, text: str, given: npt.NDArray[np.float32] | None, mode: str = "document"
+    ) -> npt.NDArray[np.float32]:
+        if given is not None:
+            norm = float(np.linalg.norm(given))
+            return (given / norm).astype(np.float32) if norm > 0 else given
+        return await self._embedder.embed(text, "query" if mode == "query" else "document")
+
+    async def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        return await self._embedder.embed(text, "query")
+
+    async def get(self, keys: TenantKeys, memory_id: str, *, record_access: bool = True) -> Memory:
+        found = await self._store.get_many(keys, [memory_id], record_access=record_access)
+        if memory_id not in found:
+            raise NotFound("aether.memory.v1.Memory", memory_id, "MEMORY_NOT_FOUND")
+        return found[memory_id]
+
+    async def store(
+        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None = None
+    ) -> tuple[Memory, bool]:
+        """Store `draft` (its id and times are assigned here); (memory, deduplicated)."""
+        if embedding is not None:
+            self._check_vector("memory.embedding", embedding)
+        fingerprint = content_fingerprint(draft.agent_id, draft.content)
+        existing = await self._store.find_duplicate(keys, fingerprint)
+        if existing:
+            found = await self._store.get_many(keys, [existing], record_access=True)
+            if existing in found:
+                return found[existing], True
+        now = time.time()
+        ttl = self._ttl[draft.tier]
+        memory = replace(
+            draft,
+            id=str(ULID()),
+            event_time=draft.event_time or now,
+            create_time=now,
+            update_time=now,
+            expire_time=now + ttl if ttl else None,
+            embedding=await self._vector(draft.content, embedding),
+        )
+        winner = await self._store.store(keys, memory, fingerprint, ttl)
+        if winner != memory.id:  # a concurrent store of the same content won the race
+            return await self.get(keys, winner), True
+        return memory, False
+
+    async def page(
+        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+    ) -> tuple[list[Memory], bool]:
+        return await self._store.page(keys, flt, offset, limit)
+
+    async def search(
+        self, keys: TenantKeys, request: SearchRequest
+    ) -> tuple[list[ScoredMemory], bool]:
+        """A page of memories best first, and whether more results follow."""
+        depth = min(MAX_SEARCH_DEPTH, request.offset + request.limit + 1)
+        vector = None
+        if request.use_vector:
+            if request.query_vector is not None:
+                self._check_vector("query_embedding", request.query_vector)
+            vector = await self._vector(request.query, request.query_vector, "query")
+        hits = await self._store.search(
+            keys,
+            request.filter,
+            vector=vector,
+            text=request.query if request.use_keywords else None,
+            k=depth,
+        )
+        candidates = fuse(hits.vector, hits.keyword)
+        stats = await self._store.access_stats(
+            keys, [c.memory_id for c in candidates], record=False
+        )
+        ranked = rescore(
+            candidates,
+            request.weights,
+            now=time.time(),
+            event_times={i: m.event_time for i, m in hits.memories.items()},
+            importances={i: m.importance for i, m in hits.memories.items()},
+            access_counts={i: count for i, (count, _) in stats.items()},
+        )
+        page = ranked[request.offset : request.offset + request.limit]
+        if page:
+            touched = await self._store.access_stats(keys, [c.memory_id for c in page], record=True)
+        results = []
+        for c in page:
+            memory = hits.memories[c.memory_id]
+            memory.access_count, memory.last_access_time = touched[c.memory_id]
+            memory.related_ids = []  # links are returned by GetMemory, not by search
+            results.append(ScoredMemory(memory, c))
+        return results, len(ranked) > request.offset + request.limit
+
+    async def update(
+        self,
+        keys: TenantKeys,
+        patch: Memory,
+        paths: set[str],
+        embedding: npt.NDArray[np.float32] | None = None,
+    ) -> Memory:
+        current = await self.get(keys, patch.id, record_access=False)
+        updated = replace(current)
+        for path in paths:
+            setattr(updated, path, getattr(patch, path))
+        if "event_time" in paths and not patch.event_time:
+            updated.event_time = current.create_time
+        if "content" in paths and updated.content != current.content:
+            if embedding is not None:
+                self._check_vector("memory.embedding", embedding)
+            updated.embedding = await self._vector(updated.content, embedding)
+        else:
+            updated.embedding = await self._current_vector(keys, current)
+        now = time.time()
+        updated.update_time = now
+        ttl = self._ttl[updated.tier]
+        if "tier" in paths and updated.tier != current.tier:
+            updated.expire_time = now + ttl if ttl else None
+        old_links, new_links = set(current.related_ids), set(updated.related_ids) - {updated.id}
+        updated.related_ids = sorted(new_links)
+        await self._store.replace(
+            keys,
+            updated,
+            content_fingerprint(current.agent_id, current.content),
+            content_fingerprint(updated.agent_id, updated.content),
+            ttl if updated.expire_time else None,
+            removed_links=sorted(old_links - new_links),
+            added_links=sorted(new_links - old_links),
+        )
+        return updated
+
+    async def _current_vector(self, keys: TenantKeys, memory: Memory) -> npt.NDArray[np.float32]:
+        if memory.embedding is not None:
+            return memory.embedding
+        return await self._vector(memory.content, None)
+
+    async def forget(
+        self,
+        keys: TenantKeys,
+        agent_id: str,
+        ids: list[str] | None,
+        flt: MemoryFilter | None,
+        cascade: bool,
+    ) -> list[str]:
+        if ids is None:
+            assert flt is not None
+            ids = await self._store.ids_matching(keys, flt)
+        found = await self._store.get_many(keys, list(dict.fromkeys(ids)))
+        selected = {i: m for i, m in found.items() if m.agent_id == agent_id}
+        if cascade:
+            linked = {r for m in selected.values() for r in m.related_ids} - set(selected)
+            more = await self._store.get_many(keys, sorted(linked))
+            selected.update({i: m for i, m in more.items() if m.agent_id == agent_id})
+        await self._store.delete(
+            keys, [(m, content_fingerprint(m.agent_id, m.content)) for m in selected.values()]
+        )
+        return sorted(selected)
+
+    async def summarize(
+        self, keys: TenantKeys, agent_id: str, session_id: str, max_sentences: int
+    ) -> tuple[Memory, list[str]]:
+        """Extractive summary: the sentences closest to the session's centroid, in order."""
+        flt = MemoryFilter(agent_id=agent_id, session_id=session_id)
+        sources, _ = await self._store.page(keys, flt, 0, MAX_SEARCH_DEPTH)
+        sources = [m for m in sources if m.type != MemoryType.SUMMARY]
+        if not sources:
+            raise NothingToSummarize(f"session {session_id!r} has no memories to summarize")
+        sources.sort(key=lambda m: (m.event_time, m.create_time))
+        sentences = [s.strip() for m in sources for s in _SENTENCE.split(m.content) if s.strip()]
+        vectors = await self._embedder.embed_many(sentences)
+        centroid = vectors.mean(axis=0)
+        centrality = vectors @ centroid
+        chosen = sorted(np.argsort(-centrality)[:max_sentences].tolist())
+        summary = " ".join(sentences[i] for i in chosen)
+        draft = Memory(
+            id="",
+            agent_id=agent_id,
+            session_id=session_id,
+            content=summary,
+            tier=Tier.LONG_TERM,
+            type=MemoryType.SUMMARY,
+            importance=max(m.importance for m in sources),
+            related_ids=[m.id for m in sources],
+            metadata={"summarized_sentences": len(sentences), "method": "extractive-centroid"},
+        )
+        memory, _ = await self.store(keys, draft)
+        return memory, [m.id for m in sources]
+
+    async def counts(self, keys: TenantKeys, agent_id: str) -> list[tuple[Tier, MemoryType, int]]:
+        """Non-zero memory counts by tier and type, in one pass of count queries."""
+        found = []
+        for tier in Tier:
+            for kind in MemoryType:
+                flt = MemoryFilter(agent_id=agent_id, tiers=(tier,), types=(kind,))
+                count = await self._store.count(keys, flt)
+                if count:
+                    found.append((tier, kind, count))
+        return found

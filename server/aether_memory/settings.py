@@ -1,0 +1,71 @@
+"""All configuration, read once from `AETHER_*` environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The service's settings. Construct directly in tests; `Settings()` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AETHER_", env_nested_delimiter="__")
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AETHER_REDIS_URL", "REDIS_URL"),
+        description="Redis 8 or Redis Stack URL. Unset starts an embedded Redis with modules.",
+    )
+    data_dir: Path = Field(
+        Path(".aether/data"), description="Embedded Redis's data directory (AOF persistence)."
+    )
+    embedded_redis_port: int = Field(
+        0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
+    )
+    model_pack: Path | None = Field(
+        None, description="Model pack directory. Unset builds/uses the bundled MiniLM pack."
+    )
+    model_variant: Literal["fp32", "int8"] = Field(
+        "fp32", description="Variant of the bundled pack when model_pack is unset."
+    )
+    embed_threads: int | None = Field(
+        None, ge=1, description="onnxruntime intra-op threads; unset uses every core."
+    )
+    embed_max_batch: int = Field(32, ge=1, le=256, description="Micro-batch size limit.")
+    embed_cache_size: int = Field(10_000, ge=0, description="Embedding LRU cache entries.")
+    index_name: str = Field("aether-memories", description="RediSearch index of memories.")
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW M (graph degree).")
+    hnsw_ef_construction: int = Field(200, ge=10, description="HNSW EF_CONSTRUCTION.")
+    hnsw_ef_runtime: int = Field(64, ge=10, description="HNSW EF_RUNTIME for queries.")
+
+    scratchpad_ttl_s: int = Field(1800, gt=0, description="Scratchpad memories' TTL, seconds.")
+    working_ttl_s: int = Field(4 * 3600, gt=0, description="Working memory TTL, seconds.")
+    short_term_ttl_s: int = Field(48 * 3600, gt=0, description="Short-term memories' TTL, s.")
+    tool_cache_ttl_s: int = Field(3600, gt=0, description="Default tool-result TTL, seconds.")
+    request_id_ttl_s: int = Field(24 * 3600, gt=0, description="How long request_ids dedupe.")
+    max_session_messages: int = Field(1000, gt=0, description="Context window cap per session.")
+    max_checkpoints: int = Field(100, gt=0, description="Checkpoints kept per session.")
+
+    episode_max_len: int = Field(
+        1_000_000, gt=0, description="Approximate cap on a tenant's episode stream length."
+    )
+    max_in_flight_episodes: int = Field(
+        2000,
+        gt=0,
+        description="Unacked episodes per RecordEpisodes stream before it stops reading.",
+    )
+    episode_index_batch: int = Field(64, gt=0, description="Episodes embedded per worker step.")
+
+    grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")
+    max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Max gRPC message size.")
+    page_token_secret: str = Field(
+        "aether-page-tokens", description="Key that seals page tokens; set it per deployment."
+    )
+    default_tenant: str = Field(
+        "default", description="Tenant used when a call carries no aether-tenant metadata."
+    )

@@ -1,0 +1,1 @@
+"""The hot tier on Redis with the Search, JSON and Bloom modules."""

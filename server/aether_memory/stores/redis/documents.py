@@ -1,0 +1,266 @@
+"""JSON documents in Redis: working memory, checkpoints, agent state, and the tool-result cache.
+
+Read-modify-write steps run as optimistic transactions (WATCH/MULTI/EXEC, retried on conflict),
+so concurrent writers never lose each other's updates and a restore is one atomic replacement.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from ...domain.errors import NotFound, RevisionMismatch
+from .keys import TenantKeys
+
+T = TypeVar("T")
+Document = dict[str, Any]
+
+
+def _multi(pipe: Any) -> None:
+    pipe.multi()
+
+
+async def _optimistic(
+    client: aioredis.Redis, watch: list[str], step: Callable[[Any], Awaitable[T]]
+) -> T:
+    """Run `step` under WATCH until EXEC succeeds. `step` reads, then calls _multi(pipe)."""
+    while True:
+        async with client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*watch)
+                result = await step(pipe)
+                await pipe.execute()
+                return result
+            except WatchError:
+                continue
+
+
+async def _get_json(pipe: Any | aioredis.Redis, key: str) -> Document | None:
+    value = await pipe.json().get(key)
+    return value if isinstance(value, dict) else None
+
+
+class DocumentStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        working_ttl_s: int,
+        checkpoint_ttl_s: int,
+        max_messages: int,
+        max_checkpoints: int,
+    ) -> None:
+        # redis-py types replies as unions over every decode mode; this adapter decodes itself.
+        self._client: Any = client
+        self._working_ttl = working_ttl_s
+        self._checkpoint_ttl = checkpoint_ttl_s
+        self._max_messages = max_messages
+        self._max_checkpoints = max_checkpoints
+
+    # ---- working memory --------------------------------------------------------------------
+
+    def _with_expiry(self, doc: Document, ttl: int) -> Document:
+        doc["expire_time"] = time.time() + ttl if ttl > 0 else None
+        return doc
+
+    async def get_session(self, keys: TenantKeys, session_id: str) -> Document:
+        key = keys.session(session_id)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.json().get(key)
+            pipe.ttl(key)
+            doc, ttl = await pipe.execute()
+        if not isinstance(doc, dict):
+            raise NotFound("aether.memory.v1.Session", session_id, "SESSION_NOT_FOUND")
+        return self._with_expiry(doc, int(ttl))
+
+    async def put_session(
+        self, keys: TenantKeys, session: Document, expected_revision: int | None
+    ) -> Document:
+        key = keys.session(session["session_id"])
+
+        async def step(pipe: Any) -> Document:
+            current = await _get_json(pipe, key)
+            revision = int(current["revision"]) if current else 0
+            if expected_revision is not None and expected_revision != revision:
+                raise RevisionMismatch(revision)
+            doc = dict(session)
+            doc["messages"] = doc["messages"][-self._max_messages :]
+            doc.update(revision=revision + 1, update_time=time.time())
+            _multi(pipe)
+            pipe.json().set(key, "$", doc)
+            pipe.expire(key, self._working_ttl)
+            return doc
+
+        doc = await _optimistic(self._client, [key], step)
+        return self._with_expiry(doc, self._working_ttl)
+
+    async def append_session(
+        self, keys: TenantKeys, session_id: str, agent_id: str, messages: list[Document]
+    ) -> Document:
+        key = keys.session(session_id)
+
+        async def step(pipe: Any) -> Document:
+            doc = await _get_json(pipe, key) or {
+                "session_id": session_id,
+                "agent_id": agent_id,
+                "messages": [],
+                "state": {},
+                "revision": 0,
+            }
+            now = time.time()
+            doc["messages"] = (doc["messages"] + [{**m, "create_time": now} for m in messages])[
+                -self._max_messages :
+            ]
+            doc.update(revision=int(doc["revision"]) + 1, update_time=now)
+            if agent_id and not doc.get("agent_id"):
+                doc["agent_id"] = agent_id
+            _multi(pipe)
+            pipe.json().set(key, "$", doc)
+            pipe.expire(key, self._working_ttl)
+            return doc
+
+        doc = await _optimistic(self._client, [key], step)
+        return self._with_expiry(doc, self._working_ttl)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    async def create_checkpoint(self, keys: TenantKeys, session_id: str, label: str) -> Document:
+        session_key = keys.session(session_id)
+        index_key = keys.checkpoint_index(session_id)
+
+        async def step(pipe: Any) -> Document:
+            session = await _get_json(pipe, session_key)
+            if session is None:
+                raise NotFound("aether.memory.v1.Session", session_id, "SESSION_NOT_FOUND")
+            newest = await pipe.zrevrange(index_key, 0, 0, withscores=True)
+            number = int(newest[0][1]) + 1 if newest else 1
+            stale = await pipe.zrange(index_key, 0, -self._max_checkpoints)
+            checkpoint = {
+                "session_id": session_id,
+                "number": number,
+                "label": label,
+                "create_time": time.time(),
+                "session": session,
+            }
+            _multi(pipe)
+            pipe.json().set(keys.checkpoint(session_id, number), "$", checkpoint)
+            pipe.expire(keys.checkpoint(session_id, number), self._checkpoint_ttl)
+            pipe.zadd(index_key, {str(number): number})
+            pipe.expire(index_key, self._checkpoint_ttl)
+            for member in stale:  # keep at most max_checkpoints, dropping the oldest
+                pipe.delete(keys.checkpoint(session_id, int(member)))
+                pipe.zrem(index_key, member)
+            return checkpoint
+
+        return await _optimistic(self._client, [session_key, index_key], step)
+
+    async def list_checkpoints(
+        self, keys: TenantKeys, session_id: str, offset: int, limit: int
+    ) -> tuple[list[Document], bool]:
+        members = await self._client.zrevrange(
+            keys.checkpoint_index(session_id), offset, offset + limit
+        )
+        numbers = [int(m) for m in members[:limit]]
+        if not numbers:
+            return [], False
+        async with self._client.pipeline(transaction=False) as pipe:
+            for number in numbers:
+                pipe.json().get(
+                    keys.checkpoint(session_id, number), "$.number", "$.label", "$.create_time"
+                )
+            replies = await pipe.execute()
+        found = []
+        for reply in replies:
+            if isinstance(reply, dict) and reply.get("$.number"):
+                found.append(
+                    {
+                        "session_id": session_id,
+                        "number": reply["$.number"][0],
+                        "label": reply["$.label"][0],
+                        "create_time": reply["$.create_time"][0],
+                    }
+                )
+        return found, len(members) > limit
+
+    async def restore_checkpoint(self, keys: TenantKeys, session_id: str, number: int) -> Document:
+        session_key = keys.session(session_id)
+        checkpoint_key = keys.checkpoint(session_id, number)
+
+        async def step(pipe: Any) -> Document:
+            checkpoint = await _get_json(pipe, checkpoint_key)
+            if checkpoint is None:
+                raise NotFound(
+                    "aether.memory.v1.Checkpoint", f"{session_id}/{number}", "CHECKPOINT_NOT_FOUND"
+                )
+            current = await _get_json(pipe, session_key)
+            doc = dict(checkpoint["session"])
+            doc.update(
+                revision=(int(current["revision"]) if current else 0) + 1, update_time=time.time()
+            )
+            _multi(pipe)
+            pipe.json().set(session_key, "$", doc)
+            pipe.expire(session_key, self._working_ttl)
+            return doc
+
+        doc = await _optimistic(self._client, [session_key, checkpoint_key], step)
+        return self._with_expiry(doc, self._working_ttl)
+
+    # ---- agent state ------------------------------------------------------------------------
+
+    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> Document | None:
+        return await _get_json(self._client, keys.agent_state(agent_id))
+
+    async def update_agent_state(
+        self, keys: TenantKeys, agent_id: str, state: Document, only_keys: list[str] | None
+    ) -> Document:
+        key = keys.agent_state(agent_id)
+
+        async def step(pipe: Any) -> Document:
+            current = await _get_json(pipe, key) or {
+                "agent_id": agent_id,
+                "state": {},
+                "revision": 0,
+            }
+            if only_keys is None:
+                new_state = dict(state)
+            else:
+                new_state = dict(current["state"])
+                for name in only_keys:
+                    if name in state:
+                        new_state[name] = state[name]
+                    else:
+                        new_state.pop(name, None)
+            doc = {
+                "agent_id": agent_id,
+                "state": new_state,
+                "revision": int(current["revision"]) + 1,
+                "update_time": time.time(),
+            }
+            _multi(pipe)
+            pipe.json().set(key, "$", doc)
+            return doc
+
+        return await _optimistic(self._client, [key], step)
+
+    # ---- tool-result cache ------------------------------------------------------------------
+
+    async def get_tool_result(self, keys: TenantKeys, digest: str) -> Document | None:
+        raw = await self._client.get(keys.tool_result(digest))
+        return json.loads(raw) if raw else None
+
+    async def put_tool_result(
+        self, keys: TenantKeys, digest: str, entry: Document, ttl_s: float
+    ) -> Document:
+        now = time.time()
+        entry = {**entry, "create_time": now, "expire_time": now + ttl_s}
+        await self._client.set(
+            keys.tool_result(digest),
+            json.dumps(entry, separators=(",", ":")),
+            px=max(1, int(ttl_s * 1000)),
+        )
+        return entry

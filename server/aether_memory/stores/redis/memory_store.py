@@ -1,0 +1,445 @@
+"""Memories in Redis hashes under one RediSearch index (HNSW vectors, BM25 text, tags, numbers).
+
+Every query carries the tenant's tag filter, added here and nowhere else. User values reach
+RediSearch only through `query.py` (escaped tag clauses, word tokens for text) or RedisVL's `Num`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+from redisvl.index import AsyncSearchIndex
+from redisvl.query import CountQuery, FilterQuery, TextQuery, VectorQuery
+from redisvl.query.filter import FilterExpression, Num
+from redisvl.schema import IndexSchema
+
+from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
+from .keys import MEMORY_PREFIX, TenantKeys
+from .query import SINGLE_VALUE, TAG_SEPARATOR, keyword_terms, tag_in
+
+MAX_FILTER_RESULTS = 10_000
+
+# RedisVL reports each document's key as "id", so the memory's own id is stored as "memory_id".
+_SCALAR_FIELDS = [
+    "memory_id",
+    "agent_id",
+    "session_id",
+    "content",
+    "tier",
+    "type",
+    "tags",
+    "importance",
+    "metadata",
+    "event_time",
+    "create_time",
+    "update_time",
+    "expire_time",
+]
+
+# Stores a memory unless the agent already holds identical content (the dedup key names it).
+# KEYS: memory, dedup, links. ARGV: id, ttl (0 = none), memory-key prefix, then field/value pairs,
+# then link ids after a "--links--" marker. Returns the id of the memory that holds the content.
+_STORE_SCRIPT = """
+local existing = redis.call('GET', KEYS[2])
+if existing and redis.call('EXISTS', ARGV[3] .. existing) == 1 then
+  return existing
+end
+local ttl = tonumber(ARGV[2])
+local fields = {}
+local links = {}
+local in_links = false
+for i = 4, #ARGV do
+  if ARGV[i] == '--links--' then in_links = true
+  elseif in_links then table.insert(links, ARGV[i])
+  else table.insert(fields, ARGV[i]) end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('SET', KEYS[2], ARGV[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+if #links > 0 then redis.call('SADD', KEYS[3], unpack(links)) end
+return ARGV[1]
+"""
+
+# Reads memories with their links and access stats in one round trip, optionally counting the
+# read. Access stats live in their own key: writing them into the indexed hash would make
+# RediSearch re-index the document, vector included, on every read.
+# KEYS: (memory, links, access) per memory. ARGV: now, touch ("1"/"0"), ttl per memory.
+_READ_SCRIPT = """
+local out = {}
+for i = 1, #KEYS, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if ARGV[2] == '1' then
+      redis.call('HINCRBY', KEYS[i + 2], 'count', 1)
+      redis.call('HSET', KEYS[i + 2], 'last', ARGV[1])
+      local ttl = redis.call('TTL', KEYS[i])
+      if ttl > 0 then redis.call('EXPIRE', KEYS[i + 2], ttl) end
+    end
+    table.insert(out, redis.call('HGETALL', KEYS[i]))
+    table.insert(out, redis.call('SMEMBERS', KEYS[i + 1]))
+    table.insert(out, redis.call('HGETALL', KEYS[i + 2]))
+  else
+    table.insert(out, {})
+    table.insert(out, {})
+    table.insert(out, {})
+  end
+end
+return out
+"""
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    vector: list[tuple[str, float]]
+    keyword: list[tuple[str, float]]
+    memories: dict[str, Memory]
+
+
+class RedisMemoryStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        index_name: str,
+        dimension: int,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 200,
+        hnsw_ef_runtime: int = 64,
+    ) -> None:
+        # redis-py types replies as unions over every decode mode; this adapter decodes itself.
+        self._client: Any = client
+        self.dimension = dimension
+        self.schema = IndexSchema.from_dict(
+            {
+                "index": {"name": index_name, "prefix": MEMORY_PREFIX, "storage_type": "hash"},
+                "fields": [
+                    {"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE},
+                    {"name": "agent_id", "type": "tag", "attrs": SINGLE_VALUE},
+                    {"name": "session_id", "type": "tag", "attrs": SINGLE_VALUE},
+                    {"name": "tier", "type": "tag"},
+                    {"name": "type", "type": "tag"},
+                    {
+                        "name": "tags",
+                        "type": "tag",
+                        "attrs": {"separator": TAG_SEPARATOR, "case_sensitive": True},
+                    },
+                    {"name": "content", "type": "text"},
+                    {"name": "importance", "type": "numeric"},
+                    {"name": "event_time", "type": "numeric"},
+                    {"name": "create_time", "type": "numeric", "attrs": {"sortable": True}},
+                    {
+                        "name": "embedding",
+                        "type": "vector",
+                        "attrs": {
+                            "dims": dimension,
+                            "algorithm": "hnsw",
+                            "distance_metric": "cosine",
+                            "datatype": "float32",
+                            "m": hnsw_m,
+                            "ef_construction": hnsw_ef_construction,
+                            "ef_runtime": hnsw_ef_runtime,
+                        },
+                    },
+                ],
+            }
+        )
+        self.index = AsyncSearchIndex(self.schema, redis_client=client)
+        self._store_script = client.register_script(_STORE_SCRIPT)
+        self._read_script = client.register_script(_READ_SCRIPT)
+
+    async def ensure_index(self) -> None:
+        """Create the index if it does not exist; a different dimension is a startup error."""
+        if await self.index.exists():
+            info = await self.index.info()
+            for attribute in info.get("attributes", []):
+                attrs = dict(zip(attribute[::2], attribute[1::2], strict=False))
+                if attrs.get("identifier") == "embedding":
+                    dim = int(attrs.get("dim", self.dimension))
+                    if dim != self.dimension:
+                        raise RuntimeError(
+                            f"index {self.schema.index.name} holds {dim}-d vectors but the model "
+                            f"pack produces {self.dimension}-d; re-embed or use another index_name"
+                        )
+            return
+        await self.index.create(overwrite=False)
+
+    # ---- filters -------------------------------------------------------------------------
+
+    @staticmethod
+    def _filter(keys: TenantKeys, flt: MemoryFilter) -> FilterExpression:
+        expr = tag_in("tenant", keys.tenant) & tag_in("agent_id", flt.agent_id)
+        if flt.session_id:
+            expr &= tag_in("session_id", flt.session_id)
+        if flt.tiers:
+            expr &= tag_in("tier", [t.value for t in flt.tiers])
+        if flt.types:
+            expr &= tag_in("type", [t.value for t in flt.types])
+        if flt.tags:
+            expr &= tag_in("tags", list(flt.tags))
+        if flt.start_time is not None:
+            expr &= Num("event_time") >= flt.start_time
+        if flt.end_time is not None:
+            expr &= Num("event_time") < flt.end_time
+        if flt.min_importance is not None:
+            expr &= Num("importance") >= flt.min_importance
+        return expr
+
+    # ---- encoding ------------------------------------------------------------------------
+
+    @staticmethod
+    def _fields(keys: TenantKeys, memory: Memory) -> dict[str | bytes, str | bytes]:
+        assert memory.embedding is not None
+        return {
+            "tenant": keys.tenant,
+            "memory_id": memory.id,
+            "agent_id": memory.agent_id,
+            "session_id": memory.session_id,
+            "content": memory.content,
+            "tier": memory.tier.value,
+            "type": memory.type.value,
+            "tags": TAG_SEPARATOR.join(memory.tags),
+            "importance": repr(memory.importance),
+            "metadata": json.dumps(memory.metadata, separators=(",", ":")),
+            "event_time": repr(memory.event_time),
+            "create_time": repr(memory.create_time),
+            "update_time": repr(memory.update_time),
+            "expire_time": "" if memory.expire_time is None else repr(memory.expire_time),
+            "embedding": np.asarray(memory.embedding, dtype=np.float32).tobytes(),
+        }
+
+    @staticmethod
+    def _pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+    @staticmethod
+    def _decode(
+        raw: dict[Any, Any], links: Iterable[Any] = (), access: dict[bytes, bytes] | None = None
+    ) -> Memory:
+        def text(name: str) -> str:
+            value = raw.get(name, raw.get(name.encode(), ""))
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        vector = raw.get(b"embedding", raw.get("embedding"))
+        expire = text("expire_time")
+        tags = text("tags")
+        return Memory(
+            id=text("memory_id"),
+            agent_id=text("agent_id"),
+            session_id=text("session_id"),
+            content=text("content"),
+            tier=Tier(text("tier")),
+            type=MemoryType(text("type")),
+            tags=tags.split(TAG_SEPARATOR) if tags else [],
+            importance=_num(text("importance")),
+            metadata=json.loads(text("metadata") or "{}"),
+            related_ids=sorted(x.decode() if isinstance(x, bytes) else x for x in links),
+            event_time=_num(text("event_time")),
+            create_time=_num(text("create_time")),
+            update_time=_num(text("update_time")),
+            last_access_time=_num((access or {}).get(b"last", 0)),
+            access_count=int(_num((access or {}).get(b"count", 0))),
+            expire_time=_num(expire) if expire else None,
+            embedding=(
+                np.frombuffer(vector, dtype=np.float32) if isinstance(vector, bytes) else None
+            ),
+        )
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def find_duplicate(self, keys: TenantKeys, fingerprint: str) -> str | None:
+        existing = await self._client.get(keys.dedup(fingerprint))
+        return existing.decode() if existing else None
+
+    async def store(
+        self, keys: TenantKeys, memory: Memory, fingerprint: str, ttl_s: int | None
+    ) -> str:
+        """Store atomically unless identical content exists; returns the id that holds it."""
+        args: list[str | bytes] = [memory.id, str(ttl_s or 0), keys.memory("")]
+        for name, value in self._fields(keys, memory).items():
+            args += [name, value]
+        if memory.related_ids:
+            args += ["--links--", *memory.related_ids]
+        winner = await self._store_script(
+            keys=[keys.memory(memory.id), keys.dedup(fingerprint), keys.links(memory.id)],
+            args=args,
+        )
+        winner_id = winner.decode() if isinstance(winner, bytes) else str(winner)
+        if winner_id == memory.id and memory.related_ids:
+            await self._link_back(keys, memory.id, memory.related_ids)
+        return winner_id
+
+    async def _link_back(self, keys: TenantKeys, memory_id: str, related: Sequence[str]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for other in related:
+                pipe.sadd(keys.links(other), memory_id)
+            await pipe.execute()
+
+    async def replace(
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        old_fingerprint: str,
+        new_fingerprint: str,
+        ttl_s: int | None,
+        removed_links: Sequence[str],
+        added_links: Sequence[str],
+    ) -> None:
+        """Overwrite an existing memory's fields, moving its dedup key and links."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.memory(memory.id), mapping=self._fields(keys, memory))
+            if old_fingerprint != new_fingerprint:
+                pipe.delete(keys.dedup(old_fingerprint))
+                pipe.set(keys.dedup(new_fingerprint), memory.id, nx=True)
+            if ttl_s:
+                pipe.expire(keys.memory(memory.id), ttl_s)
+                pipe.expire(keys.dedup(new_fingerprint), ttl_s)
+            else:
+                pipe.persist(keys.memory(memory.id))
+                pipe.persist(keys.dedup(new_fingerprint))
+            for other in removed_links:
+                pipe.srem(keys.links(memory.id), other)
+                pipe.srem(keys.links(other), memory.id)
+            for other in added_links:
+                pipe.sadd(keys.links(memory.id), other)
+                pipe.sadd(keys.links(other), memory.id)
+            await pipe.execute()
+
+    async def delete(self, keys: TenantKeys, memories: Sequence[tuple[Memory, str]]) -> None:
+        """Remove memories, their dedup keys and every link to them, in one transaction."""
+        if not memories:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            for memory, fingerprint in memories:
+                pipe.delete(keys.memory(memory.id), keys.links(memory.id), keys.access(memory.id))
+                pipe.delete(keys.dedup(fingerprint))
+                for other in memory.related_ids:
+                    pipe.srem(keys.links(other), memory.id)
+            await pipe.execute()
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def get_many(
+        self, keys: TenantKeys, ids: Sequence[str], *, record_access: bool = False
+    ) -> dict[str, Memory]:
+        """Memories by id in one round trip; absent ids are left out. Optionally counts the read."""
+        if not ids:
+            return {}
+        script_keys: list[str] = []
+        for memory_id in ids:
+            script_keys += [keys.memory(memory_id), keys.links(memory_id), keys.access(memory_id)]
+        replies = await self._read_script(
+            keys=script_keys, args=[repr(time.time()), "1" if record_access else "0"]
+        )
+        found: dict[str, Memory] = {}
+        for index, memory_id in enumerate(ids):
+            raw, links, access = replies[3 * index : 3 * index + 3]
+            if raw:
+                found[memory_id] = self._decode(self._pairs(raw), links, self._pairs(access))
+        return found
+
+    async def access_stats(
+        self, keys: TenantKeys, ids: Sequence[str], *, record: bool
+    ) -> dict[str, tuple[int, float]]:
+        """(count, last access) per id in one round trip, counting this read when `record`."""
+        now = repr(time.time())
+        async with self._client.pipeline(transaction=False) as pipe:
+            for memory_id in ids:
+                key = keys.access(memory_id)
+                if record:
+                    pipe.hincrby(key, "count", 1)
+                    pipe.hset(key, "last", now)
+                pipe.hmget(key, ["count", "last"])
+            replies = await pipe.execute()
+        step = 3 if record else 1
+        stats: dict[str, tuple[int, float]] = {}
+        for index, memory_id in enumerate(ids):
+            count, last = replies[index * step + step - 1]
+            stats[memory_id] = (int(count or 0), _num(last))
+        return stats
+
+    async def page(
+        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+    ) -> tuple[list[Memory], bool]:
+        """A page of memories newest first, and whether more follow."""
+        query = FilterQuery(
+            filter_expression=self._filter(keys, flt),
+            return_fields=_SCALAR_FIELDS,
+            num_results=limit + 1,
+        ).sort_by("create_time", asc=False)
+        query.paging(offset, limit + 1)
+        docs = await self.index.query(query)
+        ids = [doc["memory_id"] for doc in docs]
+        memories = await self.get_many(keys, ids[:limit])
+        return [memories[i] for i in ids[:limit] if i in memories], len(ids) > limit
+
+    async def ids_matching(self, keys: TenantKeys, flt: MemoryFilter) -> list[str]:
+        query = FilterQuery(
+            filter_expression=self._filter(keys, flt),
+            return_fields=["memory_id"],
+            num_results=MAX_FILTER_RESULTS,
+        )
+        return [doc["memory_id"] for doc in await self.index.query(query)]
+
+    async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
+        result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))
+        return int(result)
+
+    async def search(
+        self,
+        keys: TenantKeys,
+        flt: MemoryFilter,
+        *,
+        vector: npt.NDArray[np.float32] | None,
+        text: str | None,
+        k: int,
+    ) -> SearchHits:
+        """Top-k by cosine similarity and top-k by BM25, each pre-filtered inside the index."""
+        expression = self._filter(keys, flt)
+        vector_hits: list[tuple[str, float]] = []
+        keyword_hits: list[tuple[str, float]] = []
+        docs: dict[str, dict[str, Any]] = {}
+        if vector is not None:
+            query = VectorQuery(
+                vector=np.asarray(vector, dtype=np.float32).tobytes(),
+                vector_field_name="embedding",
+                return_fields=_SCALAR_FIELDS,
+                filter_expression=expression,
+                num_results=k,
+                dtype="float32",
+            )
+            for doc in await self.index.query(query):
+                # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
+                vector_hits.append((doc["memory_id"], 1.0 - float(doc["vector_distance"])))
+                docs[doc["memory_id"]] = doc
+        terms = keyword_terms(text) if text else []
+        if terms:
+            query_text = TextQuery(
+                text=" ".join(terms),
+                text_field_name="content",
+                text_scorer="BM25STD",
+                filter_expression=expression,
+                return_fields=_SCALAR_FIELDS,
+                num_results=k,
+                stopwords=None,
+            )
+            for doc in await self.index.query(query_text):
+                keyword_hits.append((doc["memory_id"], float(doc.get("score", 0.0))))
+                docs.setdefault(doc["memory_id"], doc)
+        memories = {memory_id: self._decode(doc) for memory_id, doc in docs.items()}
+        return SearchHits(vector_hits, keyword_hits, memories)

@@ -1,0 +1,44 @@
+"""The one place user values become RediSearch query syntax.
+
+RedisVL's tag escaper misses the backtick (found by property tests: a tag "x`y" matched nothing),
+so tag clauses are built here, escaping every ASCII character that is not a letter or digit.
+Non-ASCII characters are never syntax and pass through. Numbers go through RedisVL's `Num`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from redisvl.query.filter import FilterExpression
+
+# Tag fields split values at their separator (',' by default). Validation forbids control
+# characters in every client value, so this one can never occur inside a value.
+TAG_SEPARATOR = "\x1f"
+SINGLE_VALUE = {"separator": TAG_SEPARATOR, "case_sensitive": True}
+
+_SYNTAX = re.compile(r"([\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])")
+_WORD = re.compile(r"\w+")
+MAX_KEYWORD_TERMS = 64
+
+
+def escape_tag(value: str) -> str:
+    return _SYNTAX.sub(r"\\\1", value)
+
+
+def tag_in(field: str, values: str | Sequence[str]) -> FilterExpression:
+    """`field` equals the value, or any of the values (exact, case as the field is declared)."""
+    items = [values] if isinstance(values, str) else list(values)
+    if not items:
+        raise ValueError("tag_in needs at least one value")
+    return FilterExpression("@" + field + ":{" + "|".join(escape_tag(v) for v in items) + "}")
+
+
+def keyword_terms(text: str) -> list[str]:
+    """The words of user text, the only form in which it reaches a RediSearch text query.
+
+    RediSearch splits indexed content at punctuation and spaces, so matching needs nothing else;
+    dropping every non-word character leaves no query syntax (`|`, `@`, `{`, `*`, `-`, quotes)
+    for RedisVL's whitespace tokenizer to pass through. Unique, in order, at most 64.
+    """
+    return list(dict.fromkeys(_WORD.findall(text)))[:MAX_KEYWORD_TERMS]

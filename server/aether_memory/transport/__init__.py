@@ -1,0 +1,1 @@
+"""The gRPC edge: proto in, one use-case call, proto out, errors mapped to statuses."""

@@ -1,0 +1,250 @@
+"""Proto messages to domain values and back, validating every field on the way in.
+
+Validation collects all violations of a request and raises one InvalidField naming each field by
+its proto path (`memory.tags[2]`); size limits raise TooLarge (RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Container
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from aether.memory.v1 import memory_pb2, working_memory_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from ..domain.errors import InvalidField, TooLarge
+from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType, Tier
+
+MAX_CONTENT_BYTES = 32 * 1024
+MAX_ID_BYTES = 128
+MAX_TAGS = 32
+MAX_METADATA_BYTES = 16 * 1024
+MAX_RELATED = 100
+
+TIER_TO_PROTO = {
+    Tier.SCRATCHPAD: memory_pb2.MEMORY_TIER_SCRATCHPAD,
+    Tier.WORKING: memory_pb2.MEMORY_TIER_WORKING,
+    Tier.SHORT_TERM: memory_pb2.MEMORY_TIER_SHORT_TERM,
+    Tier.LONG_TERM: memory_pb2.MEMORY_TIER_LONG_TERM,
+    Tier.EPISODIC: memory_pb2.MEMORY_TIER_EPISODIC,
+}
+TIER_FROM_PROTO = {v: k for k, v in TIER_TO_PROTO.items()}
+TYPE_TO_PROTO = {
+    MemoryType.FACT: memory_pb2.MEMORY_TYPE_FACT,
+    MemoryType.PREFERENCE: memory_pb2.MEMORY_TYPE_PREFERENCE,
+    MemoryType.EVENT: memory_pb2.MEMORY_TYPE_EVENT,
+    MemoryType.PROCEDURE: memory_pb2.MEMORY_TYPE_PROCEDURE,
+    MemoryType.SUMMARY: memory_pb2.MEMORY_TYPE_SUMMARY,
+    MemoryType.OBSERVATION: memory_pb2.MEMORY_TYPE_OBSERVATION,
+}
+TYPE_FROM_PROTO = {v: k for k, v in TYPE_TO_PROTO.items()}
+
+
+class Violations:
+    """Collects (field, description) pairs; `raise_if_any` raises them as one InvalidField."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, why: str) -> None:
+        self.items.append((field, why))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidField(self.items)
+
+    def identifier(self, field: str, value: str, *, required: bool) -> None:
+        if not value:
+            if required:
+                self.add(field, "is required")
+            return
+        if len(value.encode()) > MAX_ID_BYTES:
+            self.add(field, f"must be at most {MAX_ID_BYTES} bytes")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            self.add(field, "must not contain control characters")
+        elif value != value.strip():
+            # The index trims tag values, so such a value could never be matched again.
+            self.add(field, "must not start or end with whitespace")
+
+    def text(self, field: str, value: str, *, limit: int, required: bool = True) -> None:
+        if required and not value.strip():
+            self.add(field, "must not be empty or whitespace only")
+        if len(value.encode()) > limit:
+            raise TooLarge(field, limit)
+
+    def enum(self, field: str, value: int, known: Container[Any], *, allow_unset: bool) -> None:
+        if value == 0 and allow_unset:
+            return
+        if value not in known:
+            self.add(field, f"unknown enum value {value}")
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    if value:
+        result.update(value)
+    return result
+
+
+def check_struct_size(field: str, value: struct_pb2.Struct, limit: int) -> None:
+    if value.ByteSize() > limit:
+        raise TooLarge(field, limit)
+
+
+def to_seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if not seconds:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def vector_of(values: Any) -> npt.NDArray[np.float32] | None:
+    if not len(values):
+        return None
+    return np.asarray(values, dtype=np.float32)
+
+
+def check_vector(field: str, values: Any, v: Violations) -> None:
+    if len(values) and not all(math.isfinite(x) for x in values):
+        v.add(field, "must hold finite numbers")
+
+
+def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) -> Memory:
+    """A validated draft for StoreMemory (output-only fields are ignored)."""
+    v.identifier(f"{prefix}.agent_id", message.agent_id, required=True)
+    v.identifier(f"{prefix}.session_id", message.session_id, required=False)
+    v.text(f"{prefix}.content", message.content, limit=MAX_CONTENT_BYTES)
+    v.enum(f"{prefix}.tier", message.tier, TIER_FROM_PROTO, allow_unset=True)
+    v.enum(f"{prefix}.type", message.type, TYPE_FROM_PROTO, allow_unset=True)
+    check_tags(f"{prefix}.tags", list(message.tags), v)
+    importance = DEFAULT_IMPORTANCE
+    if message.HasField("importance"):
+        importance = message.importance
+        if not 0.0 <= importance <= 1.0:
+            v.add(f"{prefix}.importance", "must be between 0.0 and 1.0")
+    check_struct_size(f"{prefix}.metadata", message.metadata, MAX_METADATA_BYTES)
+    if len(message.related_ids) > MAX_RELATED:
+        v.add(f"{prefix}.related_ids", f"must hold at most {MAX_RELATED} ids")
+    for i, related in enumerate(message.related_ids):
+        v.identifier(f"{prefix}.related_ids[{i}]", related, required=True)
+    check_vector(f"{prefix}.embedding", message.embedding, v)
+    return Memory(
+        id="",
+        agent_id=message.agent_id,
+        session_id=message.session_id,
+        content=message.content,
+        tier=TIER_FROM_PROTO.get(message.tier, Tier.LONG_TERM),
+        type=TYPE_FROM_PROTO.get(message.type, MemoryType.FACT),
+        tags=list(dict.fromkeys(message.tags)),
+        importance=importance,
+        metadata=struct_to_dict(message.metadata),
+        related_ids=list(dict.fromkeys(message.related_ids)),
+        event_time=to_seconds(message.event_time) if message.HasField("event_time") else 0.0,
+    )
+
+
+def check_tags(field: str, tags: list[str], v: Violations) -> None:
+    if len(tags) > MAX_TAGS:
+        v.add(field, f"must hold at most {MAX_TAGS} tags")
+    for i, tag in enumerate(tags):
+        v.identifier(f"{field}[{i}]", tag, required=True)
+
+
+def filter_from_proto(
+    agent_id: str, message: memory_pb2.MemoryFilter, prefix: str, v: Violations
+) -> MemoryFilter:
+    v.identifier("agent_id", agent_id, required=True)
+    v.identifier(f"{prefix}.session_id", message.session_id, required=False)
+    for i, tier in enumerate(message.tiers):
+        v.enum(f"{prefix}.tiers[{i}]", tier, TIER_FROM_PROTO, allow_unset=False)
+    for i, kind in enumerate(message.types):
+        v.enum(f"{prefix}.types[{i}]", kind, TYPE_FROM_PROTO, allow_unset=False)
+    check_tags(f"{prefix}.tags", list(message.tags), v)
+    min_importance = message.min_importance if message.HasField("min_importance") else None
+    if min_importance is not None and not 0.0 <= min_importance <= 1.0:
+        v.add(f"{prefix}.min_importance", "must be between 0.0 and 1.0")
+    start = to_seconds(message.start_time) if message.HasField("start_time") else None
+    end = to_seconds(message.end_time) if message.HasField("end_time") else None
+    if start is not None and end is not None and end <= start:
+        v.add(f"{prefix}.end_time", "must be after start_time")
+    return MemoryFilter(
+        agent_id=agent_id,
+        session_id=message.session_id,
+        tiers=tuple(TIER_FROM_PROTO[t] for t in message.tiers if t in TIER_FROM_PROTO),
+        types=tuple(TYPE_FROM_PROTO[t] for t in message.types if t in TYPE_FROM_PROTO),
+        tags=tuple(message.tags),
+        start_time=start,
+        end_time=end,
+        min_importance=min_importance,
+    )
+
+
+def memory_to_proto(memory: Memory, *, full: bool) -> memory_pb2.Memory:
+    message = memory_pb2.Memory(
+        id=memory.id,
+        agent_id=memory.agent_id,
+        session_id=memory.session_id,
+        content=memory.content,
+        tier=TIER_TO_PROTO[memory.tier],
+        type=TYPE_TO_PROTO[memory.type],
+        tags=memory.tags,
+        importance=memory.importance,
+        metadata=dict_to_struct(memory.metadata),
+        related_ids=memory.related_ids,
+        event_time=timestamp(memory.event_time),
+        create_time=timestamp(memory.create_time),
+        update_time=timestamp(memory.update_time),
+        last_access_time=timestamp(memory.last_access_time),
+        access_count=memory.access_count,
+        expire_time=timestamp(memory.expire_time),
+    )
+    if full and memory.embedding is not None:
+        message.embedding.extend(memory.embedding.tolist())
+    return message
+
+
+def page_size(field: str, value: int, default: int, maximum: int, v: Violations) -> int:
+    if value < 0:
+        v.add(field, "must not be negative")
+        return default
+    return min(value or default, maximum)
+
+
+def message_to_doc(message: working_memory_pb2.ContextMessage) -> dict[str, Any]:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "metadata": struct_to_dict(message.metadata),
+    }
+
+
+def session_to_proto(doc: dict[str, Any]) -> working_memory_pb2.Session:
+    return working_memory_pb2.Session(
+        session_id=doc["session_id"],
+        agent_id=doc.get("agent_id", ""),
+        messages=[
+            working_memory_pb2.ContextMessage(
+                role=m["role"],
+                content=m["content"],
+                metadata=dict_to_struct(m.get("metadata")),
+                create_time=timestamp(m.get("create_time")),
+            )
+            for m in doc.get("messages", [])
+        ],
+        state=dict_to_struct(doc.get("state")),
+        revision=int(doc.get("revision", 0)),
+        update_time=timestamp(doc.get("update_time")),
+        expire_time=timestamp(doc.get("expire_time")),
+    )

@@ -1,0 +1,394 @@
+"""EpisodeService: recording (unary and the bidirectional stream), tailing, listing, searching."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from aether.memory.v1 import (
+    agent_state_pb2,
+    episode_pb2,
+    episode_service_pb2,
+    episode_service_pb2_grpc,
+)
+from google.protobuf import timestamp_pb2
+from grpc_status import rpc_status
+
+from ..domain.errors import DomainError, TooLarge
+from ..domain.paging import PageTokens
+from ..episodes import EpisodeIndex, EpisodeQuery
+from ..memories import MemoryBank
+from ..settings import Settings
+from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
+from ..stores.redis.keys import TenantKeys
+from . import convert as c
+from .errors import mapped, mapped_stream, status_for
+from .tenancy import tenant_keys
+
+MAX_EPISODES_PER_REQUEST = 500
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TEXT_BYTES = 8192
+MAX_SEQ = 18446744073709551615
+CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+STATS_WINDOW = 1000
+
+
+def _type_name(value: int) -> str:
+    name = episode_pb2.EpisodeType.Name(value)  # type: ignore[arg-type]
+    return name.removeprefix("EPISODE_TYPE_").lower()
+
+
+def _outcome_name(value: int) -> str:
+    name = episode_pb2.EpisodeOutcome.Name(value)  # type: ignore[arg-type]
+    return name.removeprefix("EPISODE_OUTCOME_").lower()
+
+
+def _validate_episode(episode: episode_pb2.Episode, prefix: str) -> None:
+    v = c.Violations()
+    v.identifier(f"{prefix}.event_id", episode.event_id, required=True)
+    v.identifier(f"{prefix}.agent_id", episode.agent_id, required=True)
+    v.identifier(f"{prefix}.session_id", episode.session_id, required=False)
+    if episode.type not in episode_pb2.EpisodeType.values() or episode.type == 0:
+        v.add(f"{prefix}.type", "must be a known EpisodeType other than UNSPECIFIED")
+    if episode.outcome not in episode_pb2.EpisodeOutcome.values():
+        v.add(f"{prefix}.outcome", f"unknown enum value {episode.outcome}")
+    if len(episode.name.encode()) > 256:
+        v.add(f"{prefix}.name", "must be at most 256 bytes")
+    if episode.latency.seconds < 0 or episode.latency.nanos < 0:
+        v.add(f"{prefix}.latency", "must not be negative")
+    if episode.trace_id and not TRACE_ID.match(episode.trace_id):
+        v.add(f"{prefix}.trace_id", "must be 32 lowercase hex characters")
+    v.raise_if_any()
+    c.check_struct_size(f"{prefix}.payload", episode.payload, MAX_PAYLOAD_BYTES)
+    if len(episode.text.encode()) > MAX_TEXT_BYTES:
+        raise TooLarge(f"{prefix}.text", MAX_TEXT_BYTES)
+
+
+def _to_entry(episode: episode_pb2.Episode, now: timestamp_pb2.Timestamp) -> EpisodeEntry:
+    stored = episode_pb2.Episode()
+    stored.CopyFrom(episode)
+    stored.ClearField("episode_id")
+    stored.ClearField("cursor")
+    stored.record_time.CopyFrom(now)
+    if not stored.HasField("start_time"):
+        stored.start_time.CopyFrom(now)
+    return EpisodeEntry(
+        event_id=episode.event_id,
+        body=stored.SerializeToString(),
+        agent_id=episode.agent_id,
+        session_id=episode.session_id,
+        type=_type_name(episode.type),
+        outcome=_outcome_name(episode.outcome),
+    )
+
+
+def _from_entry(entry: StoredEntry) -> episode_pb2.Episode:
+    episode = episode_pb2.Episode.FromString(entry.body)
+    episode.episode_id = entry.stream_id
+    episode.cursor = entry.stream_id
+    return episode
+
+
+def _position_before(ts: timestamp_pb2.Timestamp) -> str:
+    """The stream position just before the first entry recorded at or after `ts`."""
+    ms = ts.ToMilliseconds()
+    return f"{ms - 1}-{MAX_SEQ}" if ms > 0 else "0-0"
+
+
+class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
+    def __init__(
+        self,
+        log: RedisEpisodeLog,
+        index: EpisodeIndex,
+        bank: MemoryBank,
+        page_tokens: PageTokens,
+        settings: Settings,
+    ) -> None:
+        self._log = log
+        self._index = index
+        self._bank = bank
+        self._tokens = page_tokens
+        self._settings = settings
+
+    def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
+        return tenant_keys(context, self._settings.default_tenant)
+
+    @mapped
+    async def RecordEpisode(
+        self, request: episode_service_pb2.RecordEpisodeRequest, context: grpc.aio.ServicerContext
+    ) -> episode_service_pb2.RecordEpisodeResponse:
+        keys = self._keys(context)
+        _validate_episode(request.episode, "episode")
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        (appended,) = await self._log.append(keys, [_to_entry(request.episode, now)])
+        stored = await self._log.get(keys, appended.stream_id)
+        episode = _from_entry(stored) if stored else request.episode
+        return episode_service_pb2.RecordEpisodeResponse(
+            episode=episode, duplicate=appended.duplicate
+        )
+
+    async def RecordEpisodes(
+        self,
+        request_iterator: AsyncIterator[episode_service_pb2.RecordEpisodesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[episode_service_pb2.RecordEpisodesResponse]:
+        """One request at a time: its episodes are appended, then acked, then the next is read.
+
+        Not reading while an append is in flight is the backpressure: the HTTP/2 window fills
+        and the client's writes wait. Memory held per stream is bounded by one request.
+        """
+        try:
+            keys = self._keys(context)
+        except DomainError as error:
+            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+        options: episode_service_pb2.RecordEpisodesOptions | None = None
+        async for request in request_iterator:
+            if request.HasField("options"):
+                if options is not None and options != request.options:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "options: must not change within a stream"
+                    )
+                options = request.options
+            if len(request.episodes) > MAX_EPISODES_PER_REQUEST:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"episodes: at most {MAX_EPISODES_PER_REQUEST} per request",
+                )
+            yield await self._record_batch(keys, request, options)
+
+    async def _record_batch(
+        self,
+        keys: TenantKeys,
+        request: episode_service_pb2.RecordEpisodesRequest,
+        options: episode_service_pb2.RecordEpisodesOptions | None,
+    ) -> episode_service_pb2.RecordEpisodesResponse:
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        acks: list[episode_pb2.EpisodeAck] = []
+        valid: list[tuple[int, EpisodeEntry]] = []
+        for i, original in enumerate(request.episodes):
+            episode = episode_pb2.Episode()
+            episode.CopyFrom(original)
+            if options is not None:
+                episode.agent_id = episode.agent_id or options.default_agent_id
+                episode.session_id = episode.session_id or options.default_session_id
+            acks.append(episode_pb2.EpisodeAck(event_id=episode.event_id))
+            try:
+                _validate_episode(episode, f"episodes[{i}]")
+            except DomainError as error:
+                acks[i].error.CopyFrom(status_for(error))
+                continue
+            valid.append((i, _to_entry(episode, now)))
+        if valid:
+            try:
+                appended = await self._log.append(keys, [entry for _, entry in valid])
+            except Exception as error:  # every waiting episode is told, none is acked
+                status = status_for(error)
+                for i, _ in valid:
+                    acks[i].error.CopyFrom(status)
+            else:
+                for (i, _), result in zip(valid, appended, strict=True):
+                    acks[i].written.CopyFrom(
+                        episode_pb2.EpisodeWritten(
+                            episode_id=result.stream_id,
+                            cursor=result.stream_id,
+                            duplicate=result.duplicate,
+                        )
+                    )
+        return episode_service_pb2.RecordEpisodesResponse(acks=acks)
+
+    @staticmethod
+    def _filter_names(
+        flt: episode_pb2.EpisodeFilter, prefix: str, v: c.Violations
+    ) -> tuple[set[str], set[str]]:
+        v.identifier(f"{prefix}.agent_id", flt.agent_id, required=False)
+        v.identifier(f"{prefix}.session_id", flt.session_id, required=False)
+        for i, t in enumerate(flt.types):
+            if t not in episode_pb2.EpisodeType.values() or t == 0:
+                v.add(f"{prefix}.types[{i}]", f"unknown enum value {t}")
+        for i, o in enumerate(flt.outcomes):
+            if o not in episode_pb2.EpisodeOutcome.values():
+                v.add(f"{prefix}.outcomes[{i}]", f"unknown enum value {o}")
+        types = {_type_name(t) for t in flt.types if t in episode_pb2.EpisodeType.values()}
+        outcomes = {
+            _outcome_name(o) for o in flt.outcomes if o in episode_pb2.EpisodeOutcome.values()
+        }
+        return types, outcomes
+
+    @staticmethod
+    def _matches(
+        entry: StoredEntry, flt: episode_pb2.EpisodeFilter, types: set[str], outcomes: set[str]
+    ) -> bool:
+        return (
+            (not flt.agent_id or entry.agent_id == flt.agent_id)
+            and (not flt.session_id or entry.session_id == flt.session_id)
+            and (not types or entry.type in types)
+            and (not outcomes or entry.outcome in outcomes)
+        )
+
+    @mapped_stream
+    async def SubscribeEpisodes(
+        self,
+        request: episode_service_pb2.SubscribeEpisodesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[episode_service_pb2.SubscribeEpisodesResponse]:
+        keys = self._keys(context)
+        v = c.Violations()
+        types, outcomes = self._filter_names(request.filter, "filter", v)
+        interval = 15.0
+        if request.HasField("heartbeat_interval"):
+            interval = request.heartbeat_interval.ToTimedelta().total_seconds()
+            if not 1 <= interval <= 300:
+                v.add("heartbeat_interval", "must be between 1 s and 300 s")
+        start = request.WhichOneof("start")
+        if start == "after_cursor" and not CURSOR.match(request.after_cursor):
+            v.add("after_cursor", "is not a cursor this service issued")
+        v.raise_if_any()
+        if start == "after_cursor":
+            await self._log.check_cursor(keys, request.after_cursor)
+            position = request.after_cursor
+        elif start == "start_time":
+            position = _position_before(request.start_time)
+            await self._log.check_cursor(keys, position)
+        else:
+            position = await self._log.last_id(keys)
+        last_sent = time.monotonic()
+        async for batch in self._log.tail(keys, position, block_ms=int(interval * 1000)):
+            for entry in batch:
+                position = entry.stream_id
+                if self._matches(entry, request.filter, types, outcomes):
+                    last_sent = time.monotonic()
+                    yield episode_service_pb2.SubscribeEpisodesResponse(
+                        episode=_from_entry(entry), cursor=entry.stream_id
+                    )
+            if time.monotonic() - last_sent >= interval:
+                last_sent = time.monotonic()
+                heartbeat = episode_service_pb2.Heartbeat()
+                heartbeat.server_time.GetCurrentTime()
+                yield episode_service_pb2.SubscribeEpisodesResponse(
+                    heartbeat=heartbeat, cursor=position
+                )
+
+    @mapped
+    async def ListEpisodes(
+        self, request: episode_service_pb2.ListEpisodesRequest, context: grpc.aio.ServicerContext
+    ) -> episode_service_pb2.ListEpisodesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        types, outcomes = self._filter_names(request.filter, "filter", v)
+        size = c.page_size("page_size", request.page_size, 50, 1000, v)
+        v.raise_if_any()
+        stripped = episode_service_pb2.ListEpisodesRequest()
+        stripped.CopyFrom(request)
+        stripped.ClearField("page_token")
+        stripped.ClearField("page_size")
+        fingerprint = self._tokens.fingerprint(
+            keys.tenant, "ListEpisodes", stripped.SerializeToString(deterministic=True)
+        )
+        if request.page_token:
+            _, position_bytes = self._tokens.decode(request.page_token, fingerprint)
+            start = "(" + position_bytes.decode()
+        elif request.HasField("start_time"):
+            start = f"{request.start_time.ToMilliseconds()}-0"
+        else:
+            start = "-"
+        end = (
+            f"{request.end_time.ToMilliseconds() - 1}-{MAX_SEQ}"
+            if request.HasField("end_time")
+            else "+"
+        )
+        scan_limit = max(4 * size, 1000)  # bounded work per call, even when few entries match
+        scanned = await self._log.range(keys, start, end, scan_limit)
+        episodes = []
+        last = ""
+        for entry in scanned:
+            last = entry.stream_id
+            if self._matches(entry, request.filter, types, outcomes):
+                episodes.append(_from_entry(entry))
+                if len(episodes) == size:
+                    break
+        more = bool(scanned) and (len(scanned) == scan_limit or last != scanned[-1].stream_id)
+        return episode_service_pb2.ListEpisodesResponse(
+            episodes=episodes,
+            next_page_token=self._tokens.encode(fingerprint, 0, last.encode()) if more else "",
+        )
+
+    @mapped
+    async def SearchEpisodes(
+        self,
+        request: episode_service_pb2.SearchEpisodesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> episode_service_pb2.SearchEpisodesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        types, outcomes = self._filter_names(request.filter, "filter", v)
+        size = c.page_size("page_size", request.page_size, 10, 100, v)
+        v.text("query", request.query, limit=MAX_TEXT_BYTES)
+        v.raise_if_any()
+        stripped = episode_service_pb2.SearchEpisodesRequest()
+        stripped.CopyFrom(request)
+        stripped.ClearField("page_token")
+        stripped.ClearField("page_size")
+        fingerprint = self._tokens.fingerprint(
+            keys.tenant, "SearchEpisodes", stripped.SerializeToString(deterministic=True)
+        )
+        offset = (
+            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
+        )
+        if offset >= 1000:
+            return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
+        vector = await self._bank.embed_query(request.query)
+        hits = await self._index.search(
+            keys,
+            EpisodeQuery(
+                text=request.query,
+                agent_id=request.filter.agent_id,
+                session_id=request.filter.session_id,
+                types=tuple(sorted(types)),
+                outcomes=tuple(sorted(outcomes)),
+                start_time=(
+                    request.start_time.ToNanoseconds() / 1e9
+                    if request.HasField("start_time")
+                    else None
+                ),
+                end_time=(
+                    request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None
+                ),
+                offset=offset,
+                limit=size,
+            ),
+            vector,
+        )
+        page = hits[offset : offset + size]
+        response = episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
+        for hit in page:
+            stored = await self._log.get(keys, hit.stream_id)
+            if stored is not None:
+                response.results.add(episode=_from_entry(stored), similarity=hit.similarity)
+        if len(hits) > offset + size:
+            response.next_page_token = self._tokens.encode(fingerprint, offset + size)
+        return response
+
+    async def episode_stats(self, keys: TenantKeys, agent_id: str) -> agent_state_pb2.EpisodeStats:
+        """Outcomes of the agent's episodes among the tenant's most recent ones."""
+        entries = await self._log.recent(keys, STATS_WINDOW)
+        mine = [e for e in entries if e.agent_id == agent_id]
+        stats = agent_state_pb2.EpisodeStats(
+            total=len(mine),
+            succeeded=sum(e.outcome == "success" for e in mine),
+            failed=sum(e.outcome == "failure" for e in mine),
+        )
+        latencies = []
+        for entry in mine:
+            episode = episode_pb2.Episode.FromString(entry.body)
+            if episode.HasField("latency"):
+                latencies.append(episode.latency.ToNanoseconds())
+        if latencies:
+            stats.mean_latency.FromNanoseconds(sum(latencies) // len(latencies))
+        if mine:
+            stats.window_start_time.FromMilliseconds(int(mine[-1].stream_id.split("-")[0]))
+        return stats

@@ -1,0 +1,180 @@
+"""Every non-OK status this service sends, built as google.rpc.Status with typed details."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..domain.errors import (
+    CursorExpired,
+    DimensionMismatch,
+    DomainError,
+    InvalidField,
+    InvalidPageToken,
+    NotFound,
+    NothingToSummarize,
+    RequestIdReused,
+    RevisionMismatch,
+    TooLarge,
+)
+
+DOMAIN = "memory.aether"
+log = logging.getLogger(__name__)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def build_status(
+    code: int, message: str, reason: str, *details: Any, metadata: dict[str, str] | None = None
+) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    return status_pb2.Status(
+        code=code, message=message, details=[_pack(info), *(_pack(d) for d in details)]
+    )
+
+
+def bad_request(
+    violations: list[tuple[str, str]],
+    reason: str = "INVALID_FIELD",
+    metadata: dict[str, str] | None = None,
+) -> status_pb2.Status:
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+            for f, d in violations
+        ]
+    )
+    message = "; ".join(f"{f}: {d}" for f, d in violations)
+    return build_status(code_pb2.INVALID_ARGUMENT, message, reason, detail, metadata=metadata)
+
+
+def status_for(error: BaseException) -> status_pb2.Status:
+    """The status a caller sees for an exception; unknown exceptions become a generic INTERNAL."""
+    match error:
+        case InvalidField():
+            return bad_request(error.violations)
+        case InvalidPageToken():
+            return bad_request([("page_token", str(error))], "INVALID_PAGE_TOKEN")
+        case DimensionMismatch():
+            return bad_request(
+                [(error.field, str(error))],
+                "EMBEDDING_DIMENSION_MISMATCH",
+                {"expected": str(error.expected), "actual": str(error.actual)},
+            )
+        case TooLarge():
+            quota = error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.field, description=str(error)
+                    )
+                ]
+            )
+            return build_status(
+                code_pb2.RESOURCE_EXHAUSTED,
+                str(error),
+                "PAYLOAD_TOO_LARGE",
+                quota,
+                metadata={"limit": str(error.limit), "field": error.field},
+            )
+        case NotFound():
+            resource = error_details_pb2.ResourceInfo(
+                resource_type=error.resource_type, resource_name=error.name
+            )
+            return build_status(code_pb2.NOT_FOUND, str(error), error.reason, resource)
+        case NothingToSummarize():
+            return build_status(code_pb2.NOT_FOUND, str(error), "NOTHING_TO_SUMMARIZE")
+        case RequestIdReused():
+            return build_status(code_pb2.ALREADY_EXISTS, str(error), "REQUEST_ID_REUSED")
+        case RevisionMismatch():
+            failure = error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type="REVISION", subject="expected_revision", description=str(error)
+                    )
+                ]
+            )
+            return build_status(
+                code_pb2.FAILED_PRECONDITION,
+                str(error),
+                "REVISION_MISMATCH",
+                failure,
+                metadata={"currentRevision": str(error.current)},
+            )
+        case CursorExpired():
+            return build_status(
+                code_pb2.OUT_OF_RANGE,
+                str(error),
+                "CURSOR_EXPIRED",
+                metadata={"oldestCursor": error.oldest},
+            )
+        case RedisConnectionError() | RedisTimeoutError():
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(500)
+            return build_status(
+                code_pb2.UNAVAILABLE,
+                "the hot store is unreachable; retry",
+                "BACKEND_UNAVAILABLE",
+                retry,
+            )
+        case DomainError():
+            return build_status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_FIELD")
+    log.exception("unhandled error in a call", exc_info=error)
+    return build_status(code_pb2.INTERNAL, "internal error; it was logged", "INTERNAL")
+
+
+Servicer = TypeVar("Servicer")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+def mapped(
+    method: Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]],
+) -> Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    """Turns exceptions of a unary handler into the statuses above."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext
+    ) -> Response:
+        try:
+            return await method(self, request, context)
+        except (grpc.aio.AbortError, grpc.aio.BaseError):
+            raise
+        except Exception as error:  # every other exception becomes a documented status
+            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapper
+
+
+def mapped_stream(
+    method: Callable[[Servicer, Request, grpc.aio.ServicerContext], AsyncIterator[Response]],
+) -> Callable[[Servicer, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]:
+    """The same for server-streaming handlers."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except (grpc.aio.AbortError, grpc.aio.BaseError):
+            raise
+        except Exception as error:  # every other exception becomes a documented status
+            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+    return wrapper

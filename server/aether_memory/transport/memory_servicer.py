@@ -1,0 +1,671 @@
+"""MemoryService: validate, convert, one use-case call, convert back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from aether.memory.v1 import (
+    agent_state_pb2,
+    memory_pb2,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+    working_memory_pb2,
+)
+from google.protobuf.message import Message
+
+from ..domain.errors import InvalidField, NotFound, TooLarge
+from ..domain.memory import Memory, MemoryFilter
+from ..domain.paging import PageTokens
+from ..domain.scoring import Weights
+from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
+from ..settings import Settings
+from ..stores.redis.documents import DocumentStore
+from ..stores.redis.episode_log import RedisEpisodeLog
+from ..stores.redis.idempotency import RequestLog
+from ..stores.redis.keys import TenantKeys
+from . import convert as c
+from .errors import mapped
+from .tenancy import tenant_keys
+
+M = TypeVar("M", bound=Message)
+MAX_BATCH = 100
+MAX_QUERY_BYTES = 8192
+MAX_STATE_BYTES = 64 * 1024
+MAX_TOOL_RESULT_BYTES = 256 * 1024
+MAX_APPEND = 100
+
+
+def _fingerprint(request: Message) -> bytes:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+def _page_fingerprint(tokens: PageTokens, keys: TenantKeys, method: str, request: Message) -> bytes:
+    stripped = type(request)()
+    stripped.CopyFrom(request)
+    for name in ("page_token", "page_size"):
+        stripped.ClearField(name)
+    return tokens.fingerprint(keys.tenant, method, stripped.SerializeToString(deterministic=True))
+
+
+class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
+    def __init__(
+        self,
+        bank: MemoryBank,
+        documents: DocumentStore,
+        requests: RequestLog,
+        episodes: RedisEpisodeLog,
+        page_tokens: PageTokens,
+        settings: Settings,
+        episode_stats: Callable[[TenantKeys, str], Awaitable[agent_state_pb2.EpisodeStats]],
+    ) -> None:
+        self._bank = bank
+        self._docs = documents
+        self._requests = requests
+        self._episodes = episodes
+        self._tokens = page_tokens
+        self._settings = settings
+        self._episode_stats = episode_stats
+
+    def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
+        return tenant_keys(context, self._settings.default_tenant)
+
+    async def _once(
+        self,
+        keys: TenantKeys,
+        method: str,
+        request: Message,
+        request_id: str,
+        response_type: type[M],
+        compute: Callable[[], Awaitable[M]],
+    ) -> M:
+        """Run `compute` at most once per request_id (AIP-155); without one, just run it."""
+        if not request_id:
+            return await compute()
+        if len(request_id) > 36 or not request_id.isascii():
+            raise InvalidField.one("request_id", "must be at most 36 ASCII characters")
+        fingerprint = _fingerprint(request)
+        stored = await self._requests.recall(keys, method, request_id, fingerprint)
+        if stored is not None:
+            return response_type.FromString(stored)
+        response = await compute()
+        kept = await self._requests.remember(
+            keys, method, request_id, fingerprint, response.SerializeToString()
+        )
+        return response_type.FromString(kept)
+
+    # ---- long-term memory -----------------------------------------------------------------
+
+    async def _store_one(
+        self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
+    ) -> memory_service_pb2.StoreMemoryResponse:
+        async def compute() -> memory_service_pb2.StoreMemoryResponse:
+            memory, deduplicated = await self._bank.store(
+                keys, draft, c.vector_of(request.memory.embedding)
+            )
+            return memory_service_pb2.StoreMemoryResponse(
+                memory=c.memory_to_proto(memory, full=False), deduplicated=deduplicated
+            )
+
+        return await self._once(
+            keys,
+            "StoreMemory",
+            request,
+            request.request_id,
+            memory_service_pb2.StoreMemoryResponse,
+            compute,
+        )
+
+    @mapped
+    async def StoreMemory(
+        self, request: memory_service_pb2.StoreMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.StoreMemoryResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        if not request.HasField("memory"):
+            raise InvalidField.one("memory", "is required")
+        draft = c.memory_from_proto(request.memory, "memory", v)
+        v.raise_if_any()
+        return await self._store_one(keys, request, draft)
+
+    @mapped
+    async def BatchStoreMemories(
+        self,
+        request: memory_service_pb2.BatchStoreMemoriesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.BatchStoreMemoriesResponse:
+        keys = self._keys(context)
+        if not request.requests:
+            raise InvalidField.one("requests", "must hold at least one request")
+        if len(request.requests) > MAX_BATCH:
+            raise TooLarge("requests", MAX_BATCH, "requests")
+        v = c.Violations()
+        drafts = [
+            c.memory_from_proto(r.memory, f"requests[{i}].memory", v)
+            for i, r in enumerate(request.requests)
+        ]
+        for i, r in enumerate(request.requests):
+            if r.memory.embedding and len(r.memory.embedding) != self._bank.dimension:
+                v.add(
+                    f"requests[{i}].memory.embedding",
+                    f"must have {self._bank.dimension} values, not {len(r.memory.embedding)}",
+                )
+        v.raise_if_any()  # atomic validation: nothing is stored when any item is invalid
+        responses = [
+            await self._store_one(keys, r, d) for r, d in zip(request.requests, drafts, strict=True)
+        ]
+        return memory_service_pb2.BatchStoreMemoriesResponse(responses=responses)
+
+    @mapped
+    async def GetMemory(
+        self, request: memory_service_pb2.GetMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.GetMemoryResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("id", request.id, required=True)
+        v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
+        v.raise_if_any()
+        memory = await self._bank.get(keys, request.id)
+        return memory_service_pb2.GetMemoryResponse(
+            memory=c.memory_to_proto(memory, full=request.view == memory_pb2.MEMORY_VIEW_FULL)
+        )
+
+    @mapped
+    async def ListMemories(
+        self, request: memory_service_pb2.ListMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.ListMemoriesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        flt = c.filter_from_proto(request.agent_id, request.filter, "filter", v)
+        size = c.page_size("page_size", request.page_size, 50, 1000, v)
+        v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
+        v.raise_if_any()
+        fingerprint = _page_fingerprint(self._tokens, keys, "ListMemories", request)
+        offset = (
+            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
+        )
+        memories, more = await self._bank.page(keys, flt, offset, size)
+        full = request.view == memory_pb2.MEMORY_VIEW_FULL
+        return memory_service_pb2.ListMemoriesResponse(
+            memories=[c.memory_to_proto(m, full=full) for m in memories],
+            next_page_token=self._tokens.encode(fingerprint, offset + size) if more else "",
+        )
+
+    @mapped
+    async def SearchMemories(
+        self, request: memory_service_pb2.SearchMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.SearchMemoriesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        flt = c.filter_from_proto(request.agent_id, request.filter, "filter", v)
+        size = c.page_size("page_size", request.page_size, 10, 100, v)
+        v.enum("mode", request.mode, {1: None, 2: None, 3: None}, allow_unset=True)
+        v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
+        mode = request.mode or memory_service_pb2.SEARCH_MODE_HYBRID
+        if not request.query.strip() and not request.query_embedding:
+            v.add("query", "is required unless query_embedding is given")
+        if mode == memory_service_pb2.SEARCH_MODE_KEYWORD and not request.query.strip():
+            v.add("query", "is required for keyword search")
+        if len(request.query.encode()) > MAX_QUERY_BYTES:
+            raise TooLarge("query", MAX_QUERY_BYTES)
+        c.check_vector("query_embedding", request.query_embedding, v)
+        weights = self._weights(request.weights, v)
+        v.raise_if_any()
+        fingerprint = _page_fingerprint(self._tokens, keys, "SearchMemories", request)
+        offset = (
+            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
+        )
+        if offset >= 1000:
+            return memory_service_pb2.SearchMemoriesResponse()
+        results, more = await self._bank.search(
+            keys,
+            SearchRequest(
+                filter=flt,
+                query=request.query,
+                query_vector=c.vector_of(request.query_embedding),
+                use_vector=mode != memory_service_pb2.SEARCH_MODE_KEYWORD,
+                use_keywords=mode != memory_service_pb2.SEARCH_MODE_VECTOR and bool(request.query),
+                weights=weights,
+                offset=offset,
+                limit=size,
+            ),
+        )
+        full = request.view == memory_pb2.MEMORY_VIEW_FULL
+        return memory_service_pb2.SearchMemoriesResponse(
+            results=[
+                memory_service_pb2.SearchMemoriesResult(
+                    memory=c.memory_to_proto(r.memory, full=full),
+                    score=r.candidate.score,
+                    breakdown=memory_pb2.ScoreBreakdown(
+                        vector_similarity=r.candidate.vector_similarity,
+                        keyword_score=r.candidate.keyword_score,
+                        fused_rank_score=r.candidate.fused,
+                        recency=r.candidate.recency,
+                        importance=r.candidate.importance,
+                        frequency=r.candidate.frequency,
+                    ),
+                )
+                for r in results
+            ],
+            next_page_token=self._tokens.encode(fingerprint, offset + size) if more else "",
+        )
+
+    @staticmethod
+    def _weights(message: memory_service_pb2.SearchWeights, v: c.Violations) -> Weights:
+        defaults = Weights()
+        values = {}
+        for name in ("relevance", "recency", "importance", "frequency"):
+            if message.HasField(name):
+                value = getattr(message, name)
+                if not 0.0 <= value <= 100.0:
+                    v.add(f"weights.{name}", "must be between 0 and 100")
+                values[name] = value
+        half_life = defaults.recency_half_life_s
+        if message.HasField("recency_half_life"):
+            half_life = message.recency_half_life.ToTimedelta().total_seconds()
+            if half_life <= 0:
+                v.add("weights.recency_half_life", "must be positive")
+                half_life = defaults.recency_half_life_s
+        return Weights(recency_half_life_s=half_life, **values)
+
+    @mapped
+    async def UpdateMemory(
+        self, request: memory_service_pb2.UpdateMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.UpdateMemoryResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        paths = set(request.update_mask.paths)
+        if "*" in paths:
+            paths = set(MUTABLE_PATHS)
+        if not paths:
+            v.add("update_mask", "must name at least one field")
+        for path in sorted(paths - MUTABLE_PATHS):
+            v.add("update_mask", f"{path!r} cannot be updated")
+        v.identifier("memory.id", request.memory.id, required=True)
+        probe = memory_pb2.Memory()
+        probe.CopyFrom(request.memory)
+        if "content" not in paths:
+            probe.content = "unchanged"  # only validate what the mask changes
+        probe.agent_id = probe.agent_id or "unchanged"
+        patch = c.memory_from_proto(probe, "memory", v)
+        v.raise_if_any()
+        patch.id = request.memory.id
+
+        async def compute() -> memory_service_pb2.UpdateMemoryResponse:
+            memory = await self._bank.update(
+                keys, patch, paths & MUTABLE_PATHS, c.vector_of(request.memory.embedding)
+            )
+            return memory_service_pb2.UpdateMemoryResponse(
+                memory=c.memory_to_proto(memory, full=False)
+            )
+
+        return await self._once(
+            keys,
+            "UpdateMemory",
+            request,
+            request.request_id,
+            memory_service_pb2.UpdateMemoryResponse,
+            compute,
+        )
+
+    @mapped
+    async def ForgetMemories(
+        self, request: memory_service_pb2.ForgetMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.ForgetMemoriesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        selector = request.WhichOneof("selector")
+        ids: list[str] | None = None
+        flt: MemoryFilter | None = None
+        if selector == "ids":
+            ids = list(request.ids.ids)
+            if not ids:
+                v.add("ids.ids", "must hold at least one id")
+            if len(ids) > 1000:
+                raise TooLarge("ids.ids", 1000, "ids")
+            for i, memory_id in enumerate(ids):
+                v.identifier(f"ids.ids[{i}]", memory_id, required=True)
+            v.identifier("agent_id", request.agent_id, required=True)
+        elif selector == "filter":
+            flt = c.filter_from_proto(request.agent_id, request.filter, "filter", v)
+        else:
+            v.add("selector", "set either ids or filter")
+        v.raise_if_any()
+
+        async def compute() -> memory_service_pb2.ForgetMemoriesResponse:
+            forgotten = await self._bank.forget(keys, request.agent_id, ids, flt, request.cascade)
+            return memory_service_pb2.ForgetMemoriesResponse(forgotten_ids=forgotten)
+
+        return await self._once(
+            keys,
+            "ForgetMemories",
+            request,
+            request.request_id,
+            memory_service_pb2.ForgetMemoriesResponse,
+            compute,
+        )
+
+    @mapped
+    async def SummarizeMemories(
+        self,
+        request: memory_service_pb2.SummarizeMemoriesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.SummarizeMemoriesResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("agent_id", request.agent_id, required=True)
+        v.identifier("session_id", request.session_id, required=True)
+        if not 0 <= request.max_sentences <= 50:
+            v.add("max_sentences", "must be between 0 and 50")
+        v.raise_if_any()
+
+        async def compute() -> memory_service_pb2.SummarizeMemoriesResponse:
+            summary, sources = await self._bank.summarize(
+                keys, request.agent_id, request.session_id, request.max_sentences or 5
+            )
+            return memory_service_pb2.SummarizeMemoriesResponse(
+                summary=c.memory_to_proto(summary, full=False), source_ids=sources
+            )
+
+        return await self._once(
+            keys,
+            "SummarizeMemories",
+            request,
+            request.request_id,
+            memory_service_pb2.SummarizeMemoriesResponse,
+            compute,
+        )
+
+    # ---- working memory and checkpoints -----------------------------------------------------
+
+    def _check_messages(
+        self, field: str, messages: list[working_memory_pb2.ContextMessage], v: c.Violations
+    ) -> None:
+        for i, message in enumerate(messages):
+            v.identifier(f"{field}[{i}].role", message.role, required=True)
+            v.text(
+                f"{field}[{i}].content", message.content, limit=c.MAX_CONTENT_BYTES, required=False
+            )
+            c.check_struct_size(f"{field}[{i}].metadata", message.metadata, c.MAX_METADATA_BYTES)
+
+    @mapped
+    async def GetWorkingMemory(
+        self,
+        request: memory_service_pb2.GetWorkingMemoryRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.GetWorkingMemoryResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("session_id", request.session_id, required=True)
+        v.raise_if_any()
+        doc = await self._docs.get_session(keys, request.session_id)
+        return memory_service_pb2.GetWorkingMemoryResponse(session=c.session_to_proto(doc))
+
+    @mapped
+    async def PutWorkingMemory(
+        self,
+        request: memory_service_pb2.PutWorkingMemoryRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.PutWorkingMemoryResponse:
+        keys = self._keys(context)
+        session = request.session
+        v = c.Violations()
+        v.identifier("session.session_id", session.session_id, required=True)
+        v.identifier("session.agent_id", session.agent_id, required=False)
+        self._check_messages("session.messages", list(session.messages), v)
+        c.check_struct_size("session.state", session.state, MAX_STATE_BYTES)
+        if request.HasField("expected_revision") and request.expected_revision < 0:
+            v.add("expected_revision", "must not be negative")
+        v.raise_if_any()
+        doc = await self._docs.put_session(
+            keys,
+            {
+                "session_id": session.session_id,
+                "agent_id": session.agent_id,
+                "messages": [c.message_to_doc(m) for m in session.messages],
+                "state": c.struct_to_dict(session.state),
+            },
+            request.expected_revision if request.HasField("expected_revision") else None,
+        )
+        return memory_service_pb2.PutWorkingMemoryResponse(session=c.session_to_proto(doc))
+
+    @mapped
+    async def AppendWorkingMemory(
+        self,
+        request: memory_service_pb2.AppendWorkingMemoryRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.AppendWorkingMemoryResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("session_id", request.session_id, required=True)
+        v.identifier("agent_id", request.agent_id, required=False)
+        if not request.messages:
+            v.add("messages", "must hold at least one message")
+        if len(request.messages) > MAX_APPEND:
+            raise TooLarge("messages", MAX_APPEND, "messages")
+        self._check_messages("messages", list(request.messages), v)
+        v.raise_if_any()
+        doc = await self._docs.append_session(
+            keys,
+            request.session_id,
+            request.agent_id,
+            [c.message_to_doc(m) for m in request.messages],
+        )
+        return memory_service_pb2.AppendWorkingMemoryResponse(session=c.session_to_proto(doc))
+
+    def _checkpoint(self, doc: dict[str, object]) -> working_memory_pb2.Checkpoint:
+        message = working_memory_pb2.Checkpoint(
+            session_id=str(doc["session_id"]),
+            number=int(str(doc["number"])),
+            label=str(doc.get("label", "")),
+            create_time=c.timestamp(float(str(doc["create_time"]))),
+        )
+        session = doc.get("session")
+        if isinstance(session, dict):
+            message.session.CopyFrom(c.session_to_proto(session))
+        return message
+
+    @mapped
+    async def CreateCheckpoint(
+        self,
+        request: memory_service_pb2.CreateCheckpointRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.CreateCheckpointResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("session_id", request.session_id, required=True)
+        v.text("label", request.label, limit=256, required=False)
+        v.raise_if_any()
+        doc = await self._docs.create_checkpoint(keys, request.session_id, request.label)
+        return memory_service_pb2.CreateCheckpointResponse(checkpoint=self._checkpoint(doc))
+
+    @mapped
+    async def ListCheckpoints(
+        self,
+        request: memory_service_pb2.ListCheckpointsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.ListCheckpointsResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("session_id", request.session_id, required=True)
+        size = c.page_size("page_size", request.page_size, 50, 1000, v)
+        v.raise_if_any()
+        fingerprint = _page_fingerprint(self._tokens, keys, "ListCheckpoints", request)
+        offset = (
+            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
+        )
+        docs, more = await self._docs.list_checkpoints(keys, request.session_id, offset, size)
+        return memory_service_pb2.ListCheckpointsResponse(
+            checkpoints=[self._checkpoint(d) for d in docs],
+            next_page_token=self._tokens.encode(fingerprint, offset + size) if more else "",
+        )
+
+    @mapped
+    async def RestoreCheckpoint(
+        self,
+        request: memory_service_pb2.RestoreCheckpointRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.RestoreCheckpointResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("session_id", request.session_id, required=True)
+        if request.number < 1:
+            v.add("number", "must be at least 1")
+        v.raise_if_any()
+        doc = await self._docs.restore_checkpoint(keys, request.session_id, request.number)
+        return memory_service_pb2.RestoreCheckpointResponse(session=c.session_to_proto(doc))
+
+    # ---- tool cache ------------------------------------------------------------------------
+
+    @staticmethod
+    def _tool_digest(tool_name: str, arguments: dict[str, object]) -> str:
+        canonical = json.dumps([tool_name, arguments], sort_keys=True, separators=(",", ":"))
+        return hashlib.blake2b(canonical.encode(), digest_size=20).hexdigest()
+
+    def _tool_result(self, doc: dict[str, object]) -> agent_state_pb2.ToolResult:
+        return agent_state_pb2.ToolResult(
+            tool_name=str(doc["tool_name"]),
+            arguments=c.dict_to_struct(doc.get("arguments")),  # type: ignore[arg-type]
+            result=c.dict_to_struct(doc.get("result")),  # type: ignore[arg-type]
+            create_time=c.timestamp(float(str(doc["create_time"]))),
+            expire_time=c.timestamp(float(str(doc["expire_time"]))),
+        )
+
+    @mapped
+    async def GetToolResult(
+        self, request: memory_service_pb2.GetToolResultRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.GetToolResultResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("tool_name", request.tool_name, required=True)
+        v.raise_if_any()
+        digest = self._tool_digest(request.tool_name, c.struct_to_dict(request.arguments))
+        doc = await self._docs.get_tool_result(keys, digest)
+        if doc is None:
+            return memory_service_pb2.GetToolResultResponse(hit=False)
+        return memory_service_pb2.GetToolResultResponse(
+            hit=True, tool_result=self._tool_result(doc)
+        )
+
+    @mapped
+    async def PutToolResult(
+        self, request: memory_service_pb2.PutToolResultRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.PutToolResultResponse:
+        keys = self._keys(context)
+        entry = request.tool_result
+        v = c.Violations()
+        v.identifier("tool_result.tool_name", entry.tool_name, required=True)
+        c.check_struct_size("tool_result.result", entry.result, MAX_TOOL_RESULT_BYTES)
+        c.check_struct_size("tool_result.arguments", entry.arguments, c.MAX_METADATA_BYTES)
+        ttl = float(self._settings.tool_cache_ttl_s)
+        if request.HasField("ttl"):
+            ttl = request.ttl.ToTimedelta().total_seconds()
+            if not 1 <= ttl <= 7 * 24 * 3600:
+                v.add("ttl", "must be between 1 s and 7 days")
+        v.raise_if_any()
+        arguments = c.struct_to_dict(entry.arguments)
+        doc = await self._docs.put_tool_result(
+            keys,
+            self._tool_digest(entry.tool_name, arguments),
+            {
+                "tool_name": entry.tool_name,
+                "arguments": arguments,
+                "result": c.struct_to_dict(entry.result),
+            },
+            ttl,
+        )
+        return memory_service_pb2.PutToolResultResponse(tool_result=self._tool_result(doc))
+
+    # ---- agent state and self-model ---------------------------------------------------------
+
+    @staticmethod
+    def _agent_state(doc: dict[str, object]) -> agent_state_pb2.AgentState:
+        return agent_state_pb2.AgentState(
+            agent_id=str(doc["agent_id"]),
+            state=c.dict_to_struct(doc.get("state")),  # type: ignore[arg-type]
+            revision=int(str(doc.get("revision", 0))),
+            update_time=c.timestamp(float(str(doc.get("update_time", 0)))),
+        )
+
+    @mapped
+    async def GetAgentState(
+        self, request: memory_service_pb2.GetAgentStateRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.GetAgentStateResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("agent_id", request.agent_id, required=True)
+        v.raise_if_any()
+        doc = await self._docs.get_agent_state(keys, request.agent_id)
+        if doc is None:
+            raise NotFound("aether.memory.v1.AgentState", request.agent_id, "AGENT_STATE_NOT_FOUND")
+        return memory_service_pb2.GetAgentStateResponse(agent_state=self._agent_state(doc))
+
+    @mapped
+    async def UpdateAgentState(
+        self,
+        request: memory_service_pb2.UpdateAgentStateRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> memory_service_pb2.UpdateAgentStateResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        state = request.agent_state
+        v.identifier("agent_state.agent_id", state.agent_id, required=True)
+        c.check_struct_size("agent_state.state", state.state, MAX_STATE_BYTES)
+        only_keys: list[str] | None = None
+        paths = list(request.update_mask.paths)
+        if paths and paths != ["state"]:
+            only_keys = []
+            for path in paths:
+                if not path.startswith("state.") or len(path) == len("state."):
+                    v.add("update_mask", f"{path!r} must be 'state' or 'state.<key>'")
+                else:
+                    only_keys.append(path.removeprefix("state."))
+        v.raise_if_any()
+        doc = await self._docs.update_agent_state(
+            keys, state.agent_id, c.struct_to_dict(state.state), only_keys
+        )
+        return memory_service_pb2.UpdateAgentStateResponse(agent_state=self._agent_state(doc))
+
+    @mapped
+    async def DescribeSelf(
+        self, request: memory_service_pb2.DescribeSelfRequest, context: grpc.aio.ServicerContext
+    ) -> memory_service_pb2.DescribeSelfResponse:
+        keys = self._keys(context)
+        v = c.Violations()
+        v.identifier("agent_id", request.agent_id, required=True)
+        if len(request.topic.encode()) > MAX_QUERY_BYTES:
+            raise TooLarge("topic", MAX_QUERY_BYTES)
+        if not 0 <= request.max_memories <= 50:
+            v.add("max_memories", "must be between 0 and 50")
+        v.raise_if_any()
+        response = memory_service_pb2.DescribeSelfResponse()
+        if request.topic.strip():
+            results, _ = await self._bank.search(
+                keys,
+                SearchRequest(
+                    filter=MemoryFilter(agent_id=request.agent_id),
+                    query=request.topic,
+                    query_vector=None,
+                    use_vector=True,
+                    use_keywords=True,
+                    weights=Weights(),
+                    offset=0,
+                    limit=request.max_memories or 5,
+                ),
+            )
+            for r in results:
+                response.memories.add(
+                    memory=c.memory_to_proto(r.memory, full=False), score=r.candidate.score
+                )
+        for tier, kind, count in await self._bank.counts(keys, request.agent_id):
+            response.memory_counts.add(
+                tier=c.TIER_TO_PROTO[tier], type=c.TYPE_TO_PROTO[kind], count=count
+            )
+        response.episode_stats.CopyFrom(await self._episode_stats(keys, request.agent_id))
+        doc = await self._docs.get_agent_state(keys, request.agent_id)
+        if doc is not None:
+            response.agent_state.CopyFrom(self._agent_state(doc))
+        return response

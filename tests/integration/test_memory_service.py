@@ -1,0 +1,378 @@
+"""MemoryService end to end: long-term memories through generated stubs over a real channel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from aether.memory.v1 import memory_pb2, memory_service_pb2
+from google.protobuf import field_mask_pb2
+
+from .conftest import Client, failure, new_client
+
+FACTS = [
+    "I love hiking in the Alps with my dog Rex every summer.",
+    "My sister Ana works as a nurse in Lisbon.",
+    "I am allergic to peanuts and shellfish.",
+    "My favourite programming language is Rust because of its type system.",
+    "We adopted a grey cat called Mochi in March.",
+]
+
+
+async def store(
+    client: Client, content: str, agent: str = "agent-1", **fields: object
+) -> memory_pb2.Memory:
+    response = await client.memory.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id=agent, content=content, **fields)  # type: ignore[arg-type]
+        ),
+        metadata=client.md,
+    )
+    return response.memory
+
+
+async def search(client: Client, query: str, agent: str = "agent-1", **fields: object) -> list[str]:
+    response = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(agent_id=agent, query=query, **fields),  # type: ignore[arg-type]
+        metadata=client.md,
+    )
+    return [r.memory.content for r in response.results]
+
+
+async def count(client: Client, agent: str = "agent-1") -> int:
+    response = await client.memory.ListMemories(
+        memory_service_pb2.ListMemoriesRequest(agent_id=agent, page_size=1000), metadata=client.md
+    )
+    return len(response.memories)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("what outdoor activities do I enjoy?", FACTS[0]),
+        ("which foods must I avoid?", FACTS[2]),
+        ("where does my sibling live and work?", FACTS[1]),
+        ("pets at home", FACTS[4]),
+    ],
+)
+async def test_search_ranks_the_relevant_memory_first(
+    client: Client, query: str, expected: str
+) -> None:
+    for fact in FACTS:
+        await store(client, fact)
+    results = await search(client, query, page_size=3)
+    assert results[0] == expected
+
+
+async def test_search_scores_are_similarities_with_a_breakdown(client: Client) -> None:
+    for fact in FACTS:
+        await store(client, fact)
+    response = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(agent_id="agent-1", query="hiking with my dog"),
+        metadata=client.md,
+    )
+    scores = [r.score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+    top = response.results[0].breakdown
+    assert 0.3 < top.vector_similarity <= 1.0 and top.keyword_score > 0
+    assert all(-1.0 <= r.breakdown.vector_similarity <= 1.0 for r in response.results)
+
+
+async def test_vector_and_keyword_modes_each_work_alone(client: Client) -> None:
+    for fact in FACTS:
+        await store(client, fact)
+    vector = await search(client, "feline companion", mode=memory_service_pb2.SEARCH_MODE_VECTOR)
+    assert vector[0] == FACTS[4]
+    keyword = await search(client, "Lisbon", mode=memory_service_pb2.SEARCH_MODE_KEYWORD)
+    assert keyword == [FACTS[1]]
+
+
+async def test_get_returns_the_memory_and_counts_the_access(client: Client) -> None:
+    stored = await store(client, FACTS[0], tags=["hobby"], importance=0.9)
+    assert (
+        stored.tier == memory_pb2.MEMORY_TIER_LONG_TERM
+        and stored.type == memory_pb2.MEMORY_TYPE_FACT
+    )
+    first = (
+        await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=stored.id), metadata=client.md
+        )
+    ).memory
+    second = (
+        await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=stored.id, view=memory_pb2.MEMORY_VIEW_FULL),
+            metadata=client.md,
+        )
+    ).memory
+    assert (
+        first.content == FACTS[0]
+        and list(first.tags) == ["hobby"]
+        and first.importance == pytest.approx(0.9)
+    )
+    assert (first.access_count, second.access_count) == (1, 2)
+    assert not first.embedding and len(second.embedding) == 384
+
+
+async def test_identical_content_is_deduplicated_after_normalization(client: Client) -> None:
+    first = await client.memory.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id="a", content="Ana lives in Lisbon")
+        ),
+        metadata=client.md,
+    )
+    second = await client.memory.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id="a", content="  ana LIVES in\nlisbon ")
+        ),
+        metadata=client.md,
+    )
+    other_agent = await store(client, "Ana lives in Lisbon", agent="b")
+    assert not first.deduplicated and second.deduplicated
+    assert second.memory.id == first.memory.id and other_agent.id != first.memory.id
+    assert await count(client, "a") == 1
+
+
+async def test_concurrent_stores_of_the_same_content_keep_one_memory(client: Client) -> None:
+    responses = await asyncio.gather(
+        *(
+            client.memory.StoreMemory(
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="a", content="same fact")
+                ),
+                metadata=client.md,
+            )
+            for _ in range(12)
+        )
+    )
+    assert len({r.memory.id for r in responses}) == 1
+    assert sum(not r.deduplicated for r in responses) == 1
+    assert await count(client, "a") == 1
+
+
+async def test_list_pages_newest_first_with_tokens_bound_to_the_request(client: Client) -> None:
+    for i in range(7):
+        await store(client, f"memory number {i}")
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await client.memory.ListMemories(
+            memory_service_pb2.ListMemoriesRequest(
+                agent_id="agent-1", page_size=3, page_token=token
+            ),
+            metadata=client.md,
+        )
+        seen += [m.content for m in page.memories]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"memory number {i}" for i in reversed(range(7))]
+    first = await client.memory.ListMemories(
+        memory_service_pb2.ListMemoriesRequest(agent_id="agent-1", page_size=3), metadata=client.md
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.memory.ListMemories(
+            memory_service_pb2.ListMemoriesRequest(
+                agent_id="agent-2", page_size=3, page_token=first.next_page_token
+            ),
+            metadata=client.md,
+        )
+    f = failure(info.value)
+    assert (f.code, f.reason, f.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+        ["page_token"],
+    )
+
+
+async def test_search_pages_do_not_overlap(client: Client) -> None:
+    for i in range(9):
+        await store(client, f"note {i} about gardening and tomatoes")
+    first = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(
+            agent_id="agent-1", query="gardening", page_size=4
+        ),
+        metadata=client.md,
+    )
+    second = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(
+            agent_id="agent-1", query="gardening", page_size=4, page_token=first.next_page_token
+        ),
+        metadata=client.md,
+    )
+    ids = [r.memory.id for r in first.results] + [r.memory.id for r in second.results]
+    assert len(ids) == len(set(ids)) == 8 and second.next_page_token
+
+
+async def test_update_with_a_mask_changes_only_named_fields_and_reembeds(client: Client) -> None:
+    stored = await store(client, "The meeting is on Monday", tags=["work"])
+    updated = await client.memory.UpdateMemory(
+        memory_service_pb2.UpdateMemoryRequest(
+            memory=memory_pb2.Memory(
+                id=stored.id, content="Quarterly budget review with finance", tags=["ignored"]
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["content"]),
+        ),
+        metadata=client.md,
+    )
+    assert updated.memory.content == "Quarterly budget review with finance"
+    assert list(updated.memory.tags) == ["work"]
+    vector_hits = await search(client, "money planning", mode=memory_service_pb2.SEARCH_MODE_VECTOR)
+    assert vector_hits[0] == "Quarterly budget review with finance"
+    assert await search(client, "Monday", mode=memory_service_pb2.SEARCH_MODE_KEYWORD) == []
+
+
+async def test_update_rejects_immutable_paths(client: Client) -> None:
+    stored = await store(client, "fact")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.memory.UpdateMemory(
+            memory_service_pb2.UpdateMemoryRequest(
+                memory=memory_pb2.Memory(id=stored.id, agent_id="thief"),
+                update_mask=field_mask_pb2.FieldMask(paths=["agent_id"]),
+            ),
+            metadata=client.md,
+        )
+    assert failure(info.value).fields == ["update_mask"]
+
+
+async def test_forget_removes_from_get_search_and_links(client: Client) -> None:
+    base = await store(client, "Rex is a golden retriever")
+    linked = await store(client, "Rex loves chasing tennis balls", related_ids=[base.id])
+    got = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=base.id), metadata=client.md
+    )
+    assert list(got.memory.related_ids) == [linked.id]  # links are kept both ways
+    forgotten = await client.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[base.id])
+        ),
+        metadata=client.md,
+    )
+    assert list(forgotten.forgotten_ids) == [base.id]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=base.id), metadata=client.md
+        )
+    assert (failure(info.value).code, failure(info.value).reason) == (
+        grpc.StatusCode.NOT_FOUND,
+        "MEMORY_NOT_FOUND",
+    )
+    assert "Rex is a golden retriever" not in await search(client, "golden retriever")
+    remaining = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=linked.id), metadata=client.md
+    )
+    assert list(remaining.memory.related_ids) == []
+
+
+async def test_forget_with_cascade_and_by_filter(client: Client) -> None:
+    base = await store(client, "Project Apollo kickoff", tags=["apollo"])
+    child = await store(client, "Apollo budget approved", related_ids=[base.id])
+    keep = await store(client, "Unrelated note")
+    cascade = await client.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[base.id]), cascade=True
+        ),
+        metadata=client.md,
+    )
+    assert sorted(cascade.forgotten_ids) == sorted([base.id, child.id])
+    await store(client, "tagged one", tags=["temp"])
+    await store(client, "tagged two", tags=["temp"])
+    by_filter = await client.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="agent-1", filter=memory_pb2.MemoryFilter(tags=["temp"])
+        ),
+        metadata=client.md,
+    )
+    assert len(by_filter.forgotten_ids) == 2
+    remaining = await client.memory.ListMemories(
+        memory_service_pb2.ListMemoriesRequest(agent_id="agent-1"), metadata=client.md
+    )
+    assert [m.id for m in remaining.memories] == [keep.id]
+
+
+async def test_summarize_links_an_extractive_summary_to_its_sources(client: Client) -> None:
+    sentences = [
+        "The user is planning a trip to Japan in April.",
+        "They want to see the cherry blossoms in Kyoto.",
+        "Their budget for the trip is about three thousand dollars.",
+        "They asked about the weather in Tokyo during spring.",
+    ]
+    for s in sentences:
+        await store(client, s, session_id="s-1")
+    await store(client, "Different session entirely", session_id="s-2")
+    response = await client.memory.SummarizeMemories(
+        memory_service_pb2.SummarizeMemoriesRequest(
+            agent_id="agent-1", session_id="s-1", max_sentences=2
+        ),
+        metadata=client.md,
+    )
+    summary = response.summary
+    assert (
+        summary.type == memory_pb2.MEMORY_TYPE_SUMMARY
+        and summary.tier == memory_pb2.MEMORY_TIER_LONG_TERM
+    )
+    assert len(response.source_ids) == 4 and sorted(summary.related_ids) == sorted(
+        response.source_ids
+    )
+    chosen = [s for s in sentences if s in summary.content]
+    assert len(chosen) == 2 and summary.content == " ".join(chosen)
+
+
+async def test_request_id_replays_the_first_response_and_rejects_a_different_body(
+    client: Client,
+) -> None:
+    request_id = str(uuid.uuid4())
+    request = memory_service_pb2.StoreMemoryRequest(
+        memory=memory_pb2.Memory(agent_id="a", content="idempotent fact"), request_id=request_id
+    )
+    first = await client.memory.StoreMemory(request, metadata=client.md)
+    again = await client.memory.StoreMemory(request, metadata=client.md)
+    assert again == first and not again.deduplicated
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.memory.StoreMemory(
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(agent_id="a", content="another fact"),
+                request_id=request_id,
+            ),
+            metadata=client.md,
+        )
+    f = failure(info.value)
+    assert (f.code, f.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert await count(client, "a") == 1
+
+
+async def test_batch_store_returns_one_response_per_request(client: Client) -> None:
+    response = await client.memory.BatchStoreMemories(
+        memory_service_pb2.BatchStoreMemoriesRequest(
+            requests=[
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="agent-1", content=f)
+                )
+                for f in FACTS
+            ]
+        ),
+        metadata=client.md,
+    )
+    assert [r.memory.content for r in response.responses] == FACTS
+    assert await count(client) == len(FACTS)
+
+
+async def test_tenants_never_see_each_others_memories(channel: grpc.aio.Channel) -> None:
+    alice, bob = new_client(channel), new_client(channel)
+    secret = await store(alice, "The vault code is 4711")
+    await store(bob, "Bob's harmless note")
+    assert await search(bob, "vault code") == ["Bob's harmless note"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bob.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=secret.id), metadata=bob.md
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    forgotten = await bob.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[secret.id])
+        ),
+        metadata=bob.md,
+    )
+    assert list(forgotten.forgotten_ids) == []
+    assert await search(alice, "vault code") == ["The vault code is 4711"]
