@@ -257,7 +257,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         else:
             position = await self._log.last_id(keys)
         last_sent = time.monotonic()
-        async for batch in self._log.tail(keys, position, block_ms=int(interval * 1000)):
+        async for batch in self._log.tail(keys, position):
             for entry in batch:
                 position = entry.stream_id
                 if self._matches(entry, request.filter, types, outcomes):

@@ -18,6 +18,7 @@ from ...domain.errors import CursorExpired
 from .keys import TenantKeys
 
 INDEX_QUEUE = "aether:epindex:queue"
+TAIL_BLOCK_MS = 1000
 
 # KEYS: stream, index queue, then one event-id key per episode. ARGV: maxlen, event ttl, tenant,
 # then 5 values per episode: body, agent, session, type, outcome. Returns {stream id, duplicate}
@@ -129,24 +130,38 @@ class RedisEpisodeLog:
         return _text(found[0][0]) if found else "0-0"
 
     async def check_cursor(self, keys: TenantKeys, cursor: str) -> None:
-        """Raise CursorExpired when retention already trimmed entries after `cursor`."""
+        """Raise CursorExpired when entries after `cursor` may have been removed.
+
+        Trimming (retention) moves `recorded-first-entry-id`; XDEL moves `max-deleted-entry-id`.
+        A cursor before the first retained entry of a stream that lost entries is refused even
+        when the removed entries all preceded it: the server cannot tell, and a client that
+        restarts deliberately is better than one that silently misses events.
+        """
         try:
-            info = await self._client.xinfo_stream(keys.episodes())
+            raw = await self._client.xinfo_stream(keys.episodes())
         except aioredis.ResponseError:
-            return  # no stream yet: nothing was ever trimmed
-        deleted = _text(info.get("max-deleted-entry-id", "0-0"))
-        if stream_id_key(cursor) < stream_id_key(deleted):
-            first = info.get("first-entry")
-            raise CursorExpired(_text(first[0]) if first else deleted)
+            return  # no stream yet: nothing was ever removed
+        info = {_text(k): v for k, v in raw.items()}
+        position = stream_id_key(cursor)
+        first_entry = info.get("first-entry")
+        oldest = _text(first_entry[0]) if first_entry else _text(info.get("last-generated-id"))
+        trimmed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+        first_kept = _text(info.get("recorded-first-entry-id") or "0-0")
+        deleted = _text(info.get("max-deleted-entry-id") or "0-0")
+        if (trimmed and position < stream_id_key(first_kept)) or position < stream_id_key(deleted):
+            raise CursorExpired(oldest)
 
     async def tail(
-        self, keys: TenantKeys, after: str, block_ms: int, count: int = 500
+        self, keys: TenantKeys, after: str, count: int = 500
     ) -> AsyncIterator[list[StoredEntry]]:
-        """Yield batches of entries after `after`, forever; an empty batch after each idle wait."""
+        """Yield batches of entries after `after`, forever; an empty batch after each idle wait.
+
+        Each wait blocks for at most TAIL_BLOCK_MS, well under the client's socket timeout.
+        """
         stream = keys.episodes()
         position = after
         while True:
-            reply = await self._client.xread({stream: position}, count=count, block=block_ms)
+            reply = await self._client.xread({stream: position}, count=count, block=TAIL_BLOCK_MS)
             batch: list[StoredEntry] = []
             for _, messages in reply or []:
                 for stream_id, fields in messages:
