@@ -133,7 +133,7 @@ class MicroBatcher:
         return np.stack(vectors)
 
     def _run_batch(self, texts: list[str]) -> Vectors:
-        return self.embedder.run(*self.embedder.encode(texts))
+        return self.embedder.run_texts(texts)
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()

@@ -42,7 +42,7 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
 class Embedder:
     """Embeds texts with a model pack. Thread-compatible: one call at a time per instance."""
 
-    def __init__(self, pack: ModelPack, *, threads: int | None = None) -> None:
+    def __init__(self, pack: ModelPack, *, threads: int | None = None, chunk_size: int = 8) -> None:
         self.pack = pack
         manifest = pack.manifest
         try:
@@ -76,8 +76,10 @@ class Embedder:
         # The shipped tokenizer.json may carry its own fixed padding/truncation (MiniLM's pads
         # every text to 128); the manifest's limit and pad-to-longest replace them.
         tokenizer.enable_truncation(max_length=manifest.max_tokens)
-        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
+        tokenizer.no_padding()
+        self._pad_id = tokenizer.token_to_id("[PAD]") or 0
         self._tokenizer = tokenizer
+        self.chunk_size = chunk_size
 
     @classmethod
     def from_path(cls, path: Path | str, *, threads: int | None = None) -> Embedder:
@@ -100,12 +102,41 @@ class Embedder:
                 raise EmptyTextError(index)
         return [prefix + text for text in texts] if prefix else list(texts)
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated at the manifest's max tokens, unpadded."""
+        return [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+
+    def pad(
+        self, token_ids: Sequence[Sequence[int]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Token ids and attention mask, padded to the longest sequence."""
+        width = max(len(t) for t in token_ids)
+        ids = np.full((len(token_ids), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(token_ids), width), dtype=np.int64)
+        for row, tokens in enumerate(token_ids):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        return ids, mask
+
     def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Token ids and attention mask, padded to the longest text and truncated at max tokens."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        return ids, mask
+        return self.pad(self.tokenize(texts))
+
+    def run_texts(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for prepared texts, run in chunks of similar length.
+
+        Padding every text to the longest of a batch wastes most of the work on real text: on
+        LoCoMo turns (mean 33 tokens) raw batches of 32 ran at 85 texts/s against 190 at batch 1.
+        Sorting by length and cutting chunks of `chunk_size` keeps padding small; the output is in
+        input order.
+        """
+        token_ids = self.tokenize(texts)
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        vectors = np.empty((len(token_ids), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            vectors[chunk] = self.run(*self.pad([token_ids[i] for i in chunk]))
+        return vectors
 
     def run(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Vectors:
         """One raw forward pass over already-tokenized input."""
@@ -118,7 +149,7 @@ class Embedder:
         """Vectors of shape [len(texts), dimension]; L2-normalized when the manifest says so."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return self.run(*self.encode(self.prefixed(texts, mode)))
+        return self.run_texts(self.prefixed(texts, mode))
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         return self.embed(texts, "document")

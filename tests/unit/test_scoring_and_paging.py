@@ -1,0 +1,109 @@
+"""Domain rules without I/O: fusion, re-scoring, content normalization, page tokens."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aether_memory.domain.errors import InvalidPageToken
+from aether_memory.domain.memory import content_fingerprint, normalize_content
+from aether_memory.domain.paging import PageTokens
+from aether_memory.domain.scoring import Weights, frequency, fuse, recency, rescore
+
+ids = st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=20)
+
+
+@given(ids, ids)
+def test_fused_relevance_is_between_zero_and_one_and_top_in_both_scores_one(
+    v: list[str], k: list[str]
+) -> None:
+    candidates = fuse([(i, 0.5) for i in v], [(i, 1.0) for i in k])
+    assert {c.memory_id for c in candidates} == set(v) | set(k)
+    assert all(0.0 < c.relevance <= 1.0 + 1e-12 for c in candidates)
+    if v and k and v[0] == k[0]:
+        assert max(candidates, key=lambda c: c.fused).relevance == pytest.approx(1.0)
+
+
+def test_a_memory_found_by_both_methods_outranks_one_found_by_one() -> None:
+    candidates = fuse([("a", 0.9), ("b", 0.8)], [("b", 3.0), ("c", 2.0)])
+    ranked = rescore(candidates, Weights(), now=0, event_times={}, importances={}, access_counts={})
+    assert ranked[0].memory_id == "b"
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1), st.integers(0, 10**6), st.floats(0, 1e8)),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_zero_extra_weights_keep_the_fused_order(rows: list[tuple[float, int, float]]) -> None:
+    vector = [(f"m{i}", 0.0) for i in range(len(rows))]
+    candidates = fuse(vector, [])
+    ranked = rescore(
+        candidates,
+        Weights(),
+        now=1e8,
+        event_times={f"m{i}": r[2] for i, r in enumerate(rows)},
+        importances={f"m{i}": r[0] for i, r in enumerate(rows)},
+        access_counts={f"m{i}": r[1] for i, r in enumerate(rows)},
+    )
+    assert [c.memory_id for c in ranked] == [m for m, _ in vector]
+
+
+def test_importance_weight_lifts_an_important_memory() -> None:
+    candidates = fuse([("minor", 0.9), ("major", 0.8)], [])
+    ranked = rescore(
+        candidates,
+        Weights(importance=1.0),
+        now=0,
+        event_times={},
+        importances={"minor": 0.1, "major": 1.0},
+        access_counts={},
+    )
+    assert ranked[0].memory_id == "major"
+
+
+@given(st.floats(0, 1e9), st.floats(1, 1e7))
+def test_recency_halves_every_half_life(age: float, half_life: float) -> None:
+    assert recency(age + half_life, half_life) == pytest.approx(
+        recency(age, half_life) / 2, rel=1e-6, abs=1e-300
+    )
+    assert recency(-5, half_life) == 1.0
+
+
+def test_frequency_is_monotone_and_bounded() -> None:
+    values = [frequency(n) for n in (0, 1, 10, 100, 10_000)]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
+
+
+def test_identical_content_after_normalization_has_one_fingerprint() -> None:
+    assert normalize_content("  Ana  LIVES\nin Lisbon ") == "ana lives in lisbon"
+    assert content_fingerprint("a", "Ａna lives") == content_fingerprint("a", "ana LIVES")
+    assert content_fingerprint("a", "x") != content_fingerprint("b", "x")
+
+
+tokens = PageTokens(b"k" * 32)
+
+
+@given(st.integers(0, 2**40), st.binary(max_size=40))
+def test_page_tokens_round_trip_for_the_same_request(offset: int, position: bytes) -> None:
+    fp = tokens.fingerprint("tenant", "List", b"request")
+    assert tokens.decode(tokens.encode(fp, offset, position), fp) == (offset, position)
+
+
+def test_page_tokens_reject_other_requests_tampering_and_other_keys() -> None:
+    fp = tokens.fingerprint("tenant", "List", b"request")
+    token = tokens.encode(fp, 10)
+    with pytest.raises(InvalidPageToken, match="different fields"):
+        tokens.decode(token, tokens.fingerprint("tenant", "List", b"other"))
+    with pytest.raises(InvalidPageToken):
+        tokens.decode(tokens.encode(tokens.fingerprint("other-tenant", "List", b"request"), 10), fp)
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    with pytest.raises(InvalidPageToken):
+        tokens.decode(tampered, fp)
+    with pytest.raises(InvalidPageToken):
+        PageTokens(b"x" * 32).decode(
+            token, PageTokens(b"x" * 32).fingerprint("tenant", "List", b"request")
+        )
