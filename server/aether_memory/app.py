@@ -104,7 +104,7 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         documents = DocumentStore(
             client,
             working_ttl_s=settings.working_ttl_s,
-            checkpoint_ttl_s=7 * 24 * 3600,
+            checkpoint_ttl_s=settings.checkpoint_ttl_s,
             max_messages=settings.max_session_messages,
             max_checkpoints=settings.max_checkpoints,
         )

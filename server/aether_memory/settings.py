@@ -50,14 +50,10 @@ class Settings(BaseSettings):
     request_id_ttl_s: int = Field(24 * 3600, gt=0, description="How long request_ids dedupe.")
     max_session_messages: int = Field(1000, gt=0, description="Context window cap per session.")
     max_checkpoints: int = Field(100, gt=0, description="Checkpoints kept per session.")
+    checkpoint_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Checkpoints' TTL, seconds.")
 
     episode_max_len: int = Field(
         1_000_000, gt=0, description="Approximate cap on a tenant's episode stream length."
-    )
-    max_in_flight_episodes: int = Field(
-        2000,
-        gt=0,
-        description="Unacked episodes per RecordEpisodes stream before it stops reading.",
     )
     episode_index_batch: int = Field(64, gt=0, description="Episodes embedded per worker step.")
 
