@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 install: $(STAMP)
 
 $(BUF): tools/package.json tools/package-lock.json
-	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 serve: $(STAMP)
