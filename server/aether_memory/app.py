@@ -145,6 +145,7 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         async def shutdown() -> None:
             for name in ("", *SERVICE_NAMES):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            episodes.draining.set()  # subscriptions end with UNAVAILABLE within a second
             await server.stop(settings.grace_s)
             stop_workers.set()
             await workers  # its failures surface here, never silently

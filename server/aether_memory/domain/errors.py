@@ -63,3 +63,10 @@ class CursorExpired(DomainError):
 
 class NothingToSummarize(DomainError):
     """A session has no memories to summarize."""
+
+
+class ShuttingDown(DomainError):
+    """The server is draining; the caller should reconnect (and resume from its cursor)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; reconnect and resume from your last cursor")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from aether.memory.v1 import (
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
-from ..domain.errors import DomainError, TooLarge
+from ..domain.errors import DomainError, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens
 from ..episodes import EpisodeIndex, EpisodeQuery
 from ..memories import MemoryBank
@@ -112,6 +113,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         self._bank = bank
         self._tokens = page_tokens
         self._settings = settings
+        self.draining = asyncio.Event()
 
     def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
         return tenant_keys(context, self._settings.default_tenant)
@@ -258,6 +260,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             position = await self._log.last_id(keys)
         last_sent = time.monotonic()
         async for batch in self._log.tail(keys, position):
+            if self.draining.is_set():
+                raise ShuttingDown()
             for entry in batch:
                 position = entry.stream_id
                 if self._matches(entry, request.filter, types, outcomes):

@@ -24,6 +24,7 @@ from ..domain.errors import (
     NothingToSummarize,
     RequestIdReused,
     RevisionMismatch,
+    ShuttingDown,
     TooLarge,
 )
 
@@ -120,6 +121,10 @@ def status_for(error: BaseException) -> status_pb2.Status:
                 "CURSOR_EXPIRED",
                 metadata={"oldestCursor": error.oldest},
             )
+        case ShuttingDown():
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(1000)
+            return build_status(code_pb2.UNAVAILABLE, str(error), "SHUTTING_DOWN", retry)
         case RedisConnectionError() | RedisTimeoutError():
             retry = error_details_pb2.RetryInfo()
             retry.retry_delay.FromMilliseconds(500)

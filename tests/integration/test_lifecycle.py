@@ -1,0 +1,72 @@
+"""A service's whole life: drain with live streams, restart on the same data, nothing acked lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from aether.memory.v1 import episode_service_pb2, memory_pb2, memory_service_pb2
+
+from aether_memory.app import serve
+from aether_memory.settings import Settings
+
+from .conftest import failure, new_client
+from .test_episode_service import episode, list_all, record
+
+
+async def test_drain_ends_subscriptions_cleanly_and_a_restart_keeps_every_acked_write(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(port=0, data_dir=tmp_path / "data", redis_url=None, grace_s=5.0)
+    async with serve(settings) as running:
+        channel = grpc.aio.insecure_channel(running.address)  # outlives the server on purpose
+        client = new_client(channel, "lifecycle")
+        acks = await record(client, [episode(f"k{i}") for i in range(50)], [episode("k50")])
+        assert all(a.WhichOneof("result") == "written" for a in acks)
+        stored = await client.memory.StoreMemory(
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(
+                    agent_id="a", content="The launch code is in the blue folder"
+                )
+            ),
+            metadata=client.md,
+        )
+        subscription = client.episodes.SubscribeEpisodes(
+            episode_service_pb2.SubscribeEpisodesRequest(after_cursor=acks[-1].written.cursor),
+            metadata=client.md,
+        )
+
+        async def drain_subscription() -> grpc.aio.AioRpcError:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in subscription:
+                    pass
+            return info.value
+
+        watcher = asyncio.create_task(drain_subscription())
+        await asyncio.sleep(0.3)
+    # Leaving `serve` drained the server, stopped workers and shut the embedded Redis down.
+    error = await asyncio.wait_for(watcher, 10)
+    await channel.close()
+    f = failure(error)
+    assert (f.code, f.reason) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
+        client = new_client(channel, "lifecycle")
+        assert [e.event_id for e in await list_all(client)] == [a.event_id for a in acks]
+        got = await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=stored.memory.id), metadata=client.md
+        )
+        assert got.memory.content == "The launch code is in the blue folder"
+        for _ in range(50):  # RediSearch re-indexes the reloaded hashes in the background
+            hits = await client.memory.SearchMemories(
+                memory_service_pb2.SearchMemoriesRequest(
+                    agent_id="a", query="where is the launch code?"
+                ),
+                metadata=client.md,
+            )
+            if hits.results:
+                break
+            await asyncio.sleep(0.1)
+        assert hits.results[0].memory.id == stored.memory.id
