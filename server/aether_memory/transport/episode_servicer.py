@@ -26,6 +26,7 @@ from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntr
 from ..stores.redis.keys import TenantKeys
 from . import convert as c
 from .errors import mapped, mapped_stream, status_for
+from .paging import page_fingerprint, page_start
 from .tenancy import tenant_keys
 
 MAX_EPISODES_PER_REQUEST = 500
@@ -286,16 +287,10 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         types, outcomes = self._filter_names(request.filter, "filter", v)
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.raise_if_any()
-        stripped = episode_service_pb2.ListEpisodesRequest()
-        stripped.CopyFrom(request)
-        stripped.ClearField("page_token")
-        stripped.ClearField("page_size")
-        fingerprint = self._tokens.fingerprint(
-            keys.tenant, "ListEpisodes", stripped.SerializeToString(deterministic=True)
-        )
+        fingerprint = page_fingerprint(self._tokens, keys, request)
         if request.page_token:
-            _, position_bytes = self._tokens.decode(request.page_token, fingerprint)
-            start = "(" + position_bytes.decode()
+            _, position = page_start(self._tokens, request.page_token, fingerprint)
+            start = "(" + position.decode()
         elif request.HasField("start_time"):
             start = f"{request.start_time.ToMilliseconds()}-0"
         else:
@@ -333,16 +328,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         size = c.page_size("page_size", request.page_size, 10, 100, v)
         v.text("query", request.query, limit=MAX_TEXT_BYTES)
         v.raise_if_any()
-        stripped = episode_service_pb2.SearchEpisodesRequest()
-        stripped.CopyFrom(request)
-        stripped.ClearField("page_token")
-        stripped.ClearField("page_size")
-        fingerprint = self._tokens.fingerprint(
-            keys.tenant, "SearchEpisodes", stripped.SerializeToString(deterministic=True)
-        )
-        offset = (
-            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
-        )
+        fingerprint = page_fingerprint(self._tokens, keys, request)
+        offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
             return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
         vector = await self._bank.embed_query(request.query)

@@ -29,6 +29,7 @@ from ..stores.redis.idempotency import RequestLog
 from ..stores.redis.keys import TenantKeys
 from . import convert as c
 from .errors import mapped
+from .paging import page_fingerprint, page_start
 from .tenancy import tenant_keys
 
 M = TypeVar("M", bound=Message)
@@ -41,14 +42,6 @@ MAX_APPEND = 100
 
 def _fingerprint(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-
-
-def _page_fingerprint(tokens: PageTokens, keys: TenantKeys, method: str, request: Message) -> bytes:
-    stripped = type(request)()
-    stripped.CopyFrom(request)
-    for name in ("page_token", "page_size"):
-        stripped.ClearField(name)
-    return tokens.fingerprint(keys.tenant, method, stripped.SerializeToString(deterministic=True))
 
 
 class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
@@ -183,10 +176,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
         v.raise_if_any()
-        fingerprint = _page_fingerprint(self._tokens, keys, "ListMemories", request)
-        offset = (
-            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
-        )
+        fingerprint = page_fingerprint(self._tokens, keys, request)
+        offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         memories, more = await self._bank.page(keys, flt, offset, size)
         full = request.view == memory_pb2.MEMORY_VIEW_FULL
         return memory_service_pb2.ListMemoriesResponse(
@@ -214,10 +205,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         c.check_vector("query_embedding", request.query_embedding, v)
         weights = self._weights(request.weights, v)
         v.raise_if_any()
-        fingerprint = _page_fingerprint(self._tokens, keys, "SearchMemories", request)
-        offset = (
-            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
-        )
+        fingerprint = page_fingerprint(self._tokens, keys, request)
+        offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
             return memory_service_pb2.SearchMemoriesResponse()
         results, more = await self._bank.search(
@@ -493,10 +482,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.identifier("session_id", request.session_id, required=True)
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.raise_if_any()
-        fingerprint = _page_fingerprint(self._tokens, keys, "ListCheckpoints", request)
-        offset = (
-            self._tokens.decode(request.page_token, fingerprint)[0] if request.page_token else 0
-        )
+        fingerprint = page_fingerprint(self._tokens, keys, request)
+        offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         docs, more = await self._docs.list_checkpoints(keys, request.session_id, offset, size)
         return memory_service_pb2.ListCheckpointsResponse(
             checkpoints=[self._checkpoint(d) for d in docs],
