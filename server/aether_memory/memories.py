@@ -51,6 +51,9 @@ class MemoryBank:
     def __init__(self, store: RedisMemoryStore, embedder: MicroBatcher, settings: Settings) -> None:
         self._store = store
         self._embedder = embedder
+        self._search_depth = settings.search_depth
+        self._rrf_k = settings.rrf_k
+        self._keyword_weight = settings.keyword_weight
         self._ttl = {
             Tier.SCRATCHPAD: settings.scratchpad_ttl_s,
             Tier.WORKING: settings.working_ttl_s,
@@ -121,7 +124,9 @@ class MemoryBank:
         self, keys: TenantKeys, request: SearchRequest
     ) -> tuple[list[ScoredMemory], bool]:
         """A page of memories best first, and whether more results follow."""
-        depth = min(MAX_SEARCH_DEPTH, request.offset + request.limit + 1)
+        # Deeper lists were measured to hurt on LoCoMo (recall@10 0.601 at 25 candidates, 0.521
+        # at 100): memories ranked ~30th by both methods outscore either method's best.
+        depth = min(MAX_SEARCH_DEPTH, max(self._search_depth, request.offset + request.limit + 1))
         vector = None
         if request.use_vector:
             if request.query_vector is not None:
@@ -134,7 +139,9 @@ class MemoryBank:
             text=request.query if request.use_keywords else None,
             k=depth,
         )
-        candidates = fuse(hits.vector, hits.keyword)
+        candidates = fuse(
+            hits.vector, hits.keyword, rrf_k=self._rrf_k, keyword_weight=self._keyword_weight
+        )
         stats = await self._store.access_stats(
             keys, [c.memory_id for c in candidates], record=False
         )

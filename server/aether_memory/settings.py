@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(200, ge=10, description="HNSW EF_CONSTRUCTION.")
     hnsw_ef_runtime: int = Field(64, ge=10, description="HNSW EF_RUNTIME for queries.")
 
+    search_depth: int = Field(
+        25,
+        ge=1,
+        le=1000,
+        description="Minimum candidates each retrieval method gives the fusion (page end if more).",
+    )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant k.")
+    keyword_weight: float = Field(
+        1.0, ge=0, description="Weight of the keyword ranking in the fusion (vector = 1)."
+    )
+
     scratchpad_ttl_s: int = Field(1800, gt=0, description="Scratchpad memories' TTL, seconds.")
     working_ttl_s: int = Field(4 * 3600, gt=0, description="Working memory TTL, seconds.")
     short_term_ttl_s: int = Field(48 * 3600, gt=0, description="Short-term memories' TTL, s.")

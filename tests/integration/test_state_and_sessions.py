@@ -252,3 +252,14 @@ async def test_reflection_lists_both_services(channel: grpc.aio.Channel) -> None
     async for response in responses:
         names |= {s.name for s in response.list_services_response.service}
     assert {"aether.memory.v1.MemoryService", "aether.memory.v1.EpisodeService"} <= names
+
+
+async def test_times_read_back_equal_the_times_a_write_returned(client: Client) -> None:
+    # RedisJSON once printed ~1 float in 8 with a digit fewer; 30 writes would expose that.
+    for i in range(30):
+        written = await append(client, "clock", f"tick {i}")
+        read = await client.memory.GetWorkingMemory(
+            memory_service_pb2.GetWorkingMemoryRequest(session_id="clock"), metadata=client.md
+        )
+        assert read.session.messages == written.messages
+        assert read.session.update_time == written.update_time

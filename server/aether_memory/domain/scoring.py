@@ -39,7 +39,11 @@ class Candidate:
 
 
 def fuse(
-    vector_hits: list[tuple[str, float]], keyword_hits: list[tuple[str, float]]
+    vector_hits: list[tuple[str, float]],
+    keyword_hits: list[tuple[str, float]],
+    *,
+    rrf_k: int = RRF_K,
+    keyword_weight: float = 1.0,
 ) -> list[Candidate]:
     """Reciprocal-rank fusion of two best-first rankings (either may be empty).
 
@@ -50,13 +54,13 @@ def fuse(
     for rank, (memory_id, similarity) in enumerate(vector_hits, start=1):
         c = candidates.setdefault(memory_id, Candidate(memory_id))
         c.vector_similarity, c.vector_rank = similarity, rank
-        c.fused += 1.0 / (RRF_K + rank)
+        c.fused += 1.0 / (rrf_k + rank)
     for rank, (memory_id, score) in enumerate(keyword_hits, start=1):
         c = candidates.setdefault(memory_id, Candidate(memory_id))
         c.keyword_score, c.keyword_rank = score, rank
-        c.fused += 1.0 / (RRF_K + rank)
-    methods = int(bool(vector_hits)) + int(bool(keyword_hits))
-    best = methods / (RRF_K + 1) if methods else 1.0
+        c.fused += keyword_weight / (rrf_k + rank)
+    reachable = (1.0 if vector_hits else 0.0) + (keyword_weight if keyword_hits else 0.0)
+    best = reachable / (rrf_k + 1) if reachable else 1.0
     for c in candidates.values():
         c.relevance = c.fused / best
     return list(candidates.values())

@@ -110,6 +110,15 @@ def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
+def timestamp_us(micros: Any) -> timestamp_pb2.Timestamp | None:
+    """A document time (integer microseconds, see stores/redis/documents.py) as a Timestamp."""
+    if not micros:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(int(micros))
+    return ts
+
+
 def vector_of(values: Any) -> npt.NDArray[np.float32] | None:
     if not len(values):
         return None
@@ -239,12 +248,12 @@ def session_to_proto(doc: dict[str, Any]) -> working_memory_pb2.Session:
                 role=m["role"],
                 content=m["content"],
                 metadata=dict_to_struct(m.get("metadata")),
-                create_time=timestamp(m.get("create_time")),
+                create_time=timestamp_us(m.get("create_time")),
             )
             for m in doc.get("messages", [])
         ],
         state=dict_to_struct(doc.get("state")),
         revision=int(doc.get("revision", 0)),
-        update_time=timestamp(doc.get("update_time")),
-        expire_time=timestamp(doc.get("expire_time")),
+        update_time=timestamp_us(doc.get("update_time")),
+        expire_time=timestamp_us(doc.get("expire_time")),
     )

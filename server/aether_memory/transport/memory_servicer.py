@@ -450,7 +450,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             session_id=str(doc["session_id"]),
             number=int(str(doc["number"])),
             label=str(doc.get("label", "")),
-            create_time=c.timestamp(float(str(doc["create_time"]))),
+            create_time=c.timestamp_us(doc["create_time"]),
         )
         session = doc.get("session")
         if isinstance(session, dict):
@@ -517,8 +517,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             tool_name=str(doc["tool_name"]),
             arguments=c.dict_to_struct(doc.get("arguments")),  # type: ignore[arg-type]
             result=c.dict_to_struct(doc.get("result")),  # type: ignore[arg-type]
-            create_time=c.timestamp(float(str(doc["create_time"]))),
-            expire_time=c.timestamp(float(str(doc["expire_time"]))),
+            create_time=c.timestamp_us(doc["create_time"]),
+            expire_time=c.timestamp_us(doc["expire_time"]),
         )
 
     @mapped
@@ -574,7 +574,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             agent_id=str(doc["agent_id"]),
             state=c.dict_to_struct(doc.get("state")),  # type: ignore[arg-type]
             revision=int(str(doc.get("revision", 0))),
-            update_time=c.timestamp(float(str(doc.get("update_time", 0)))),
+            update_time=c.timestamp_us(doc.get("update_time")),
         )
 
     @mapped

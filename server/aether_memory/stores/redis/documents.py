@@ -21,6 +21,13 @@ T = TypeVar("T")
 Document = dict[str, Any]
 
 
+def now_us() -> int:
+    """Times in documents are integer microseconds: RedisJSON prints about one float in eight
+    with one digit fewer than Python wrote, so a float time read back could differ from the one
+    a write returned."""
+    return time.time_ns() // 1000
+
+
 def _multi(pipe: Any) -> None:
     pipe.multi()
 
@@ -65,7 +72,7 @@ class DocumentStore:
     # ---- working memory --------------------------------------------------------------------
 
     def _with_expiry(self, doc: Document, ttl: int) -> Document:
-        doc["expire_time"] = time.time() + ttl if ttl > 0 else None
+        doc["expire_time"] = now_us() + ttl * 1_000_000 if ttl > 0 else None
         return doc
 
     async def get_session(self, keys: TenantKeys, session_id: str) -> Document:
@@ -90,7 +97,7 @@ class DocumentStore:
                 raise RevisionMismatch(revision)
             doc = dict(session)
             doc["messages"] = doc["messages"][-self._max_messages :]
-            doc.update(revision=revision + 1, update_time=time.time())
+            doc.update(revision=revision + 1, update_time=now_us())
             _multi(pipe)
             pipe.json().set(key, "$", doc)
             pipe.expire(key, self._working_ttl)
@@ -112,7 +119,7 @@ class DocumentStore:
                 "state": {},
                 "revision": 0,
             }
-            now = time.time()
+            now = now_us()
             doc["messages"] = (doc["messages"] + [{**m, "create_time": now} for m in messages])[
                 -self._max_messages :
             ]
@@ -144,7 +151,7 @@ class DocumentStore:
                 "session_id": session_id,
                 "number": number,
                 "label": label,
-                "create_time": time.time(),
+                "create_time": now_us(),
                 "session": session,
             }
             _multi(pipe)
@@ -200,7 +207,7 @@ class DocumentStore:
             current = await _get_json(pipe, session_key)
             doc = dict(checkpoint["session"])
             doc.update(
-                revision=(int(current["revision"]) if current else 0) + 1, update_time=time.time()
+                revision=(int(current["revision"]) if current else 0) + 1, update_time=now_us()
             )
             _multi(pipe)
             pipe.json().set(session_key, "$", doc)
@@ -239,7 +246,7 @@ class DocumentStore:
                 "agent_id": agent_id,
                 "state": new_state,
                 "revision": int(current["revision"]) + 1,
-                "update_time": time.time(),
+                "update_time": now_us(),
             }
             _multi(pipe)
             pipe.json().set(key, "$", doc)
@@ -256,8 +263,8 @@ class DocumentStore:
     async def put_tool_result(
         self, keys: TenantKeys, digest: str, entry: Document, ttl_s: float
     ) -> Document:
-        now = time.time()
-        entry = {**entry, "create_time": now, "expire_time": now + ttl_s}
+        now = now_us()
+        entry = {**entry, "create_time": now, "expire_time": now + int(ttl_s * 1_000_000)}
         await self._client.set(
             keys.tool_result(digest),
             json.dumps(entry, separators=(",", ":")),
