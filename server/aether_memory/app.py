@@ -140,7 +140,10 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         await server.start()
 
         stop_workers = asyncio.Event()
-        workers = asyncio.create_task(episode_index.run(stop_workers), name="episode-indexer")
+        workers = asyncio.create_task(
+            episode_index.run(stop_workers) if settings.index_episodes else stop_workers.wait(),
+            name="episode-indexer",
+        )
 
         async def shutdown() -> None:
             for name in ("", *SERVICE_NAMES):

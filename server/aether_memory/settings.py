@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     episode_max_len: int = Field(
         1_000_000, gt=0, description="Approximate cap on a tenant's episode stream length."
     )
+    index_episodes: bool = Field(
+        True, description="Run the worker that embeds episodes for SearchEpisodes."
+    )
     episode_index_batch: int = Field(64, gt=0, description="Episodes embedded per worker step.")
 
     grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")

@@ -7,6 +7,7 @@ its proto path (`memory.tags[2]`); size limits raise TooLarge (RESOURCE_EXHAUSTE
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Container
 from typing import Any
 
@@ -18,6 +19,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType, Tier
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CONTENT_BYTES = 32 * 1024
 MAX_ID_BYTES = 128
 MAX_TAGS = 32
@@ -63,7 +65,7 @@ class Violations:
             return
         if len(value.encode()) > MAX_ID_BYTES:
             self.add(field, f"must be at most {MAX_ID_BYTES} bytes")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        if _CONTROL.search(value):
             self.add(field, "must not contain control characters")
         elif value != value.strip():
             # The index trims tag values, so such a value could never be matched again.

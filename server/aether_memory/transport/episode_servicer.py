@@ -36,6 +36,8 @@ MAX_SEQ = 18446744073709551615
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 STATS_WINDOW = 1000
+EPISODE_TYPES = frozenset(episode_pb2.EpisodeType.values()) - {0}
+EPISODE_OUTCOMES = frozenset(episode_pb2.EpisodeOutcome.values())
 
 
 def _type_name(value: int) -> str:
@@ -53,9 +55,9 @@ def _validate_episode(episode: episode_pb2.Episode, prefix: str) -> None:
     v.identifier(f"{prefix}.event_id", episode.event_id, required=True)
     v.identifier(f"{prefix}.agent_id", episode.agent_id, required=True)
     v.identifier(f"{prefix}.session_id", episode.session_id, required=False)
-    if episode.type not in episode_pb2.EpisodeType.values() or episode.type == 0:
+    if episode.type not in EPISODE_TYPES:
         v.add(f"{prefix}.type", "must be a known EpisodeType other than UNSPECIFIED")
-    if episode.outcome not in episode_pb2.EpisodeOutcome.values():
+    if episode.outcome not in EPISODE_OUTCOMES:
         v.add(f"{prefix}.outcome", f"unknown enum value {episode.outcome}")
     if len(episode.name.encode()) > 256:
         v.add(f"{prefix}.name", "must be at most 256 bytes")
@@ -211,15 +213,13 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         v.identifier(f"{prefix}.agent_id", flt.agent_id, required=False)
         v.identifier(f"{prefix}.session_id", flt.session_id, required=False)
         for i, t in enumerate(flt.types):
-            if t not in episode_pb2.EpisodeType.values() or t == 0:
+            if t not in EPISODE_TYPES:
                 v.add(f"{prefix}.types[{i}]", f"unknown enum value {t}")
         for i, o in enumerate(flt.outcomes):
-            if o not in episode_pb2.EpisodeOutcome.values():
+            if o not in EPISODE_OUTCOMES:
                 v.add(f"{prefix}.outcomes[{i}]", f"unknown enum value {o}")
-        types = {_type_name(t) for t in flt.types if t in episode_pb2.EpisodeType.values()}
-        outcomes = {
-            _outcome_name(o) for o in flt.outcomes if o in episode_pb2.EpisodeOutcome.values()
-        }
+        types = {_type_name(t) for t in flt.types if t in EPISODE_TYPES}
+        outcomes = {_outcome_name(o) for o in flt.outcomes if o in EPISODE_OUTCOMES}
         return types, outcomes
 
     @staticmethod

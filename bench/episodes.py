@@ -1,0 +1,247 @@
+"""RecordEpisodes ingestion against raw pipelined XADD on the same Redis, in one run.
+
+The bench starts a Redis (the embedded recipe) and the service in its own process pointed at it,
+then drives RecordEpisodes from this process with 1 and 16 concurrent streams (requests of
+`--batch` episodes, at most `--window` requests in flight per stream), and measures events/s
+acked and per-request ack latency. The baseline is Python (redis-py asyncio) sending pipelined
+XADDs of the same serialized episodes to the same Redis with the same concurrency.
+
+    python -m bench.episodes [--seconds 5] [--batch 100] [--index]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from aether.memory.v1 import episode_pb2, episode_service_pb2, episode_service_pb2_grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aether_memory.stores.redis.embedded import embedded_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def make_episode(stream: int, n: int) -> episode_pb2.Episode:
+    payload = struct_pb2.Struct()
+    payload.update({"tool": "web_search", "query": f"weather in city {n % 50}", "results": 3})
+    return episode_pb2.Episode(
+        event_id=f"s{stream}-{n}-{uuid.uuid4().hex[:8]}",
+        agent_id=f"agent-{stream % 4}",
+        session_id=f"session-{stream}",
+        type=episode_pb2.EPISODE_TYPE_TOOL_CALL,
+        name="web_search",
+        outcome=episode_pb2.EPISODE_OUTCOME_SUCCESS,
+        payload=payload,
+    )
+
+
+def pct(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50_ms": 0.0, "p99_ms": 0.0}
+    return {
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
+    }
+
+
+async def record_streams(
+    target: str, streams: int, batch: int, window: int, seconds: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    acked = 0
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = episode_service_pb2_grpc.EpisodeServiceStub(channel)
+        stop = time.perf_counter() + seconds
+
+        async def one(stream: int) -> None:
+            nonlocal acked, errors
+            sent: asyncio.Queue[float] = asyncio.Queue()
+            slots = asyncio.Semaphore(window)
+
+            async def requests() -> AsyncIterator[episode_service_pb2.RecordEpisodesRequest]:
+                n = 0
+                while time.perf_counter() < stop:
+                    await slots.acquire()
+                    episodes = [make_episode(stream, n + i) for i in range(batch)]
+                    n += batch
+                    await sent.put(time.perf_counter())
+                    yield episode_service_pb2.RecordEpisodesRequest(episodes=episodes)
+
+            async for response in stub.RecordEpisodes(
+                requests(), metadata=(("aether-tenant", "bench"),)
+            ):
+                latencies.append(time.perf_counter() - await sent.get())
+                slots.release()
+                for ack in response.acks:
+                    if ack.WhichOneof("result") == "written":
+                        acked += 1
+                    else:
+                        errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(s) for s in range(streams)))
+        elapsed = time.perf_counter() - start
+    return {
+        "events_per_s": acked / elapsed,
+        "acked": acked,
+        "errors": errors,
+        "ack_latency": pct(latencies),
+    }
+
+
+async def raw_xadd(url: str, streams: int, batch: int, seconds: float) -> dict[str, Any]:
+    client = aioredis.from_url(url)
+    body = make_episode(0, 0).SerializeToString()
+    added = 0
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def one(stream: int) -> None:
+        nonlocal added
+        while time.perf_counter() < stop:
+            began = time.perf_counter()
+            async with client.pipeline(transaction=False) as pipe:
+                for _ in range(batch):
+                    pipe.xadd(
+                        f"rawbench:{stream % 4}",
+                        {"b": body, "a": "agent", "s": "s", "t": "tool_call", "o": "success"},
+                    )
+                await pipe.execute()
+            latencies.append(time.perf_counter() - began)
+            added += batch
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(s) for s in range(streams)))
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    return {"events_per_s": added / elapsed, "batch_latency": pct(latencies)}
+
+
+@contextlib.asynccontextmanager
+async def service(redis_url: str, index: bool) -> AsyncIterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AETHER_REDIS_URL": redis_url,
+        "AETHER_PORT": str(port),
+        "AETHER_INDEX_EPISODES": "true" if index else "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aether_memory",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(600):
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+        yield target
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "batch": args.batch,
+        "window": args.window,
+        "seconds": args.seconds,
+        "index_episodes": args.index,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        async with embedded_redis(Path(tmp)) as url, service(url, args.index) as target:
+            await record_streams(target, 1, args.batch, args.window, 1.0)  # warm-up
+            for streams in (1, 16):
+                raw = await raw_xadd(url, streams, args.batch, args.seconds)
+                recorded = await record_streams(
+                    target, streams, args.batch, args.window, args.seconds
+                )
+                results["runs"].append(
+                    {
+                        "streams": streams,
+                        "raw_xadd": raw,
+                        "record_episodes": recorded,
+                        "ratio": recorded["events_per_s"] / raw["events_per_s"],
+                    }
+                )
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        "# RecordEpisodes ingestion",
+        "",
+        f"{os.cpu_count()} cores; requests of {results['batch']} episodes, at most "
+        f"{results['window']} requests in flight per stream; {results['seconds']} s per run; "
+        f"episode indexing worker {'on' if results['index_episodes'] else 'off'}. Service and "
+        "Redis in their own processes; client and raw baseline in this one.",
+        "",
+        "| streams | RecordEpisodes events/s | ack p50 | ack p99 | raw XADD events/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in results["runs"]:
+        rec, raw = run["record_episodes"], run["raw_xadd"]
+        lines.append(
+            f"| {run['streams']} | {rec['events_per_s']:.0f} "
+            f"| {rec['ack_latency']['p50_ms']:.1f} ms "
+            f"| {rec['ack_latency']['p99_ms']:.1f} ms | {raw['events_per_s']:.0f} "
+            f"| {run['ratio']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--window", type=int, default=2)
+    parser.add_argument("--index", action="store_true", help="keep the embedding worker on")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"episodes-b{args.batch}{'-indexed' if args.index else ''}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
