@@ -6,20 +6,35 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
+import pytest_asyncio
 from aether.memory.v1 import episode_pb2, episode_service_pb2
 
-from .conftest import Client
+from aether_memory.app import serve
+from aether_memory.settings import Settings
+
+from .conftest import Client, new_client
 from .test_episode_service import episode, list_all
 
 TOTAL = 10_000
 BATCH = 50
 
 
+@pytest_asyncio.fixture
+async def unindexed(tmp_path: Path) -> AsyncIterator[Client]:
+    """A service of its own without the embedding worker: 10,000 episodes would otherwise queue
+    a minute of embedding work that slows every later test of the shared service."""
+    settings = Settings(port=0, data_dir=tmp_path, redis_url=None, index_episodes=False)
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
+        yield new_client(channel)
+
+
 async def test_ten_thousand_events_with_random_disconnects_store_each_exactly_once(
-    client: Client,
+    unindexed: Client,
 ) -> None:
+    client = unindexed
     rng = random.Random(7)
     events = [episode(f"r{i}") for i in range(TOTAL)]
     acked: dict[str, str] = {}  # event_id -> episode_id from its first ack

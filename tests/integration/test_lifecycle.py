@@ -70,3 +70,44 @@ async def test_drain_ends_subscriptions_cleanly_and_a_restart_keeps_every_acked_
                 break
             await asyncio.sleep(0.1)
         assert hits.results[0].memory.id == stored.memory.id
+
+
+async def test_tier_ttls_expire_memories_from_get_list_and_search(tmp_path: Path) -> None:
+    settings = Settings(port=0, data_dir=tmp_path / "data", redis_url=None, scratchpad_ttl_s=1)
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
+        client = new_client(channel, "tiers")
+
+        async def store(content: str, tier: int) -> memory_pb2.Memory:
+            response = await client.memory.StoreMemory(
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="a", content=content, tier=tier)
+                ),
+                metadata=client.md,
+            )
+            return response.memory
+
+        scratch = await store(
+            "temporary scratch note about parsing", memory_pb2.MEMORY_TIER_SCRATCHPAD
+        )
+        kept = await store("permanent note about parsing", memory_pb2.MEMORY_TIER_LONG_TERM)
+        assert scratch.HasField("expire_time") and not kept.HasField("expire_time")
+        await asyncio.sleep(2.2)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.memory.GetMemory(
+                memory_service_pb2.GetMemoryRequest(id=scratch.id), metadata=client.md
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        listed = await client.memory.ListMemories(
+            memory_service_pb2.ListMemoriesRequest(agent_id="a"), metadata=client.md
+        )
+        assert [m.id for m in listed.memories] == [kept.id]
+        hits = await client.memory.SearchMemories(
+            memory_service_pb2.SearchMemoriesRequest(agent_id="a", query="note about parsing"),
+            metadata=client.md,
+        )
+        assert [r.memory.id for r in hits.results] == [kept.id]
+        # The dedup key expired with it: the same content can be stored anew.
+        again = await store(
+            "temporary scratch note about parsing", memory_pb2.MEMORY_TIER_SCRATCHPAD
+        )
+        assert again.id != scratch.id
