@@ -115,7 +115,6 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
             bank,
             documents,
             RequestLog(client, settings.request_id_ttl_s),
-            episode_log,
             tokens,
             settings,
             episodes.episode_stats,

@@ -36,7 +36,6 @@ MAX_TEXT_CHARS = 2000
 
 @dataclass(frozen=True)
 class EpisodeQuery:
-    text: str
     agent_id: str
     session_id: str
     types: tuple[str, ...]

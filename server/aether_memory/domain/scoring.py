@@ -6,7 +6,7 @@ Every number here is a similarity (higher is better); distances never leave the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RRF_K = 60
 
@@ -35,7 +35,6 @@ class Candidate:
     importance: float = 0.0
     frequency: float = 0.0
     score: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def fuse(

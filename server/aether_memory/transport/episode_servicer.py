@@ -336,7 +336,6 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         hits = await self._index.search(
             keys,
             EpisodeQuery(
-                text=request.query,
                 agent_id=request.filter.agent_id,
                 session_id=request.filter.session_id,
                 types=tuple(sorted(types)),

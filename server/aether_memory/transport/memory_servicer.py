@@ -24,7 +24,6 @@ from ..domain.scoring import Weights
 from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
 from ..settings import Settings
 from ..stores.redis.documents import DocumentStore
-from ..stores.redis.episode_log import RedisEpisodeLog
 from ..stores.redis.idempotency import RequestLog
 from ..stores.redis.keys import TenantKeys
 from . import convert as c
@@ -50,7 +49,6 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         bank: MemoryBank,
         documents: DocumentStore,
         requests: RequestLog,
-        episodes: RedisEpisodeLog,
         page_tokens: PageTokens,
         settings: Settings,
         episode_stats: Callable[[TenantKeys, str], Awaitable[agent_state_pb2.EpisodeStats]],
@@ -58,7 +56,6 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self._bank = bank
         self._docs = documents
         self._requests = requests
-        self._episodes = episodes
         self._tokens = page_tokens
         self._settings = settings
         self._episode_stats = episode_stats

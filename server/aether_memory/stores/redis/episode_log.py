@@ -175,6 +175,3 @@ class RedisEpisodeLog:
         """The newest `count` entries, newest first."""
         found = await self._client.xrevrange(keys.episodes(), "+", "-", count=count)
         return [_entry(stream_id, fields) for stream_id, fields in found]
-
-    async def length(self, keys: TenantKeys) -> int:
-        return int(await self._client.xlen(keys.episodes()))
