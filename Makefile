@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := tools/node_modules/.bin/buf
+# FerretDB v1 (SQLite backend): the MongoDB-wire-protocol server the archive tests run against.
+FERRETDB := $(BIN)/aether-ferretdb
 
 .PHONY: serve test lint bench install
 .DEFAULT_GOAL := serve
@@ -26,6 +28,9 @@ $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum $(STAMP)
+	cd tools/ferretdb && go build -trimpath -o ../../$(FERRETDB) .
+
 serve: $(STAMP)
 	$(BIN)/aether-memory serve
 
@@ -37,7 +42,7 @@ lint: $(STAMP) $(BUF)
 	$(BIN)/ruff check server embeddings tests scripts bench
 	$(BIN)/mypy
 
-test: lint
+test: lint $(FERRETDB)
 	$(BIN)/pytest
 
 bench: $(STAMP)

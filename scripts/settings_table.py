@@ -11,8 +11,8 @@ def table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         variable = f"AETHER_{name.upper()}"
-        if name == "redis_url":
-            variable += " (or REDIS_URL)"
+        if name in ("redis_url", "mongo_url"):
+            variable += f" (or {name.upper()})"
         default = "unset" if field.default is None else f"`{field.default}`"
         rows.append(f"| `{variable}` | {default} | {field.description} |")
     return "\n".join(rows) + "\n"

@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -19,14 +20,19 @@ from aether.memory.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pymongo import AsyncMongoClient
 
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder
 
+from .archive.archiver import Archiver
+from .archive.mongo import MongoArchive
+from .domain.lifecycle import LifecyclePolicy
 from .domain.paging import PageTokens
 from .episodes import EpisodeIndex
+from .maintenance import Maintenance
 from .memories import MemoryBank
 from .settings import Settings
 from .stores.redis.documents import DocumentStore
@@ -54,6 +60,8 @@ class Running:
     embedder: MicroBatcher
     redis: aioredis.Redis
     server: grpc.aio.Server
+    archiver: Archiver | None
+    maintenance: Maintenance
 
 
 def _load_pack(settings: Settings) -> ModelPack:
@@ -83,6 +91,18 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
             )
         )
 
+        archive: MongoArchive | None = None
+        if settings.mongo_url:
+            mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
+            )
+            stack.push_async_callback(mongo.close)
+            archive = MongoArchive(mongo, settings.archive_database, settings.archive_write_concern)
+        else:
+            log.warning(
+                "no MONGO_URL: running hot-only, without an archive; decayed memories stay in Redis"
+            )
+        archived = archive is not None
         memory_store = RedisMemoryStore(
             client,
             index_name=settings.index_name,
@@ -90,9 +110,10 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
             hnsw_m=settings.hnsw_m,
             hnsw_ef_construction=settings.hnsw_ef_construction,
             hnsw_ef_runtime=settings.hnsw_ef_runtime,
+            archived=archived,
         )
         await memory_store.ensure_index()
-        episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len)
+        episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
         episode_index = EpisodeIndex(
             client,
             episode_log,
@@ -107,8 +128,26 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
             checkpoint_ttl_s=settings.checkpoint_ttl_s,
             max_messages=settings.max_session_messages,
             max_checkpoints=settings.max_checkpoints,
+            archived=archived,
         )
-        bank = MemoryBank(memory_store, batcher, settings)
+        bank = MemoryBank(memory_store, batcher, settings, archive)
+        archiver = None
+        if archive is not None:
+            archiver = Archiver(client, archive, batch=settings.archive_batch)
+            await archiver.ensure()
+        maintenance = Maintenance(
+            client,
+            memory_store,
+            archive,
+            LifecyclePolicy(
+                promote_accesses=settings.promote_accesses,
+                promote_importance=settings.promote_importance,
+                decay_half_life_s=settings.decay_half_life_s,
+                evict_below=settings.decay_evict_below,
+            ),
+            batch=settings.maintenance_batch,
+            interval_s=settings.maintenance_interval_s,
+        )
         tokens = PageTokens(hashlib.sha256(settings.page_token_secret.encode()).digest())
         episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)
         memories = MemoryServicer(
@@ -139,10 +178,12 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         await server.start()
 
         stop_workers = asyncio.Event()
-        workers = asyncio.create_task(
-            episode_index.run(stop_workers) if settings.index_episodes else stop_workers.wait(),
-            name="episode-indexer",
-        )
+        loops = [maintenance.run(stop_workers)]
+        if settings.index_episodes:
+            loops.append(episode_index.run(stop_workers))
+        if archiver is not None:
+            loops.append(archiver.run(stop_workers))
+        workers = asyncio.gather(*loops)
 
         async def shutdown() -> None:
             for name in ("", *SERVICE_NAMES):
@@ -163,4 +204,13 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
             pack.manifest.model_name,
             embedder.dimension,
         )
-        yield Running(f"{settings.host}:{port}", port, redis_url, batcher, client, server)
+        yield Running(
+            f"{settings.host}:{port}",
+            port,
+            redis_url,
+            batcher,
+            client,
+            server,
+            archiver,
+            maintenance,
+        )

@@ -15,6 +15,7 @@ from ulid import ULID
 
 from aether_embeddings.batching import MicroBatcher
 
+from .archive.mongo import MongoArchive
 from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
 from .domain.scoring import Candidate, Weights, fuse, rescore
@@ -48,8 +49,15 @@ class ScoredMemory:
 
 
 class MemoryBank:
-    def __init__(self, store: RedisMemoryStore, embedder: MicroBatcher, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: RedisMemoryStore,
+        embedder: MicroBatcher,
+        settings: Settings,
+        archive: MongoArchive | None = None,
+    ) -> None:
         self._store = store
+        self._archive = archive
         self._embedder = embedder
         self._search_depth = settings.search_depth
         self._rrf_k = settings.rrf_k
@@ -82,10 +90,38 @@ class MemoryBank:
         return await self._embedder.embed(text, "query")
 
     async def get(self, keys: TenantKeys, memory_id: str, *, record_access: bool = True) -> Memory:
+        """A memory from the hot tier, or rehydrated from the archive into it."""
         found = await self._store.get_many(keys, [memory_id], record_access=record_access)
-        if memory_id not in found:
-            raise NotFound("aether.memory.v1.Memory", memory_id, "MEMORY_NOT_FOUND")
-        return found[memory_id]
+        if memory_id in found:
+            return found[memory_id]
+        if await self._rehydrate(keys, memory_id):
+            found = await self._store.get_many(keys, [memory_id], record_access=record_access)
+            if memory_id in found:
+                return found[memory_id]
+        raise NotFound("aether.memory.v1.Memory", memory_id, "MEMORY_NOT_FOUND")
+
+    async def _rehydrate(self, keys: TenantKeys, memory_id: str) -> bool:
+        """Warm the hot tier with an archived memory (its links rebuilt from both sides, minus
+        memories that no longer exist); False when the archive does not hold it."""
+        if self._archive is None:
+            return False
+        now = time.time()
+        memory = await self._archive.get_memory(keys.tenant, memory_id, now)
+        if memory is None:
+            return False
+        linked = set(memory.related_ids) | set(
+            await self._archive.linked_to(keys.tenant, memory_id)
+        )
+        linked.discard(memory_id)
+        hot = await self._store.get_many(keys, sorted(linked))
+        cold = await self._archive.existing(keys.tenant, linked - set(hot), now)
+        memory.related_ids = sorted(set(hot) | cold)
+        if memory.embedding is None or memory.embedding.shape != (self.dimension,):
+            memory.embedding = await self._vector(memory.content, None)  # the model pack changed
+        ttl = int(memory.expire_time - now) + 1 if memory.expire_time else None
+        fingerprint = content_fingerprint(memory.agent_id, memory.content)
+        winner = await self._store.store(keys, memory, fingerprint, ttl, archive=False)
+        return winner == memory_id
 
     async def store(
         self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None = None
@@ -214,19 +250,41 @@ class MemoryBank:
         flt: MemoryFilter | None,
         cascade: bool,
     ) -> list[str]:
+        """Remove memories from the hot tier and the archive; returns the ids removed."""
+        now = time.time()
         if ids is None:
             assert flt is not None
             ids = await self._store.ids_matching(keys, flt)
-        found = await self._store.get_many(keys, list(dict.fromkeys(ids)))
-        selected = {i: m for i, m in found.items() if m.agent_id == agent_id}
+            if self._archive is not None:
+                ids += await self._archive.memory_ids(keys.tenant, flt)
+        wanted = list(dict.fromkeys(ids))
+        selected, cold = await self._owned(keys, wanted, agent_id, now)
         if cascade:
-            linked = {r for m in selected.values() for r in m.related_ids} - set(selected)
-            more = await self._store.get_many(keys, sorted(linked))
-            selected.update({i: m for i, m in more.items() if m.agent_id == agent_id})
+            linked = {r for m in selected.values() for r in m.related_ids}
+            linked |= {r for links in cold.values() for r in links}
+            more, more_cold = await self._owned(
+                keys, sorted(linked - set(selected) - set(cold)), agent_id, now
+            )
+            selected.update(more)
+            cold.update(more_cold)
         await self._store.delete(
-            keys, [(m, content_fingerprint(m.agent_id, m.content)) for m in selected.values()]
+            keys,
+            [(m, content_fingerprint(m.agent_id, m.content)) for m in selected.values()],
+            archived_only=sorted(cold),
         )
-        return sorted(selected)
+        return sorted(set(selected) | set(cold))
+
+    async def _owned(
+        self, keys: TenantKeys, ids: list[str], agent_id: str, now: float
+    ) -> tuple[dict[str, Memory], dict[str, list[str]]]:
+        """The agent's memories among `ids`: hot ones, and archived-only ones with their links."""
+        found = await self._store.get_many(keys, ids)
+        hot = {i: m for i, m in found.items() if m.agent_id == agent_id}
+        cold: dict[str, list[str]] = {}
+        if self._archive is not None:
+            missing = [i for i in ids if i not in found]
+            cold = await self._archive.owned(keys.tenant, missing, agent_id, now)
+        return hot, cold
 
     async def summarize(
         self, keys: TenantKeys, agent_id: str, session_id: str, max_sentences: int
@@ -256,7 +314,20 @@ class MemoryBank:
             metadata={"summarized_sentences": len(sentences), "method": "extractive-centroid"},
         )
         memory, _ = await self.store(keys, draft)
+        await self._leave_working_memory(keys, sources)
         return memory, [m.id for m in sources]
+
+    async def _leave_working_memory(self, keys: TenantKeys, sources: list[Memory]) -> None:
+        """Summarized working and scratchpad memories move to short-term (and its TTL): the
+        summary now stands for them in the session, and they stay findable until they expire."""
+        now = time.time()
+        ttl = self._ttl[Tier.SHORT_TERM]
+        assert ttl is not None
+        for m in sources:
+            if m.tier in (Tier.WORKING, Tier.SCRATCHPAD):
+                moved = replace(m, tier=Tier.SHORT_TERM, update_time=now, expire_time=now + ttl)
+                fingerprint = content_fingerprint(m.agent_id, m.content)
+                await self._store.retier(keys, moved, fingerprint, ttl, m.update_time)
 
     async def counts(self, keys: TenantKeys, agent_id: str) -> list[tuple[Tier, MemoryType, int]]:
         """Non-zero memory counts by tier and type, in one pass of count queries."""

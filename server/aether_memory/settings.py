@@ -71,6 +71,35 @@ class Settings(BaseSettings):
     )
     episode_index_batch: int = Field(64, gt=0, description="Episodes embedded per worker step.")
 
+    mongo_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AETHER_MONGO_URL", "MONGO_URL"),
+        description="MongoDB URL of the archive (cold tier). Unset runs hot-only, no archive.",
+    )
+    archive_database: str = Field("aether", description="Database of the archive's collections.")
+    archive_write_concern: str = Field(
+        "majority", description="Write concern the archiver waits for: majority or a number."
+    )
+    archive_batch: int = Field(
+        500, gt=0, le=10_000, description="Outbox entries per archive write."
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between maintenance ticks (promotion, decay, sweep)."
+    )
+    maintenance_batch: int = Field(1000, gt=0, description="Memories a maintenance tick visits.")
+    promote_accesses: int = Field(
+        3, gt=0, description="Reads after which a working/short-term memory becomes long-term."
+    )
+    promote_importance: float | None = Field(
+        0.8, ge=0, le=1, description="Importance at which it is promoted at once; unset: never."
+    )
+    decay_half_life_s: float = Field(
+        30 * 24 * 3600.0, gt=0, description="Half-life of an unused memory's strength, seconds."
+    )
+    decay_evict_below: float = Field(
+        0.05, ge=0, le=1, description="Strength below which an archived memory leaves Redis."
+    )
+
     grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Max gRPC message size.")
     page_token_secret: str = Field(

@@ -21,7 +21,9 @@ from aether_memory.settings import Settings
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     data_dir: Path = tmp_path_factory.mktemp("redis-data")
-    settings = Settings(port=0, data_dir=data_dir, redis_url=None, grace_s=1.0)
+    settings = Settings(
+        port=0, data_dir=data_dir, redis_url=None, grace_s=1.0, maintenance_interval_s=3600
+    )
     async with serve(settings) as running:
         yield running
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from ...domain.errors import NotFound, RevisionMismatch
+from . import outbox
 from .keys import TenantKeys
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ class DocumentStore:
         checkpoint_ttl_s: int,
         max_messages: int,
         max_checkpoints: int,
+        archived: bool = False,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
@@ -68,6 +70,7 @@ class DocumentStore:
         self._checkpoint_ttl = checkpoint_ttl_s
         self._max_messages = max_messages
         self._max_checkpoints = max_checkpoints
+        self._archived = archived  # checkpoints and agent states then go to the archive outbox
 
     # ---- working memory --------------------------------------------------------------------
 
@@ -147,11 +150,12 @@ class DocumentStore:
             newest = await pipe.zrevrange(index_key, 0, 0, withscores=True)
             number = int(newest[0][1]) + 1 if newest else 1
             stale = await pipe.zrange(index_key, 0, -self._max_checkpoints)
+            created = now_us()
             checkpoint = {
                 "session_id": session_id,
                 "number": number,
                 "label": label,
-                "create_time": now_us(),
+                "create_time": created,
                 "session": session,
             }
             _multi(pipe)
@@ -162,6 +166,27 @@ class DocumentStore:
             for member in stale:  # keep at most max_checkpoints, dropping the oldest
                 pipe.delete(keys.checkpoint(session_id, int(member)))
                 pipe.zrem(index_key, member)
+            if self._archived:
+                expire_at = created / 1e6 + self._checkpoint_ttl
+                pipe.xadd(
+                    outbox.OUTBOX_KEY,
+                    outbox.document_put(
+                        outbox.Kind.CHECKPOINT,
+                        keys.tenant,
+                        outbox.checkpoint_key(session_id, number),
+                        checkpoint,
+                        expire_at,
+                    ),
+                )
+                for member in stale:
+                    pipe.xadd(
+                        outbox.OUTBOX_KEY,
+                        outbox.document_delete(
+                            outbox.Kind.CHECKPOINT,
+                            keys.tenant,
+                            outbox.checkpoint_key(session_id, int(member)),
+                        ),
+                    )
             return checkpoint
 
         return await _optimistic(self._client, [session_key, index_key], step)
@@ -250,6 +275,11 @@ class DocumentStore:
             }
             _multi(pipe)
             pipe.json().set(key, "$", doc)
+            if self._archived:
+                pipe.xadd(
+                    outbox.OUTBOX_KEY,
+                    outbox.document_put(outbox.Kind.AGENT_STATE, keys.tenant, agent_id, doc, 0.0),
+                )
             return doc
 
         return await _optimistic(self._client, [key], step)

@@ -16,26 +16,32 @@ import redis.asyncio as aioredis
 
 from ...domain.errors import CursorExpired
 from .keys import TenantKeys
+from .outbox import OUTBOX_KEY
 
 INDEX_QUEUE = "aether:epindex:queue"
 TAIL_BLOCK_MS = 1000
 
-# KEYS: stream, index queue, then one event-id key per episode. ARGV: maxlen, event ttl, tenant,
-# then 5 values per episode: body, agent, session, type, outcome. Returns {stream id, duplicate}
-# per episode. The index queue (one for all tenants) tells the embedding worker what is new; it
-# sits in another slot, so this script needs a single Redis node (not a cluster).
+# KEYS: stream, index queue, archive outbox, then one event-id key per episode. ARGV: maxlen,
+# event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body, agent, session, type,
+# outcome. Returns {stream id, duplicate} per episode. The index queue and the outbox (one each
+# for all tenants) sit in other slots, so this script needs a single Redis node (not a cluster).
 _APPEND_SCRIPT = """
 local out = {}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local prior = redis.call('GET', KEYS[i])
   if prior then
     table.insert(out, {prior, 1})
   else
-    local a = 4 + (i - 3) * 5
+    local a = 5 + (i - 4) * 5
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
       'b', ARGV[a], 'a', ARGV[a + 1], 's', ARGV[a + 2], 't', ARGV[a + 3], 'o', ARGV[a + 4])
     redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[3], 'i', id)
+    if ARGV[4] == '1' then
+      redis.call('XADD', KEYS[3], '*', 'kind', 'episode', 'op', 'put', 'tenant', ARGV[3],
+        'id', id, 'doc', ARGV[a], 'agent', ARGV[a + 1], 'session', ARGV[a + 2],
+        'type', ARGV[a + 3], 'outcome', ARGV[a + 4])
+    end
     table.insert(out, {id, 0})
   end
 end
@@ -95,23 +101,39 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
 
 class RedisEpisodeLog:
     def __init__(
-        self, client: aioredis.Redis, *, max_len: int, event_ttl_s: int = 7 * 24 * 3600
+        self,
+        client: aioredis.Redis,
+        *,
+        max_len: int,
+        event_ttl_s: int = 7 * 24 * 3600,
+        archived: bool = False,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._max_len = max_len
         self._event_ttl = event_ttl_s
+        self._archived = archived
         self._append = client.register_script(_APPEND_SCRIPT)
 
     async def append(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]:
         """Append in one round trip; an event id seen before returns its original stream id."""
         if not entries:
             return []
-        args: list[str | bytes | int] = [self._max_len, self._event_ttl, keys.tenant]
+        args: list[str | bytes | int] = [
+            self._max_len,
+            self._event_ttl,
+            keys.tenant,
+            "1" if self._archived else "0",
+        ]
         for e in entries:
             args += [e.body, e.agent_id, e.session_id, e.type, e.outcome]
         replies = await self._append(
-            keys=[keys.episodes(), INDEX_QUEUE, *(keys.event(e.event_id) for e in entries)],
+            keys=[
+                keys.episodes(),
+                INDEX_QUEUE,
+                OUTBOX_KEY,
+                *(keys.event(e.event_id) for e in entries),
+            ],
             args=args,
         )
         return [Appended(_text(stream_id), bool(int(dup))) for stream_id, dup in replies]

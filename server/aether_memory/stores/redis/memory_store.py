@@ -21,6 +21,7 @@ from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
+from . import outbox
 from .keys import MEMORY_PREFIX, TenantKeys
 from .query import SINGLE_VALUE, TAG_SEPARATOR, keyword_terms, tag_in
 
@@ -44,30 +45,53 @@ _SCALAR_FIELDS = [
 ]
 
 # Stores a memory unless the agent already holds identical content (the dedup key names it).
-# KEYS: memory, dedup, links. ARGV: id, ttl (0 = none), memory-key prefix, then field/value pairs,
-# then link ids after a "--links--" marker. Returns the id of the memory that holds the content.
+# KEYS: memory, dedup, links, outbox. ARGV: id, ttl (0 = none), memory-key prefix, the number of
+# field arguments, the number of link ids, then the field/value pairs, the link ids, and the
+# outbox entry's field/value pairs (none without an archive). Returns the id of the memory that
+# holds the content.
 _STORE_SCRIPT = """
 local existing = redis.call('GET', KEYS[2])
 if existing and redis.call('EXISTS', ARGV[3] .. existing) == 1 then
   return existing
 end
 local ttl = tonumber(ARGV[2])
-local fields = {}
-local links = {}
-local in_links = false
-for i = 4, #ARGV do
-  if ARGV[i] == '--links--' then in_links = true
-  elseif in_links then table.insert(links, ARGV[i])
-  else table.insert(fields, ARGV[i]) end
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+local nf, nl = tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + nf))
 redis.call('SET', KEYS[2], ARGV[1])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-if #links > 0 then redis.call('SADD', KEYS[3], unpack(links)) end
+if nl > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 6 + nf, 5 + nf + nl)) end
+if #ARGV > 5 + nf + nl then
+  redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6 + nf + nl, #ARGV))
+end
 return ARGV[1]
+"""
+
+# Moves a memory to another tier unless it changed since it was read (update_time differs).
+# KEYS: memory, dedup, access, outbox. ARGV: expected update_time, tier, new update_time,
+# expire_time ("" for none), ttl (0 = persist), then the outbox entry's field/value pairs.
+_RETIER_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'update_time') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'tier', ARGV[2], 'update_time', ARGV[3], 'expire_time', ARGV[4])
+local ttl = tonumber(ARGV[5])
+for i = 1, 3 do
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+end
+if #ARGV > 5 then redis.call('XADD', KEYS[4], '*', unpack(ARGV, 6, #ARGV)) end
+return 1
+"""
+
+# Drops a memory from the hot tier (it stays in the archive) unless it changed or was read since
+# its decay was scored. KEYS: memory, dedup, links, access. ARGV: expected update_time, expected
+# access count, memory id.
+_EVICT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'update_time') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[4], 'count') or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
 """
 
 # Reads memories with their links and access stats in one round trip, optionally counting the
@@ -121,10 +145,12 @@ class RedisMemoryStore:
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 200,
         hnsw_ef_runtime: int = 64,
+        archived: bool = False,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self.dimension = dimension
+        self.archived = archived  # every write then also appends to the archive outbox
         self.schema = IndexSchema.from_dict(
             {
                 "index": {"name": index_name, "prefix": MEMORY_PREFIX, "storage_type": "hash"},
@@ -162,6 +188,8 @@ class RedisMemoryStore:
         self.index = AsyncSearchIndex(self.schema, redis_client=client)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
+        self._retier_script = client.register_script(_RETIER_SCRIPT)
+        self._evict_script = client.register_script(_EVICT_SCRIPT)
 
     async def ensure_index(self) -> None:
         """Create the index if it does not exist; a different dimension is a startup error."""
@@ -267,22 +295,86 @@ class RedisMemoryStore:
         return existing.decode() if existing else None
 
     async def store(
-        self, keys: TenantKeys, memory: Memory, fingerprint: str, ttl_s: int | None
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        fingerprint: str,
+        ttl_s: int | None,
+        *,
+        archive: bool = True,
     ) -> str:
-        """Store atomically unless identical content exists; returns the id that holds it."""
-        args: list[str | bytes] = [memory.id, str(ttl_s or 0), keys.memory("")]
-        for name, value in self._fields(keys, memory).items():
-            args += [name, value]
-        if memory.related_ids:
-            args += ["--links--", *memory.related_ids]
+        """Store atomically unless identical content exists; returns the id that holds it.
+
+        `archive=False` is for a memory read back from the archive (rehydration).
+        """
+        fields = outbox.flat(self._fields(keys, memory))  # type: ignore[arg-type]
+        args: list[str | bytes] = [
+            memory.id,
+            str(ttl_s or 0),
+            keys.memory(""),
+            str(len(fields)),
+            str(len(memory.related_ids)),
+            *fields,
+            *memory.related_ids,
+        ]
+        if self.archived and archive:
+            args += outbox.flat(outbox.memory_put(keys.tenant, memory))
         winner = await self._store_script(
-            keys=[keys.memory(memory.id), keys.dedup(fingerprint), keys.links(memory.id)],
+            keys=[
+                keys.memory(memory.id),
+                keys.dedup(fingerprint),
+                keys.links(memory.id),
+                outbox.OUTBOX_KEY,
+            ],
             args=args,
         )
         winner_id = winner.decode() if isinstance(winner, bytes) else str(winner)
         if winner_id == memory.id and memory.related_ids:
             await self._link_back(keys, memory.id, memory.related_ids)
         return winner_id
+
+    async def retier(
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        fingerprint: str,
+        ttl_s: int | None,
+        expected_update_time: float,
+    ) -> bool:
+        """Write `memory`'s tier, update and expire times unless its stored update_time is no
+        longer `expected_update_time` (someone changed it meanwhile)."""
+        args: list[str | bytes] = [
+            repr(expected_update_time),
+            memory.tier.value,
+            repr(memory.update_time),
+            "" if memory.expire_time is None else repr(memory.expire_time),
+            str(ttl_s or 0),
+        ]
+        if self.archived:
+            args += outbox.flat(outbox.memory_put(keys.tenant, memory))
+        done = await self._retier_script(
+            keys=[
+                keys.memory(memory.id),
+                keys.dedup(fingerprint),
+                keys.access(memory.id),
+                outbox.OUTBOX_KEY,
+            ],
+            args=args,
+        )
+        return bool(done)
+
+    async def evict(self, keys: TenantKeys, memory: Memory, fingerprint: str) -> bool:
+        """Drop `memory` from the hot tier unless it changed or was read since it was loaded."""
+        done = await self._evict_script(
+            keys=[
+                keys.memory(memory.id),
+                keys.dedup(fingerprint),
+                keys.links(memory.id),
+                keys.access(memory.id),
+            ],
+            args=[repr(memory.update_time), str(memory.access_count), memory.id],
+        )
+        return bool(done)
 
     async def _link_back(self, keys: TenantKeys, memory_id: str, related: Sequence[str]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -318,11 +410,19 @@ class RedisMemoryStore:
             for other in added_links:
                 pipe.sadd(keys.links(memory.id), other)
                 pipe.sadd(keys.links(other), memory.id)
+            if self.archived:
+                pipe.xadd(outbox.OUTBOX_KEY, outbox.memory_put(keys.tenant, memory))
             await pipe.execute()
 
-    async def delete(self, keys: TenantKeys, memories: Sequence[tuple[Memory, str]]) -> None:
-        """Remove memories, their dedup keys and every link to them, in one transaction."""
-        if not memories:
+    async def delete(
+        self,
+        keys: TenantKeys,
+        memories: Sequence[tuple[Memory, str]],
+        archived_only: Sequence[str] = (),
+    ) -> None:
+        """Remove memories, their dedup keys and every link to them, in one transaction, and
+        from the archive (with `archived_only`: ids no longer in the hot tier)."""
+        if not memories and not archived_only:
             return
         async with self._client.pipeline(transaction=True) as pipe:
             for memory, fingerprint in memories:
@@ -330,6 +430,9 @@ class RedisMemoryStore:
                 pipe.delete(keys.dedup(fingerprint))
                 for other in memory.related_ids:
                     pipe.srem(keys.links(other), memory.id)
+            if self.archived:
+                for memory_id in [m.id for m, _ in memories] + list(archived_only):
+                    pipe.xadd(outbox.OUTBOX_KEY, outbox.memory_delete(keys.tenant, memory_id))
             await pipe.execute()
 
     # ---- reads ---------------------------------------------------------------------------
@@ -395,6 +498,24 @@ class RedisMemoryStore:
             num_results=MAX_FILTER_RESULTS,
         )
         return [doc["memory_id"] for doc in await self.index.query(query)]
+
+    async def scan(self, after: float, limit: int) -> list[tuple[TenantKeys, Memory]]:
+        """Up to `limit` memories of every tenant created after `after`, oldest first, with
+        their access stats: the maintenance task's walk over the hot tier."""
+        query = FilterQuery(
+            filter_expression=Num("create_time") > after,
+            return_fields=[*_SCALAR_FIELDS, "tenant"],
+            num_results=limit,
+        ).sort_by("create_time", asc=True)
+        docs = await self.index.query(query)
+        found = [(TenantKeys(doc["tenant"]), self._decode(doc)) for doc in docs]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, memory in found:
+                pipe.hmget(keys.access(memory.id), ["count", "last"])
+            replies = await pipe.execute() if found else []
+        for (_, memory), (count, last) in zip(found, replies, strict=True):
+            memory.access_count, memory.last_access_time = int(count or 0), _num(last)
+        return found
 
     async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
         result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))

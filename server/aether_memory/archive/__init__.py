@@ -1,0 +1,1 @@
+"""The cold tier: MongoDB through a durable Redis outbox."""

@@ -1,0 +1,151 @@
+"""The archiver: moves outbox entries to MongoDB, acknowledging each only after MongoDB did.
+
+It reads the outbox with a consumer group, so entries read but not yet confirmed stay pending and
+are read again after a failed write or a crash. One replica at a time holds the archiver lease
+and does the work: entries are then applied in stream order, so an older version of a document
+can never overwrite a newer one. Other replicas wait for the lease; when its holder dies, the
+lease expires and another takes over the pending entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo.errors import PyMongoError
+
+from ..stores.redis.outbox import OUTBOX_KEY, OutboxEntry
+from .mongo import ArchiveFeatures, MongoArchive
+
+log = logging.getLogger(__name__)
+GROUP = "archivers"
+CONSUMER = "archiver"  # one name for every replica: only the lease holder reads
+LEASE_KEY = "aether:archiver:lease"
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    entries: int
+    oldest_age_s: float
+
+
+class Archiver:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        archive: MongoArchive,
+        *,
+        batch: int = 500,
+        lease_ms: int = 10_000,
+        block_ms: int = 500,
+        max_retry_s: float = 5.0,
+    ) -> None:
+        self._client: Any = client
+        self.archive = archive
+        self._batch = batch
+        self._lease_ms = lease_ms
+        self._block_ms = block_ms
+        self._max_retry_s = max_retry_s
+        self._token = uuid.uuid4().hex
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self.archived = 0  # documents written, this process
+        self.failures = 0  # failed batches (retried), this process
+        self.last_error: str | None = None
+        self.features: ArchiveFeatures | None = None  # known once the archive answered
+
+    async def ensure(self) -> None:
+        try:
+            await self._client.xgroup_create(OUTBOX_KEY, GROUP, id="0", mkstream=True)
+        except aioredis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def backlog(self) -> Backlog:
+        """Entries not yet archived, and how long the oldest has waited."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.xlen(OUTBOX_KEY)
+            pipe.xrange(OUTBOX_KEY, "-", "+", count=1)
+            length, first = await pipe.execute()
+        if not first:
+            return Backlog(int(length), 0.0)
+        first_ms = int(first[0][0].decode().partition("-")[0])
+        return Backlog(int(length), max(0.0, time.time() - first_ms / 1000))
+
+    async def _read(self, position: str, block_ms: int | None) -> list[OutboxEntry]:
+        reply = await self._client.xreadgroup(
+            GROUP, CONSUMER, {OUTBOX_KEY: position}, count=self._batch, block=block_ms
+        )
+        return [
+            OutboxEntry.decode(i, fields) for _, messages in reply or [] for i, fields in messages
+        ]
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Archive one batch: pending entries first (unconfirmed earlier), then new ones."""
+        entries = await self._read("0", None)
+        if not entries:
+            entries = await self._read(">", self._block_ms if block_ms is None else block_ms)
+        if not entries:
+            return 0
+        await self.archive.apply(entries)
+        ids = [e.stream_id for e in entries]
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xack(OUTBOX_KEY, GROUP, *ids)
+            pipe.xdel(OUTBOX_KEY, *ids)
+            await pipe.execute()
+        self.archived += len(entries)
+        return len(entries)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Archive until the outbox is empty (tests and benchmarks); raises on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while (await self.backlog()).entries:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the archive outbox did not drain")
+            await self.step(block_ms=50)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Archive until `stop` is set, holding the lease; MongoDB failures back off and retry."""
+        delay = 0.1
+        try:
+            while not stop.is_set():
+                if not await self._renew(keys=[LEASE_KEY], args=[self._token, self._lease_ms]):
+                    await _wait(stop, self._lease_ms / 2000)
+                    continue
+                try:
+                    if self.features is None:
+                        self.features = await self.archive.ensure()
+                        log.info("archive ready: %s", self.features)
+                    await self.step()
+                    delay, self.last_error = 0.1, None
+                except PyMongoError as error:
+                    self.failures += 1
+                    self.last_error = str(error)
+                    log.warning("archive write failed (retrying in %.1fs): %s", delay, error)
+                    await _wait(stop, delay)
+                    delay = min(delay * 2, self._max_retry_s)
+        finally:
+            with contextlib.suppress(aioredis.RedisError):
+                await self._release(keys=[LEASE_KEY], args=[self._token])
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

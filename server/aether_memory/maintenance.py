@@ -1,0 +1,133 @@
+"""The maintenance task: promotion, decay out of the hot tier, and the archive's retention sweep.
+
+Each tick walks at most `batch` memories (of every tenant, oldest first, continuing where the
+previous tick stopped and wrapping at the end), so its cost is bounded however many memories are
+stored. It is safe on several replicas at once: a tick runs only under a lease that expires with
+the interval, and every change is a conditional script that does nothing if the memory changed
+or was read after it was scored.
+
+Eviction needs an archive: without one, leaving the hot tier would delete the memory, so decayed
+memories stay where they are (and the start-up log says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo.errors import PyMongoError
+
+from .archive.mongo import MongoArchive
+from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
+from .domain.memory import Tier, content_fingerprint
+from .stores.redis.keys import TenantKeys
+from .stores.redis.memory_store import RedisMemoryStore
+
+log = logging.getLogger(__name__)
+LEASE_KEY = "aether:maintenance:lease"
+CURSOR_KEY = "aether:maintenance:cursor"
+
+
+@dataclass(frozen=True)
+class TickReport:
+    scanned: int
+    promoted: int
+    evicted: int
+    swept: int
+    wrapped: bool
+
+
+class Maintenance:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        store: RedisMemoryStore,
+        archive: MongoArchive | None,
+        policy: LifecyclePolicy,
+        *,
+        batch: int,
+        interval_s: float,
+    ) -> None:
+        self._client: Any = client
+        self._store = store
+        self._archive = archive
+        self.policy = policy
+        self._batch = batch
+        self._interval_s = interval_s
+        self.ticks = 0
+
+    async def tick(self, now: float | None = None) -> TickReport:
+        """One bounded pass; `now` may be set by tests to look ahead in time."""
+        now = time.time() if now is None else now
+        cursor = float(await self._client.get(CURSOR_KEY) or 0)
+        found = await self._store.scan(cursor, self._batch)
+        promoted = evicted = 0
+        to_evict: dict[str, list[tuple[TenantKeys, Any]]] = {}
+        for keys, memory in found:
+            if should_promote(memory, self.policy):
+                promoted += await self._promote(keys, memory.id, memory.update_time, now)
+            elif self._archive is not None and should_evict(memory, now, self.policy):
+                to_evict.setdefault(keys.tenant, []).append((keys, memory))
+        for tenant, pairs in to_evict.items():
+            evicted += await self._evict(tenant, pairs)
+        wrapped = len(found) < self._batch
+        next_cursor = 0.0 if wrapped else found[-1][1].create_time
+        await self._client.set(CURSOR_KEY, repr(next_cursor))
+        swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
+        self.ticks += 1
+        return TickReport(len(found), promoted, evicted, swept, wrapped)
+
+    async def full_pass(self, now: float | None = None) -> TickReport:
+        """Tick from the first memory until the walk wraps (tests and operators)."""
+        await self._client.delete(CURSOR_KEY)
+        scanned = promoted = evicted = swept = 0
+        while True:
+            report = await self.tick(now)
+            scanned += report.scanned
+            promoted += report.promoted
+            evicted += report.evicted
+            swept += report.swept
+            if report.wrapped:
+                return TickReport(scanned, promoted, evicted, swept, True)
+
+    async def _promote(self, keys: TenantKeys, memory_id: str, seen: float, now: float) -> int:
+        loaded = await self._store.get_many(keys, [memory_id])
+        if memory_id not in loaded or loaded[memory_id].update_time != seen:
+            return 0
+        memory = loaded[memory_id]
+        promoted = replace(memory, tier=Tier.LONG_TERM, update_time=now, expire_time=None)
+        fingerprint = content_fingerprint(memory.agent_id, memory.content)
+        return int(await self._store.retier(keys, promoted, fingerprint, None, seen))
+
+    async def _evict(self, tenant: str, pairs: list[tuple[TenantKeys, Any]]) -> int:
+        """Evict memories whose current version the archive confirmed holding."""
+        assert self._archive is not None
+        archived = await self._archive.update_times(tenant, [m.id for _, m in pairs])
+        evicted = 0
+        for keys, memory in pairs:
+            if archived.get(memory.id) != memory.update_time:
+                continue  # not archived yet (or an older version): keep it hot for now
+            fingerprint = content_fingerprint(memory.agent_id, memory.content)
+            evicted += int(await self._store.evict(keys, memory, fingerprint))
+        return evicted
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every interval while holding the per-interval lease."""
+        lease_ms = max(1, int(self._interval_s * 1000))
+        while not stop.is_set():
+            try:
+                if await self._client.set(LEASE_KEY, "1", nx=True, px=lease_ms):
+                    report = await self.tick()
+                    if report.promoted or report.evicted or report.swept:
+                        log.info("maintenance: %s", report)
+            except (aioredis.RedisError, PyMongoError, OSError) as error:
+                log.warning("maintenance tick failed: %s", error)
+            except Exception:  # a tick's bug must not stop future ticks; it is logged in full
+                log.exception("maintenance tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)

@@ -1,0 +1,59 @@
+"""A real MongoDB-wire-protocol server for the archive tests: FerretDB v1 on SQLite, built by
+`make` from tools/ferretdb, started and stopped by the test run on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BINARY = Path(sys.executable).parent / "aether-ferretdb"
+
+
+class FerretDB:
+    """One FerretDB process over a throw-away state directory; stop() and start() again keep
+    the same port and data, as a restarted database server would."""
+
+    def __init__(self, state_dir: Path) -> None:
+        if not BINARY.exists():
+            raise RuntimeError(f"{BINARY} is missing: `make test` builds it (needs Go)")
+        self.state_dir = state_dir
+        self.listen = "127.0.0.1:0"
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> str:
+        self._process = subprocess.Popen(
+            [
+                str(BINARY),
+                *("-listen", self.listen),
+                *("-state-dir", str(self.state_dir)),
+                *("-log-level", "error"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        if not line.startswith("mongodb://"):
+            self._process.kill()
+            raise RuntimeError(f"FerretDB did not start: {line!r}")
+        self.url = line
+        self.listen = line.removeprefix("mongodb://").rstrip("/")
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)

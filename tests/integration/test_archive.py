@@ -1,0 +1,268 @@
+"""The MongoDB archive against a real wire-protocol server (FerretDB on SQLite): write-behind
+through the outbox, an archive outage, eviction and rehydration, forget in both tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from aether.memory.v1 import agent_state_pb2, memory_pb2, memory_service_pb2
+from google.protobuf import struct_pb2
+
+from aether_memory.app import Running, serve
+from aether_memory.archive.archiver import LEASE_KEY, Archiver
+from aether_memory.archive.mongo import doc_id
+from aether_memory.settings import Settings
+from aether_memory.stores.redis.keys import TenantKeys
+
+from .conftest import Client, failure, new_client
+from .ferretdb import FerretDB
+from .test_episode_service import episode, record
+from .test_state_and_sessions import append
+
+DAY = 24 * 3600.0
+YEAR = 365 * DAY
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ferret(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FerretDB]:
+    server = FerretDB(tmp_path_factory.mktemp("ferretdb"))
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def archived(
+    ferret: FerretDB, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
+    settings = Settings(
+        port=0,
+        data_dir=tmp_path_factory.mktemp("redis-archived"),
+        redis_url=None,
+        mongo_url=ferret.url,
+        archive_write_concern="1",
+        maintenance_interval_s=3600,
+        index_episodes=False,
+        grace_s=1.0,
+    )
+    async with serve(settings) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def aclient(archived: Running) -> AsyncIterator[Client]:
+    async with grpc.aio.insecure_channel(archived.address) as channel:
+        yield new_client(channel)
+
+
+def archiver(running: Running) -> Archiver:
+    assert running.archiver is not None
+    return running.archiver
+
+
+async def store(client: Client, content: str, **fields: object) -> memory_pb2.Memory:
+    response = await client.memory.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id="agent-1", content=content, **fields)  # type: ignore[arg-type]
+        ),
+        metadata=client.md,
+    )
+    return response.memory
+
+
+async def get(client: Client, memory_id: str) -> memory_pb2.Memory:
+    response = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=memory_id, view=memory_pb2.MEMORY_VIEW_FULL),
+        metadata=client.md,
+    )
+    return response.memory
+
+
+async def search(client: Client, query: str) -> list[str]:
+    response = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(agent_id="agent-1", query=query),
+        metadata=client.md,
+    )
+    return [r.memory.id for r in response.results]
+
+
+async def test_every_memory_episode_checkpoint_and_state_is_archived(
+    archived: Running, aclient: Client
+) -> None:
+    metadata = struct_pb2.Struct()
+    metadata.update({"a.b": 1, "$where": "keys MongoDB would refuse"})
+    stored = [
+        await store(aclient, f"fact number {i} about the archive", metadata=metadata)
+        for i in range(12)
+    ]
+    acks = await record(aclient, [episode(f"ev-{i}") for i in range(25)])
+    await append(aclient, "s1", "hi")
+    await aclient.memory.CreateCheckpoint(
+        memory_service_pb2.CreateCheckpointRequest(session_id="s1"), metadata=aclient.md
+    )
+    state = struct_pb2.Struct()
+    state.update({"goal": "archive everything"})
+    await aclient.memory.UpdateAgentState(
+        memory_service_pb2.UpdateAgentStateRequest(
+            agent_state=agent_state_pb2.AgentState(agent_id="agent-1", state=state)
+        ),
+        metadata=aclient.md,
+    )
+    await archiver(archived).drain()
+
+    archive = archiver(archived).archive
+    tenant = {"tenant": aclient.tenant}
+    assert await archive.memories.count_documents(tenant) == 12
+    assert await archive.episodes.count_documents(tenant) == 25
+    assert await archive.checkpoints.count_documents(tenant) == 1
+    assert await archive.agent_states.count_documents(tenant) == 1
+    cold = await archive.get_memory(aclient.tenant, stored[3].id, time.time())
+    assert cold is not None and cold.content == stored[3].content
+    assert cold.metadata == {"a.b": 1, "$where": "keys MongoDB would refuse"}
+    assert cold.embedding is not None and cold.embedding.shape == (384,)
+    archived_ids = {d["episode_id"] async for d in archive.episodes.find(tenant)}
+    assert archived_ids == {a.written.episode_id for a in acks}
+
+
+async def test_archive_outage_loses_nothing_and_duplicates_nothing(
+    archived: Running, aclient: Client, ferret: FerretDB
+) -> None:
+    worker = archiver(archived)
+    before = [await store(aclient, f"written before the outage {i}") for i in range(5)]
+    await worker.drain()
+    failures = worker.failures
+    ferret.stop()
+    try:
+        during = [await store(aclient, f"written while the archive is down {i}") for i in range(40)]
+        acks = await record(aclient, [episode(f"down-{i}") for i in range(60)])
+        assert len(acks) == 60 and all(a.written.episode_id for a in acks)
+        edited = await aclient.memory.UpdateMemory(
+            memory_service_pb2.UpdateMemoryRequest(
+                memory=memory_pb2.Memory(id=before[0].id, importance=0.9),
+                update_mask={"paths": ["importance"]},
+            ),
+            metadata=aclient.md,
+        )
+        for _ in range(100):  # the archiver notices and backs off; the service keeps serving
+            if worker.failures > failures:
+                break
+            await asyncio.sleep(0.1)
+        assert worker.failures > failures
+        assert (await worker.backlog()).entries >= 40 + 60 + 1
+    finally:
+        ferret.start()
+    await worker.drain(timeout_s=60)
+
+    archive = worker.archive
+    tenant = {"tenant": aclient.tenant}
+    ids = [d["memory_id"] async for d in archive.memories.find(tenant, {"memory_id": 1})]
+    assert sorted(ids) == sorted(m.id for m in before + during)  # each exactly once
+    assert await archive.episodes.count_documents(tenant) == 60
+    cold = await archive.get_memory(aclient.tenant, before[0].id, time.time())
+    assert cold is not None and cold.importance == edited.memory.importance == 0.9
+
+
+async def test_a_decayed_memory_leaves_redis_and_get_brings_it_back(
+    archived: Running, aclient: Client
+) -> None:
+    anchor = await store(aclient, "The user's passport number ends in 4411.", importance=0.9)
+    faded = await store(
+        aclient,
+        "The user once mentioned liking the colour teal.",
+        importance=0.1,
+        tags=["colour"],
+        related_ids=[anchor.id],
+    )
+    await archiver(archived).drain()
+    report = await archived.maintenance.full_pass(now=time.time() + YEAR)
+    assert report.evicted >= 1
+
+    keys = TenantKeys(aclient.tenant)
+    assert not await archived.redis.exists(keys.memory(faded.id))
+    assert faded.id not in await search(aclient, "favourite colour teal")
+
+    back = await get(aclient, faded.id)
+    assert (back.content, list(back.tags), back.importance) == (
+        faded.content,
+        ["colour"],
+        faded.importance,
+    )
+    assert list(back.related_ids) == [anchor.id]
+    assert back.embedding == pytest.approx(list((await get(aclient, faded.id)).embedding))
+    assert await archived.redis.exists(keys.memory(faded.id))
+    assert faded.id in await search(aclient, "favourite colour teal")
+
+
+async def test_a_memory_the_archive_does_not_hold_yet_is_not_evicted(
+    archived: Running, aclient: Client
+) -> None:
+    await archiver(archived).drain()
+    # Another replica holds the archiver lease and archives nothing: the outbox waits.
+    await archived.redis.set(LEASE_KEY, "another-replica", px=60_000)
+    await asyncio.sleep(0.7)  # lets a read already blocked in this replica's archiver end
+    try:
+        kept = await store(aclient, "Stored while no archiver runs, weakly held.", importance=0.0)
+        await archived.maintenance.full_pass(now=time.time() + YEAR)
+        keys = TenantKeys(aclient.tenant)
+        assert await archived.redis.exists(keys.memory(kept.id))
+    finally:
+        await archived.redis.delete(LEASE_KEY)
+    await archiver(archived).drain()
+    await archived.maintenance.full_pass(now=time.time() + YEAR)
+    assert not await archived.redis.exists(keys.memory(kept.id))
+    assert (await get(aclient, kept.id)).content == kept.content
+
+
+async def test_forget_reaches_the_archive_and_evicted_memories(
+    archived: Running, aclient: Client
+) -> None:
+    hot = await store(aclient, "Hot memory that will be forgotten.", importance=0.9)
+    cold = await store(aclient, "Cold memory that will be forgotten.", importance=0.0)
+    await archiver(archived).drain()
+    # Forty days on, importance 0.9 still holds (strength 0.18) and 0.0 does not.
+    await archived.maintenance.full_pass(now=time.time() + 40 * DAY)
+    keys = TenantKeys(aclient.tenant)
+    assert await archived.redis.exists(keys.memory(hot.id))
+    assert not await archived.redis.exists(keys.memory(cold.id))
+
+    response = await aclient.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[hot.id, cold.id])
+        ),
+        metadata=aclient.md,
+    )
+    assert sorted(response.forgotten_ids) == sorted([hot.id, cold.id])
+    await archiver(archived).drain()
+    archive = archiver(archived).archive
+    for memory in (hot, cold):
+        assert await archive.memories.find_one({"_id": doc_id(aclient.tenant, memory.id)}) is None
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await get(aclient, memory.id)
+        assert failure(info.value).code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_another_tenant_cannot_rehydrate_or_forget_an_archived_memory(
+    archived: Running, aclient: Client
+) -> None:
+    secret = await store(aclient, "Only my tenant may read this.", importance=0.0)
+    await archiver(archived).drain()
+    await archived.maintenance.full_pass(now=time.time() + YEAR)
+    async with grpc.aio.insecure_channel(archived.address) as channel:
+        other = new_client(channel, f"t-{uuid.uuid4().hex[:10]}")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await get(other, secret.id)
+        assert failure(info.value).code == grpc.StatusCode.NOT_FOUND
+        response = await other.memory.ForgetMemories(
+            memory_service_pb2.ForgetMemoriesRequest(
+                agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[secret.id])
+            ),
+            metadata=other.md,
+        )
+        assert list(response.forgotten_ids) == []
+    assert (await get(aclient, secret.id)).content == secret.content

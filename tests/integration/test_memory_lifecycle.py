@@ -1,0 +1,110 @@
+"""Tier transitions on the hot-only service: promotion, bounded maintenance ticks, no eviction
+without an archive, and summarized working memory moving out of the working tier."""
+
+from __future__ import annotations
+
+import time
+
+from aether.memory.v1 import memory_pb2, memory_service_pb2
+
+from aether_memory.app import Running
+from aether_memory.domain.lifecycle import LifecyclePolicy
+from aether_memory.maintenance import Maintenance
+from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.memory_store import RedisMemoryStore
+
+from .conftest import Client
+from .test_memory_service import store
+
+SHORT = memory_pb2.MEMORY_TIER_SHORT_TERM
+LONG = memory_pb2.MEMORY_TIER_LONG_TERM
+WORKING = memory_pb2.MEMORY_TIER_WORKING
+YEAR = 365 * 24 * 3600.0
+
+
+async def get(client: Client, memory_id: str) -> memory_pb2.Memory:
+    response = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=memory_id), metadata=client.md
+    )
+    return response.memory
+
+
+async def test_repeated_reads_and_high_importance_promote_to_long_term(
+    service: Running, client: Client
+) -> None:
+    read_often = await store(client, "The user's dentist is Dr. Okafor.", tier=SHORT)
+    important = await store(client, "The user is diabetic.", tier=SHORT, importance=0.95)
+    ordinary = await store(client, "The user asked about the weather.", tier=SHORT)
+    for _ in range(3):
+        await get(client, read_often.id)
+    assert read_often.HasField("expire_time")
+
+    await service.maintenance.full_pass()
+
+    keys = TenantKeys(client.tenant)
+    for promoted in (read_often, important):
+        now = await get(client, promoted.id)
+        assert now.tier == LONG and not now.HasField("expire_time")
+        assert await service.redis.ttl(keys.memory(promoted.id)) == -1  # persisted
+    stays = await get(client, ordinary.id)
+    assert stays.tier == SHORT and stays.HasField("expire_time")
+    assert await service.redis.ttl(keys.memory(ordinary.id)) > 0
+
+
+async def test_without_an_archive_decayed_memories_stay_in_redis(
+    service: Running, client: Client
+) -> None:
+    weak = await store(client, "A weakly held long-term memory.", importance=0.0)
+    report = await service.maintenance.full_pass(now=time.time() + YEAR)
+    assert report.evicted == 0
+    assert (await get(client, weak.id)).content == weak.content
+
+
+async def test_each_tick_visits_a_bounded_batch_and_the_walk_covers_everything(
+    service: Running, client: Client
+) -> None:
+    for i in range(7):
+        await store(client, f"tick walk memory {i}", tier=SHORT, importance=0.9)
+    store_ = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
+    small = Maintenance(service.redis, store_, None, LifecyclePolicy(), batch=3, interval_s=60)
+    await service.redis.delete("aether:maintenance:cursor")
+    scanned = []
+    while True:
+        report = await small.tick()
+        assert report.scanned <= 3
+        scanned.append(report.scanned)
+        if report.wrapped:
+            break
+    listed = await client.memory.ListMemories(
+        memory_service_pb2.ListMemoriesRequest(agent_id="agent-1", page_size=100),
+        metadata=client.md,
+    )
+    assert [m.tier for m in listed.memories] == [LONG] * 7  # every one was reached
+    assert sum(scanned) >= 7 and len(scanned) >= 3
+
+
+async def test_summarized_working_memories_leave_the_working_tier(client: Client) -> None:
+    turns = [
+        "The user wants a vegetarian lasagne recipe.",
+        "They have no oven, only a stovetop.",
+        "They are cooking for six people on Saturday.",
+    ]
+    sources = [await store(client, t, session_id="cook", tier=WORKING) for t in turns]
+    response = await client.memory.SummarizeMemories(
+        memory_service_pb2.SummarizeMemoriesRequest(
+            agent_id="agent-1", session_id="cook", max_sentences=2
+        ),
+        metadata=client.md,
+    )
+    assert sorted(response.source_ids) == sorted(m.id for m in sources)
+    for source in sources:
+        moved = await get(client, source.id)
+        assert moved.tier == SHORT and moved.content == source.content
+        assert moved.expire_time.ToSeconds() > source.expire_time.ToSeconds()
+    working = await client.memory.ListMemories(
+        memory_service_pb2.ListMemoriesRequest(
+            agent_id="agent-1", filter=memory_pb2.MemoryFilter(tiers=[WORKING])
+        ),
+        metadata=client.md,
+    )
+    assert list(working.memories) == []
