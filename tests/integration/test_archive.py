@@ -19,6 +19,7 @@ from aether_memory.archive.archiver import LEASE_KEY, Archiver
 from aether_memory.archive.mongo import doc_id
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
 
 from .conftest import Client, failure, new_client
 from .ferretdb import FerretDB
@@ -266,3 +267,24 @@ async def test_another_tenant_cannot_rehydrate_or_forget_an_archived_memory(
         )
         assert list(response.forgotten_ids) == []
     assert (await get(aclient, secret.id)).content == secret.content
+
+
+async def test_replaying_a_large_batch_rewrites_without_duplicates(
+    archived: Running, aclient: Client
+) -> None:
+    """Outbox entries replayed after a crash (here 150, more than one update command of FerretDB
+    can take) overwrite the same documents."""
+    await archived.redis.set(LEASE_KEY, "another-replica", px=60_000)  # hold the outbox still
+    await asyncio.sleep(0.7)
+    try:
+        stored = [await store(aclient, f"replayed memory {i}") for i in range(150)]
+        raw = await archived.redis.xrange(OUTBOX_KEY, "-", "+")
+    finally:
+        await archived.redis.delete(LEASE_KEY)
+    mine = [e for e in (OutboxEntry.decode(i, f) for i, f in raw) if e.tenant == aclient.tenant]
+    assert len(mine) == 150
+    await archiver(archived).drain()
+    archive = archiver(archived).archive
+    await asyncio.wait_for(archive.apply(mine), 30)
+    ids = [d["memory_id"] async for d in archive.memories.find({"tenant": aclient.tenant})]
+    assert sorted(ids) == sorted(m.id for m in stored)

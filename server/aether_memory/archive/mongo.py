@@ -27,6 +27,9 @@ from ..stores.redis.outbox import Kind, Op, OutboxEntry, memory_from_doc
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 MAX_IDS = 10_000
+# FerretDB v1.24.2 never answers an `update` command of more than 100 statements (measured:
+# 100 returns in 17 ms, 101 hangs), so replacements go in chunks of 100; MongoDB doesn't mind.
+UPDATE_CHUNK = 100
 
 Doc = dict[str, Any]
 
@@ -164,9 +167,11 @@ class MongoArchive:
             if others:
                 raise
             existing = [docs[w["index"]] for w in errors]
-        await collection.bulk_write(
-            [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in existing], ordered=False
-        )
+        for i in range(0, len(existing), UPDATE_CHUNK):
+            chunk = existing[i : i + UPDATE_CHUNK]
+            await collection.bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in chunk], ordered=False
+            )
 
     async def sweep_expired(self, now: float) -> int:
         """Delete archived memories and checkpoints whose retention ended."""
