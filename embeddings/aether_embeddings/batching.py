@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -57,12 +58,15 @@ class MicroBatcher:
         max_batch: int = 32,
         max_queue: int = 4096,
         cache_size: int = 10_000,
+        on_batch: Callable[[int, float, int], None] | None = None,
     ) -> None:
+        """`on_batch(size, seconds, queue_depth)` is called after each model call (telemetry)."""
         if max_batch < 1 or max_queue < 1 or cache_size < 0:
             raise ValueError("max_batch and max_queue must be >= 1, cache_size >= 0")
         self.embedder = embedder
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=max_queue)
+        self._on_batch = on_batch
         self._cache: LRUCache[bytes, Vector] | None = LRUCache(cache_size) if cache_size else None
         self._in_flight: dict[bytes, asyncio.Future[Vector]] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -142,6 +146,7 @@ class MicroBatcher:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self.stats.queue_depth = self._queue.qsize()
+            started = time.perf_counter()
             try:
                 vectors = await loop.run_in_executor(
                     self._executor, self._run_batch, [job.text for job in batch]
@@ -154,6 +159,8 @@ class MicroBatcher:
                 continue
             self.stats.batches += 1
             self.stats.embedded += len(batch)
+            if self._on_batch is not None:
+                self._on_batch(len(batch), time.perf_counter() - started, self.stats.queue_depth)
             for job, row in zip(batch, vectors, strict=True):
                 vector = row.copy()  # a view would keep the whole batch array alive in the cache
                 vector.flags.writeable = False

@@ -40,6 +40,7 @@ from .stores.redis.embedded import embedded_redis
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.memory_store import RedisMemoryStore
+from .telemetry import Telemetry, instruments
 from .transport.episode_servicer import EpisodeServicer
 from .transport.memory_servicer import MemoryServicer
 
@@ -64,6 +65,11 @@ class Running:
     maintenance: Maintenance
 
 
+def _record_batch(size: int, seconds: float, queue_depth: int) -> None:
+    instruments().embed_batch_size.record(size)
+    instruments().embed_batch_duration.record(seconds)
+
+
 def _load_pack(settings: Settings) -> ModelPack:
     if settings.model_pack is not None:
         return ModelPack.open(settings.model_pack)
@@ -71,9 +77,15 @@ def _load_pack(settings: Settings) -> ModelPack:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Running]:
-    """Start everything; on exit drain calls, stop workers, close pools, stop embedded Redis."""
+async def serve(settings: Settings, telemetry: Telemetry | None = None) -> AsyncIterator[Running]:
+    """Start everything; on exit drain calls, stop workers, close pools, stop embedded Redis.
+
+    `telemetry` defaults to what the OTEL_* variables configure (off when they name no exporter).
+    """
+    telemetry = Telemetry.from_env() if telemetry is None else telemetry
     async with contextlib.AsyncExitStack() as stack:
+        telemetry.install()
+        stack.callback(telemetry.uninstall)  # last out: spans of the shutdown are exported too
         pack = await asyncio.to_thread(_load_pack, settings)  # fails here, never at first use
         embedder = Embedder(pack, threads=settings.embed_threads)
         if settings.redis_url is None:
@@ -87,9 +99,13 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         await client.ping()
         batcher = await stack.enter_async_context(
             MicroBatcher(
-                embedder, max_batch=settings.embed_max_batch, cache_size=settings.embed_cache_size
+                embedder,
+                max_batch=settings.embed_max_batch,
+                cache_size=settings.embed_cache_size,
+                on_batch=_record_batch,
             )
         )
+        telemetry.observe_embedder(batcher.stats)
 
         archive: MongoArchive | None = None
         if settings.mongo_url:
@@ -160,12 +176,13 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
         )
 
         server = grpc.aio.server(
+            interceptors=telemetry.server_interceptors(),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.max_pings_without_data", 0),
-            ]
+            ],
         )
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memories, server)
         episode_service_pb2_grpc.add_EpisodeServiceServicer_to_server(episodes, server)

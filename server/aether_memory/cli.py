@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .app import serve
 from .settings import Settings
+from .telemetry import JsonLogFormatter
 
 
-async def _serve() -> None:
-    settings = Settings()
+async def _serve(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("query")
             cmd.add_argument("--limit", type=int, default=5)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings() if args.command == "serve" else None
+    handler = logging.StreamHandler()
+    if settings is not None and settings.log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.command == "serve":
         try:
             import uvloop
@@ -92,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(_serve())
+        assert settings is not None
+        asyncio.run(_serve(settings))
         return 0
     try:
         return _client_call(args)

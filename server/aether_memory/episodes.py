@@ -28,6 +28,7 @@ from aether_embeddings.batching import MicroBatcher
 from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
 from .stores.redis.keys import EPISODE_DOC_PREFIX, TenantKeys
 from .stores.redis.query import SINGLE_VALUE, tag_in
+from .telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
 GROUP = "aether-episode-indexers"
@@ -129,7 +130,11 @@ class EpisodeIndex:
                     backlog = False
                     continue
                 if entries:
-                    await self._index(entries)
+                    with tracer().start_as_current_span(
+                        "aether.episodes.index", attributes={"aether.episodes": len(entries)}
+                    ):
+                        await self._index(entries)
+                    instruments().episode_index_lag.set(await self.lag())
             except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                 log.warning("episode indexer: Redis unavailable (%s); retrying", exc)
                 backlog = True

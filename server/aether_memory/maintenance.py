@@ -27,6 +27,7 @@ from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from .domain.memory import Tier, content_fingerprint
 from .stores.redis.keys import TenantKeys
 from .stores.redis.memory_store import RedisMemoryStore
+from .telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "aether:maintenance:lease"
@@ -63,7 +64,15 @@ class Maintenance:
 
     async def tick(self, now: float | None = None) -> TickReport:
         """One bounded pass; `now` may be set by tests to look ahead in time."""
-        now = time.time() if now is None else now
+        with tracer().start_as_current_span("aether.maintenance.tick") as span:
+            report = await self._tick(time.time() if now is None else now)
+            for name, value in vars(report).items():
+                span.set_attribute(f"aether.maintenance.{name}", value)
+        for tier, count in (await self._store.tier_counts()).items():
+            instruments().memories.set(count, {"aether.tier": tier})
+        return report
+
+    async def _tick(self, now: float) -> TickReport:
         cursor = float(await self._client.get(CURSOR_KEY) or 0)
         found = await self._store.scan(cursor, self._batch)
         promoted = evicted = 0

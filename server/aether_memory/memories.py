@@ -14,6 +14,7 @@ import numpy.typing as npt
 from ulid import ULID
 
 from aether_embeddings.batching import MicroBatcher
+from aether_embeddings.runtime import Mode
 
 from .archive.mongo import MongoArchive
 from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
@@ -22,6 +23,7 @@ from .domain.scoring import Candidate, Weights, fuse, rescore
 from .settings import Settings
 from .stores.redis.keys import TenantKeys
 from .stores.redis.memory_store import RedisMemoryStore
+from .telemetry import instruments, tracer
 
 MAX_SEARCH_DEPTH = 1000
 MUTABLE_PATHS = frozenset(
@@ -58,6 +60,7 @@ class MemoryBank:
     ) -> None:
         self._store = store
         self._archive = archive
+        self._model = embedder.embedder.pack.manifest.model_name
         self._embedder = embedder
         self._search_depth = settings.search_depth
         self._rrf_k = settings.rrf_k
@@ -84,10 +87,21 @@ class MemoryBank:
         if given is not None:
             norm = float(np.linalg.norm(given))
             return (given / norm).astype(np.float32) if norm > 0 else given
-        return await self._embedder.embed(text, "query" if mode == "query" else "document")
+        return await self.embed_text(text, "query" if mode == "query" else "document")
+
+    async def embed_text(self, text: str, mode: Mode) -> npt.NDArray[np.float32]:
+        with tracer().start_as_current_span(
+            "aether.embed",
+            attributes={
+                "aether.embed.model": self._model,
+                "aether.embed.mode": mode,
+                "aether.embed.chars": len(text),
+            },
+        ):
+            return await self._embedder.embed(text, mode)
 
     async def embed_query(self, text: str) -> npt.NDArray[np.float32]:
-        return await self._embedder.embed(text, "query")
+        return await self.embed_text(text, "query")
 
     async def get(self, keys: TenantKeys, memory_id: str, *, record_access: bool = True) -> Memory:
         """A memory from the hot tier, or rehydrated from the archive into it."""
@@ -134,6 +148,7 @@ class MemoryBank:
         if existing:
             found = await self._store.get_many(keys, [existing], record_access=True)
             if existing in found:
+                instruments().dedup_hits.add(1)
                 return found[existing], True
         now = time.time()
         ttl = self._ttl[draft.tier]
@@ -148,6 +163,7 @@ class MemoryBank:
         )
         winner = await self._store.store(keys, memory, fingerprint, ttl)
         if winner != memory.id:  # a concurrent store of the same content won the race
+            instruments().dedup_hits.add(1)
             return await self.get(keys, winner), True
         return memory, False
 
@@ -175,20 +191,33 @@ class MemoryBank:
             text=request.query if request.use_keywords else None,
             k=depth,
         )
-        candidates = fuse(
-            hits.vector, hits.keyword, rrf_k=self._rrf_k, keyword_weight=self._keyword_weight
-        )
-        stats = await self._store.access_stats(
-            keys, [c.memory_id for c in candidates], record=False
-        )
-        ranked = rescore(
-            candidates,
-            request.weights,
-            now=time.time(),
-            event_times={i: m.event_time for i, m in hits.memories.items()},
-            importances={i: m.importance for i, m in hits.memories.items()},
-            access_counts={i: count for i, (count, _) in stats.items()},
-        )
+        stats = await self._store.access_stats(keys, list(hits.memories), record=False)
+        with tracer().start_as_current_span(
+            "aether.search.fuse",
+            attributes={
+                "aether.fuse.vector_hits": len(hits.vector),
+                "aether.fuse.keyword_hits": len(hits.keyword),
+                "aether.fuse.rrf_k": self._rrf_k,
+                "aether.rescore.weights": [
+                    request.weights.relevance,
+                    request.weights.recency,
+                    request.weights.importance,
+                    request.weights.frequency,
+                ],
+            },
+        ) as span:
+            candidates = fuse(
+                hits.vector, hits.keyword, rrf_k=self._rrf_k, keyword_weight=self._keyword_weight
+            )
+            ranked = rescore(
+                candidates,
+                request.weights,
+                now=time.time(),
+                event_times={i: m.event_time for i, m in hits.memories.items()},
+                importances={i: m.importance for i, m in hits.memories.items()},
+                access_counts={i: count for i, (count, _) in stats.items()},
+            )
+            span.set_attribute("aether.fuse.candidates", len(candidates))
         page = ranked[request.offset : request.offset + request.limit]
         if page:
             touched = await self._store.access_stats(keys, [c.memory_id for c in page], record=True)
@@ -297,7 +326,11 @@ class MemoryBank:
             raise NothingToSummarize(f"session {session_id!r} has no memories to summarize")
         sources.sort(key=lambda m: (m.event_time, m.create_time))
         sentences = [s.strip() for m in sources for s in _SENTENCE.split(m.content) if s.strip()]
-        vectors = await self._embedder.embed_many(sentences)
+        with tracer().start_as_current_span(
+            "aether.embed",
+            attributes={"aether.embed.model": self._model, "aether.embed.texts": len(sentences)},
+        ):
+            vectors = await self._embedder.embed_many(sentences)
         centroid = vectors.mean(axis=0)
         centrality = vectors @ centroid
         chosen = sorted(np.argsort(-centrality)[:max_sentences].tolist())

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="Strength below which an archived memory leaves Redis."
     )
 
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects with trace and span ids."
+    )
     grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Max gRPC message size.")
     page_token_secret: str = Field(

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
 from ..stores.redis.outbox import OUTBOX_KEY, OutboxEntry
+from ..telemetry import instruments, tracer
 from .mongo import ArchiveFeatures, MongoArchive
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,23 @@ class Archiver:
             entries = await self._read(">", self._block_ms if block_ms is None else block_ms)
         if not entries:
             return 0
-        await self.archive.apply(entries)
-        ids = [e.stream_id for e in entries]
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(OUTBOX_KEY, GROUP, *ids)
-            pipe.xdel(OUTBOX_KEY, *ids)
-            await pipe.execute()
+        with tracer().start_as_current_span(
+            "aether.archive.batch", attributes={"aether.archive.entries": len(entries)}
+        ) as span:
+            span.set_attribute("aether.archive.documents", await self.archive.apply(entries))
+            ids = [e.stream_id for e in entries]
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xack(OUTBOX_KEY, GROUP, *ids)
+                pipe.xdel(OUTBOX_KEY, *ids)
+                await pipe.execute()
         self.archived += len(entries)
         return len(entries)
+
+    async def observe(self) -> Backlog:
+        backlog = await self.backlog()
+        instruments().outbox_backlog.set(backlog.entries)
+        instruments().archive_lag.set(backlog.oldest_age_s)
+        return backlog
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Archive until the outbox is empty (tests and benchmarks); raises on timeout."""
@@ -134,6 +144,7 @@ class Archiver:
                         self.features = await self.archive.ensure()
                         log.info("archive ready: %s", self.features)
                     await self.step()
+                    await self.observe()
                     delay, self.last_error = 0.1, None
                 except PyMongoError as error:
                     self.failures += 1

@@ -24,6 +24,7 @@ from ..memories import MemoryBank
 from ..settings import Settings
 from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
 from ..stores.redis.keys import TenantKeys
+from ..telemetry import current_trace_id, instruments, tracer
 from . import convert as c
 from .errors import mapped, mapped_stream, status_for
 from .paging import page_fingerprint, page_start
@@ -77,6 +78,8 @@ def _to_entry(episode: episode_pb2.Episode, now: timestamp_pb2.Timestamp) -> Epi
     stored.ClearField("episode_id")
     stored.ClearField("cursor")
     stored.record_time.CopyFrom(now)
+    if not stored.trace_id:  # the trace of the call that recorded it, when one is sampled
+        stored.trace_id = current_trace_id()
     if not stored.HasField("start_time"):
         stored.start_time.CopyFrom(now)
     return EpisodeEntry(
@@ -190,7 +193,13 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             valid.append((i, _to_entry(episode, now)))
         if valid:
             try:
-                appended = await self._log.append(keys, [entry for _, entry in valid])
+                with tracer().start_as_current_span(
+                    "aether.episodes.append", attributes={"aether.episodes": len(valid)}
+                ) as span:
+                    appended = await self._log.append(keys, [entry for _, entry in valid])
+                    written = sum(not a.duplicate for a in appended)
+                    span.set_attribute("aether.episodes.written", written)
+                instruments().episodes_appended.add(written)
             except Exception as error:  # every waiting episode is told, none is acked
                 status = status_for(error)
                 for i, _ in valid:

@@ -26,6 +26,7 @@ from ..settings import Settings
 from ..stores.redis.documents import DocumentStore
 from ..stores.redis.idempotency import RequestLog
 from ..stores.redis.keys import TenantKeys
+from ..telemetry import instruments
 from . import convert as c
 from .errors import mapped
 from .paging import page_fingerprint, page_start
@@ -528,6 +529,9 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.raise_if_any()
         digest = self._tool_digest(request.tool_name, c.struct_to_dict(request.arguments))
         doc = await self._docs.get_tool_result(keys, digest)
+        instruments().cache_lookups.add(
+            1, {"aether.cache": "tool", "aether.cache.result": "miss" if doc is None else "hit"}
+        )
         if doc is None:
             return memory_service_pb2.GetToolResultResponse(hit=False)
         return memory_service_pb2.GetToolResultResponse(

@@ -21,6 +21,7 @@ from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
+from ...telemetry import tracer
 from . import outbox
 from .keys import MEMORY_PREFIX, TenantKeys
 from .query import SINGLE_VALUE, TAG_SEPARATOR, keyword_terms, tag_in
@@ -517,6 +518,14 @@ class RedisMemoryStore:
             memory.access_count, memory.last_access_time = int(count or 0), _num(last)
         return found
 
+    async def tier_counts(self) -> dict[str, int]:
+        """Memories per tier across every tenant (the maintenance task's gauge)."""
+        counts = {}
+        for tier in Tier:
+            query = CountQuery(filter_expression=tag_in("tier", tier.value))
+            counts[tier.value] = int(await self.index.query(query))
+        return counts
+
     async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
         result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))
         return int(result)
@@ -535,6 +544,13 @@ class RedisMemoryStore:
         vector_hits: list[tuple[str, float]] = []
         keyword_hits: list[tuple[str, float]] = []
         docs: dict[str, dict[str, Any]] = {}
+        # Filter field names only: the values are the caller's data.
+        filters = [name for name, value in vars(flt).items() if value not in ("", (), None)]
+        attributes = {
+            "aether.index": self.schema.index.name,
+            "aether.k": k,
+            "aether.filters": filters,
+        }
         if vector is not None:
             query = VectorQuery(
                 vector=np.asarray(vector, dtype=np.float32).tobytes(),
@@ -544,10 +560,14 @@ class RedisMemoryStore:
                 num_results=k,
                 dtype="float32",
             )
-            for doc in await self.index.query(query):
-                # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
-                vector_hits.append((doc["memory_id"], 1.0 - float(doc["vector_distance"])))
-                docs[doc["memory_id"]] = doc
+            with tracer().start_as_current_span(
+                "aether.search.vector", attributes=attributes
+            ) as span:
+                for doc in await self.index.query(query):
+                    # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
+                    vector_hits.append((doc["memory_id"], 1.0 - float(doc["vector_distance"])))
+                    docs[doc["memory_id"]] = doc
+                span.set_attribute("aether.hits", len(vector_hits))
         terms = keyword_terms(text) if text else []
         if terms:
             query_text = TextQuery(
@@ -559,8 +579,13 @@ class RedisMemoryStore:
                 num_results=k,
                 stopwords=None,
             )
-            for doc in await self.index.query(query_text):
-                keyword_hits.append((doc["memory_id"], float(doc.get("score", 0.0))))
-                docs.setdefault(doc["memory_id"], doc)
+            with tracer().start_as_current_span(
+                "aether.search.keyword", attributes=attributes
+            ) as span:
+                for doc in await self.index.query(query_text):
+                    keyword_hits.append((doc["memory_id"], float(doc.get("score", 0.0))))
+                    docs.setdefault(doc["memory_id"], doc)
+                span.set_attribute("aether.terms", len(terms))
+                span.set_attribute("aether.hits", len(keyword_hits))
         memories = {memory_id: self._decode(doc) for memory_id, doc in docs.items()}
         return SearchHits(vector_hits, keyword_hits, memories)
