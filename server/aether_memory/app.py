@@ -163,6 +163,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             ),
             batch=settings.maintenance_batch,
             interval_s=settings.maintenance_interval_s,
+            episodes=(episode_log, episode_index),
+            episode_retention_s=settings.episode_retention_s,
         )
         tokens = PageTokens(hashlib.sha256(settings.page_token_secret.encode()).digest())
         episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)

@@ -19,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 from redisvl.index import AsyncSearchIndex
-from redisvl.query import VectorQuery
+from redisvl.query import FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
 from aether_embeddings.batching import MicroBatcher
 
-from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
+from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog, stream_id_key
 from .stores.redis.keys import EPISODE_DOC_PREFIX, TenantKeys
 from .stores.redis.query import SINGLE_VALUE, tag_in
 from .telemetry import instruments, tracer
@@ -181,6 +181,26 @@ class EpisodeIndex:
                 )
             pipe.xack(INDEX_QUEUE, GROUP, *[entry_id for entry_id, _ in entries])
             await pipe.execute()
+
+    async def prune(self, keys: TenantKeys, first_kept: str | None, limit: int = 1000) -> int:
+        """Delete index documents of episodes the stream no longer holds (those before
+        `first_kept`, every one when None); at most `limit` per call."""
+        expr: FilterExpression = tag_in("tenant", keys.tenant)
+        if first_kept is not None:
+            # Documents are found by time (a second of margin: record_time is taken just before
+            # the append), then compared by stream id, which is exact.
+            expr &= Num("record_time") < stream_id_key(first_kept)[0] / 1000 + 1.0
+        found = await self.index.query(FilterQuery(expr, return_fields=["id"], num_results=limit))
+        prefix = keys.episode_doc("")
+        stale = [
+            doc["id"]
+            for doc in found
+            if first_kept is None
+            or stream_id_key(doc["id"].removeprefix(prefix)) < stream_id_key(first_kept)
+        ]
+        if stale:
+            await self._client.delete(*stale)
+        return len(stale)
 
     async def search(
         self, keys: TenantKeys, query: EpisodeQuery, vector: npt.NDArray[np.float32]

@@ -25,6 +25,8 @@ from pymongo.errors import PyMongoError
 from .archive.mongo import MongoArchive
 from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from .domain.memory import Tier, content_fingerprint
+from .episodes import EpisodeIndex
+from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.keys import TenantKeys
 from .stores.redis.memory_store import RedisMemoryStore
 from .telemetry import instruments, tracer
@@ -41,6 +43,7 @@ class TickReport:
     evicted: int
     swept: int
     wrapped: bool
+    episodes_trimmed: int = 0
 
 
 class Maintenance:
@@ -53,6 +56,8 @@ class Maintenance:
         *,
         batch: int,
         interval_s: float,
+        episodes: tuple[RedisEpisodeLog, EpisodeIndex] | None = None,
+        episode_retention_s: float | None = None,
     ) -> None:
         self._client: Any = client
         self._store = store
@@ -60,6 +65,8 @@ class Maintenance:
         self.policy = policy
         self._batch = batch
         self._interval_s = interval_s
+        self._episodes = episodes
+        self._episode_retention_s = episode_retention_s
         self.ticks = 0
 
     async def tick(self, now: float | None = None) -> TickReport:
@@ -88,21 +95,41 @@ class Maintenance:
         next_cursor = 0.0 if wrapped else found[-1][1].create_time
         await self._client.set(CURSOR_KEY, repr(next_cursor))
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
+        trimmed = await self._trim_episodes(now)
         self.ticks += 1
-        return TickReport(len(found), promoted, evicted, swept, wrapped)
+        return TickReport(len(found), promoted, evicted, swept, wrapped, trimmed)
+
+    async def _trim_episodes(self, now: float) -> int:
+        """Episode retention: drop entries older than the retention from each tenant's stream,
+        then the index documents of every entry the stream no longer holds (whether it left by
+        age or by the length cap), so search never returns what a list cannot."""
+        if self._episodes is None:
+            return 0
+        log_, index = self._episodes
+        trimmed = 0
+        for keys in await log_.tenants():
+            if self._episode_retention_s is not None:
+                cutoff_ms = int((now - self._episode_retention_s) * 1000)
+                removed, first = await log_.trim_before(keys, f"{max(cutoff_ms, 0)}-0")
+                trimmed += removed
+            else:
+                _, first = await log_.trim_before(keys, "0-0")
+            await index.prune(keys, first)
+        return trimmed
 
     async def full_pass(self, now: float | None = None) -> TickReport:
         """Tick from the first memory until the walk wraps (tests and operators)."""
         await self._client.delete(CURSOR_KEY)
-        scanned = promoted = evicted = swept = 0
+        scanned = promoted = evicted = swept = trimmed = 0
         while True:
             report = await self.tick(now)
             scanned += report.scanned
             promoted += report.promoted
             evicted += report.evicted
             swept += report.swept
+            trimmed += report.episodes_trimmed
             if report.wrapped:
-                return TickReport(scanned, promoted, evicted, swept, True)
+                return TickReport(scanned, promoted, evicted, swept, True, trimmed)
 
     async def _promote(self, keys: TenantKeys, memory_id: str, seen: float, now: float) -> int:
         loaded = await self._store.get_many(keys, [memory_id])

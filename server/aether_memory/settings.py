@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     episode_max_len: int = Field(
         1_000_000, gt=0, description="Approximate cap on a tenant's episode stream length."
     )
+    episode_retention_s: float | None = Field(
+        30 * 24 * 3600.0,
+        gt=0,
+        description="Episodes older than this leave the stream and its index; unset keeps all.",
+    )
     index_episodes: bool = Field(
         True, description="Run the worker that embeds episodes for SearchEpisodes."
     )

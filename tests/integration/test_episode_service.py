@@ -269,3 +269,38 @@ async def test_search_finds_related_episodes_once_indexed(client: Client) -> Non
     )
     assert errors.results[0].episode.event_id == "s2"
     assert all(-1.0 <= r.similarity <= 1.0 for r in errors.results)
+
+
+async def _indexed(client: Client, count: int) -> list[str]:
+    """Event ids SearchEpisodes returns once the index caught up with `count` episodes."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = await client.episodes.SearchEpisodes(
+            episode_service_pb2.SearchEpisodesRequest(query="web search", page_size=100),
+            metadata=client.md,
+        )
+        if (response.index_lag == 0 and len(response.results) >= count) or (
+            time.monotonic() > deadline
+        ):
+            return sorted(r.episode.event_id for r in response.results)
+        await asyncio.sleep(0.2)
+
+
+async def test_retention_trims_the_stream_and_the_index_together(
+    client: Client, service: Running
+) -> None:
+    await record(client, [episode(f"r{i}", text=f"web search number {i}") for i in range(8)])
+    assert len(await _indexed(client, 8)) == 8
+    keys = TenantKeys(client.tenant)
+
+    # By count: the length cap trimmed the stream; the next tick drops those documents too.
+    await service.redis.xtrim(keys.episodes(), maxlen=3, approximate=False)
+    await service.maintenance.tick()
+    assert [e.event_id for e in await list_all(client)] == ["r5", "r6", "r7"]
+    assert await _indexed(client, 3) == ["r5", "r6", "r7"]
+
+    # By age: a tick 31 days on (retention 30 days) empties both.
+    report = await service.maintenance.tick(now=time.time() + 31 * 24 * 3600)
+    assert report.episodes_trimmed >= 3
+    assert await list_all(client) == []
+    assert await _indexed(client, 0) == []

@@ -72,14 +72,16 @@ def _validate_episode(episode: episode_pb2.Episode, prefix: str) -> None:
         raise TooLarge(f"{prefix}.text", MAX_TEXT_BYTES)
 
 
-def _to_entry(episode: episode_pb2.Episode, now: timestamp_pb2.Timestamp) -> EpisodeEntry:
+def _to_entry(
+    episode: episode_pb2.Episode, now: timestamp_pb2.Timestamp, trace_id: str
+) -> EpisodeEntry:
     stored = episode_pb2.Episode()
     stored.CopyFrom(episode)
     stored.ClearField("episode_id")
     stored.ClearField("cursor")
     stored.record_time.CopyFrom(now)
     if not stored.trace_id:  # the trace of the call that recorded it, when one is sampled
-        stored.trace_id = current_trace_id()
+        stored.trace_id = trace_id
     if not stored.HasField("start_time"):
         stored.start_time.CopyFrom(now)
     return EpisodeEntry(
@@ -132,7 +134,9 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         _validate_episode(request.episode, "episode")
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
-        (appended,) = await self._log.append(keys, [_to_entry(request.episode, now)])
+        (appended,) = await self._log.append(
+            keys, [_to_entry(request.episode, now, current_trace_id())]
+        )
         stored = await self._log.get(keys, appended.stream_id)
         episode = _from_entry(stored) if stored else request.episode
         return episode_service_pb2.RecordEpisodeResponse(
@@ -175,6 +179,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         options: episode_service_pb2.RecordEpisodesOptions | None,
     ) -> episode_service_pb2.RecordEpisodesResponse:
         now = timestamp_pb2.Timestamp()
+        trace_id = current_trace_id()  # once per request: the same for every episode in it
         now.GetCurrentTime()
         acks: list[episode_pb2.EpisodeAck] = []
         valid: list[tuple[int, EpisodeEntry]] = []
@@ -190,7 +195,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             except DomainError as error:
                 acks[i].error.CopyFrom(status_for(error))
                 continue
-            valid.append((i, _to_entry(episode, now)))
+            valid.append((i, _to_entry(episode, now, trace_id)))
         if valid:
             try:
                 with tracer().start_as_current_span(

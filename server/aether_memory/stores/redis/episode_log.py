@@ -19,20 +19,23 @@ from .keys import TenantKeys
 from .outbox import OUTBOX_KEY
 
 INDEX_QUEUE = "aether:epindex:queue"
+TENANTS_KEY = "aether:ep:tenants"  # tenants that have an episode stream (for retention)
 TAIL_BLOCK_MS = 1000
 
-# KEYS: stream, index queue, archive outbox, then one event-id key per episode. ARGV: maxlen,
-# event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body, agent, session, type,
-# outcome. Returns {stream id, duplicate} per episode. The index queue and the outbox (one each
-# for all tenants) sit in other slots, so this script needs a single Redis node (not a cluster).
+# KEYS: stream, index queue, archive outbox, tenant set, then one event-id key per episode.
+# ARGV: maxlen, event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body, agent,
+# session, type, outcome. Returns {stream id, duplicate} per episode. The index queue, the outbox
+# and the tenant set (one each for all tenants) sit in other slots, so this script needs a single
+# Redis node (not a cluster).
 _APPEND_SCRIPT = """
 local out = {}
-for i = 4, #KEYS do
+redis.call('SADD', KEYS[4], ARGV[3])
+for i = 5, #KEYS do
   local prior = redis.call('GET', KEYS[i])
   if prior then
     table.insert(out, {prior, 1})
   else
-    local a = 5 + (i - 4) * 5
+    local a = 5 + (i - 5) * 5
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
       'b', ARGV[a], 'a', ARGV[a + 1], 's', ARGV[a + 2], 't', ARGV[a + 3], 'o', ARGV[a + 4])
     redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
@@ -132,6 +135,7 @@ class RedisEpisodeLog:
                 keys.episodes(),
                 INDEX_QUEUE,
                 OUTBOX_KEY,
+                TENANTS_KEY,
                 *(keys.event(e.event_id) for e in entries),
             ],
             args=args,
@@ -146,6 +150,15 @@ class RedisEpisodeLog:
         """Entries with start <= id <= end ("-"/"+" for open ends; "(" prefix for exclusive)."""
         found = await self._client.xrange(keys.episodes(), start, end, count=count)
         return [_entry(stream_id, fields) for stream_id, fields in found]
+
+    async def tenants(self) -> list[TenantKeys]:
+        return [TenantKeys(t.decode()) for t in sorted(await self._client.smembers(TENANTS_KEY))]
+
+    async def trim_before(self, keys: TenantKeys, min_id: str) -> tuple[int, str | None]:
+        """Remove entries older than `min_id`; (how many, the first id kept or None)."""
+        removed = await self._client.xtrim(keys.episodes(), minid=min_id, approximate=False)
+        first = await self._client.xrange(keys.episodes(), "-", "+", count=1)
+        return int(removed), (_text(first[0][0]) if first else None)
 
     async def last_id(self, keys: TenantKeys) -> str:
         found = await self._client.xrevrange(keys.episodes(), "+", "-", count=1)

@@ -1,0 +1,235 @@
+"""The cost of telemetry: SearchMemories and RecordEpisodes with tracing and metrics on (100%
+sampling, OTLP/gRPC export to a real receiver in another process) against off, in one run.
+
+One Redis serves every round; rounds alternate off, on, off, on, ... and each round starts the
+service afresh with or without telemetry. The load comes from this process over loopback:
+16 concurrent SearchMemories callers, and 8 RecordEpisodes streams of 50-episode requests.
+
+    python -m bench.telemetry [--seconds 6] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aether.memory.v1 import (
+    episode_service_pb2,
+    episode_service_pb2_grpc,
+    memory_pb2,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+)
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from aether_memory.app import serve
+from aether_memory.settings import Settings
+from aether_memory.stores.redis.embedded import embedded_redis
+from aether_memory.telemetry import Telemetry
+
+from .episodes import make_episode, pct
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SINK = """
+import sys, grpc
+from concurrent import futures
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+class T(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        return trace_service_pb2.ExportTraceServiceResponse()
+class M(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+server = grpc.server(futures.ThreadPoolExecutor(4))
+trace_service_pb2_grpc.add_TraceServiceServicer_to_server(T(), server)
+metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(M(), server)
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+server.wait_for_termination()
+"""
+TOPICS = ["travel", "food", "health", "work", "family", "music", "sport", "books"]
+
+
+def telemetry_on(endpoint: str) -> Telemetry:
+    resource = Resource.create({"service.name": "aether-bench"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+    )
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=5000
+    )
+    return Telemetry(tracer_provider, MeterProvider(resource=resource, metric_readers=[reader]))
+
+
+async def seed(target: str, count: int) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+        for start in range(0, count, 100):
+            requests = [
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(
+                        agent_id="bench",
+                        content=f"Note {n} about {TOPICS[n % 8]}: detail {n * 7 % 1000}.",
+                    )
+                )
+                for n in range(start, min(count, start + 100))
+            ]
+            await stub.BatchStoreMemories(
+                memory_service_pb2.BatchStoreMemoriesRequest(requests=requests),
+                metadata=(("aether-tenant", "bench"),),
+            )
+
+
+async def searches(target: str, callers: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+        stop = time.perf_counter() + seconds
+
+        async def caller(i: int) -> None:
+            n = i
+            while time.perf_counter() < stop:
+                request = memory_service_pb2.SearchMemoriesRequest(
+                    agent_id="bench", query=f"what about {TOPICS[n % 8]} {n % 13}?", page_size=10
+                )
+                started = time.perf_counter()
+                await stub.SearchMemories(request, metadata=(("aether-tenant", "bench"),))
+                latencies.append(time.perf_counter() - started)
+                n += callers
+
+        await asyncio.gather(*(caller(i) for i in range(callers)))
+    return {"per_s": len(latencies) / seconds, **pct(latencies)}
+
+
+async def episodes(target: str, streams: int, batch: int, seconds: float) -> dict[str, float]:
+    acked = 0
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = episode_service_pb2_grpc.EpisodeServiceStub(channel)
+        stop = time.perf_counter() + seconds
+
+        async def stream(s: int) -> None:
+            nonlocal acked
+            call = stub.RecordEpisodes(metadata=(("aether-tenant", "bench"),))
+            n = 0
+            while time.perf_counter() < stop:
+                request = episode_service_pb2.RecordEpisodesRequest(
+                    episodes=[make_episode(s, n + i) for i in range(batch)]
+                )
+                n += batch
+                started = time.perf_counter()
+                await call.write(request)
+                response = await call.read()
+                latencies.append(time.perf_counter() - started)
+                acked += sum(1 for a in response.acks if a.HasField("written"))
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
+                pass
+
+        await asyncio.gather(*(stream(s) for s in range(streams)))
+    return {"per_s": acked / seconds, **pct(latencies)}
+
+
+async def run(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with embedded_redis(Path(tmp), 0) as redis_url:
+            settings = Settings(
+                port=0,
+                redis_url=redis_url,
+                index_episodes=False,
+                maintenance_interval_s=3600,
+                grace_s=1.0,
+                episode_max_len=200_000,
+            )
+            async with serve(settings, Telemetry()) as running:
+                await seed(running.address, args.memories)
+            for r in range(args.rounds * 2):
+                on = r % 2 == 1
+                telemetry = telemetry_on(endpoint) if on else Telemetry()
+                async with serve(settings, telemetry) as running:
+                    await searches(running.address, 16, 1.0)  # warm-up
+                    search = await searches(running.address, 16, args.seconds)
+                    record = await episodes(running.address, 8, 50, args.seconds)
+                rounds.append({"telemetry": on, "search": search, "episodes": record})
+                print(rounds[-1], flush=True)
+
+    def median(on: bool, kind: str, key: str) -> float:
+        return statistics.median(r[kind][key] for r in rounds if r["telemetry"] is on)
+
+    summary: dict[str, Any] = {"memories": args.memories, "seconds": args.seconds, "rounds": rounds}
+    for kind in ("search", "episodes"):
+        off_rate, on_rate = median(False, kind, "per_s"), median(True, kind, "per_s")
+        summary[kind] = {
+            "off_per_s": off_rate,
+            "on_per_s": on_rate,
+            "throughput_cost": 1 - on_rate / off_rate,
+            "off_p50_ms": median(False, kind, "p50_ms"),
+            "on_p50_ms": median(True, kind, "p50_ms"),
+            "off_p99_ms": median(False, kind, "p99_ms"),
+            "on_p99_ms": median(True, kind, "p99_ms"),
+        }
+    return summary
+
+
+def report(summary: dict[str, Any]) -> str:
+    lines = [
+        "# Telemetry overhead (tracing at 100% sampling + metrics, OTLP/gRPC export)",
+        "",
+        f"Generated by `python -m bench.telemetry`: {len(summary['rounds'])} rounds alternating "
+        f"off/on, {summary['seconds']:.0f} s of load each, {summary['memories']} memories; "
+        "medians of the rounds.",
+        "",
+        "| load | off | on | throughput cost | p50 off → on | p99 off → on |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {"search": "SearchMemories, 16 callers", "episodes": "RecordEpisodes, 8×50"}
+    units = {"search": "calls/s", "episodes": "events/s"}
+    for kind, name in names.items():
+        s = summary[kind]
+        lines.append(
+            f"| {name} | {s['off_per_s']:.0f} {units[kind]} | {s['on_per_s']:.0f} {units[kind]} "
+            f"| {s['throughput_cost']:.1%} | {s['off_p50_ms']:.1f} → {s['on_p50_ms']:.1f} ms "
+            f"| {s['off_p99_ms']:.1f} → {s['on_p99_ms']:.1f} ms |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--memories", type=int, default=2000)
+    args = parser.parse_args()
+    sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
+    try:
+        summary = asyncio.run(run(args, f"http://127.0.0.1:{sink.stdout.readline().strip()}"))
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "telemetry.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / "telemetry.md").write_text(report(summary))
+    print(report(summary))
+
+
+if __name__ == "__main__":
+    main()
