@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,12 +36,14 @@ from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
 from .settings import Settings
+from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
 from .stores.redis.embedded import embedded_redis
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.memory_store import RedisMemoryStore
 from .telemetry import Telemetry, instruments
+from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
 from .transport.memory_servicer import MemoryServicer
 
@@ -65,6 +68,24 @@ class Running:
     maintenance: Maintenance
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    if settings.tls_key_file is None:
+        raise RuntimeError("AETHER_TLS_CERT_FILE is set but AETHER_TLS_KEY_FILE is not")
+    assert settings.tls_cert_file is not None
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 def _record_batch(size: int, seconds: float, queue_depth: int) -> None:
     instruments().embed_batch_size.record(size)
     instruments().embed_batch_duration.record(seconds)
@@ -83,6 +104,13 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
     `telemetry` defaults to what the OTEL_* variables configure (off when they name no exporter).
     """
     telemetry = Telemetry.from_env() if telemetry is None else telemetry
+    if not settings.require_api_keys:
+        if not _loopback(settings.host):
+            raise RuntimeError(
+                f"refusing to serve on {settings.host} without API keys: set "
+                "AETHER_REQUIRE_API_KEYS=true (keys: `aether-memory keys create`) or bind loopback"
+            )
+        log.warning("API keys are not required: serving on loopback only (%s)", settings.host)
     async with contextlib.AsyncExitStack() as stack:
         telemetry.install()
         stack.callback(telemetry.uninstall)  # last out: spans of the shutdown are exported too
@@ -92,6 +120,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             redis_url = await stack.enter_async_context(
                 embedded_redis(settings.data_dir, settings.embedded_redis_port)
             )
+            # Where `aether-memory keys ...` finds the embedded Redis while the service runs.
+            (settings.data_dir / "redis.url").write_text(redis_url + "\n")
         else:
             redis_url = settings.redis_url
         client = aioredis.from_url(redis_url, decode_responses=False)
@@ -177,8 +207,16 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             episodes.episode_stats,
         )
 
+        access = AccessInterceptor(
+            ApiKeys(client) if settings.require_api_keys else None,
+            default_tenant=settings.default_tenant,
+            rate_per_s=settings.rate_limit_per_s,
+            burst=settings.rate_limit_burst,
+            max_streams=settings.max_streams_per_tenant,
+            key_cache_s=settings.api_key_cache_s,
+        )
         server = grpc.aio.server(
-            interceptors=telemetry.server_interceptors(),
+            interceptors=[*telemetry.server_interceptors(), access],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -193,7 +231,12 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        port = (
+            server.add_secure_port(address, _tls_credentials(settings))
+            if settings.tls_cert_file
+            else server.add_insecure_port(address)
+        )
         await server.start()
 
         stop_workers = asyncio.Event()

@@ -10,12 +10,14 @@ import signal
 import sys
 
 import grpc
+import redis.asyncio as aioredis
 from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .app import serve
 from .settings import Settings
+from .stores.redis.api_keys import ApiKeys, Role
 from .telemetry import JsonLogFormatter
 
 
@@ -31,7 +33,42 @@ async def _serve(settings: Settings) -> None:
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
-    return [("aether-tenant", args.tenant)] if args.tenant else []
+    found = [("aether-tenant", args.tenant)] if args.tenant else []
+    if args.api_key:
+        found.append(("authorization", f"Bearer {args.api_key}"))
+    return found
+
+
+def _redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    written = settings.data_dir / "redis.url"
+    if not written.exists():
+        raise SystemExit(
+            "aether-memory: no AETHER_REDIS_URL, and no embedded Redis is running here "
+            f"({written} is missing): start the service first"
+        )
+    return written.read_text().strip()
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    client = aioredis.from_url(_redis_url(Settings()))
+    try:
+        keys = ApiKeys(client)
+        if args.action == "create":
+            key_id, key = await keys.create(args.tenant, Role[args.role.upper()], args.name)
+            print(json.dumps({"key_id": key_id, "key": key, "tenant": args.tenant}))
+            print("aether-memory: the key is shown once; store it now", file=sys.stderr)
+        elif args.action == "revoke":
+            if not await keys.revoke(args.key_id):
+                print(f"aether-memory: no key {args.key_id}", file=sys.stderr)
+                return 1
+        else:
+            for p in await keys.list(args.tenant):
+                print(json.dumps({"key_id": p.key_id, "role": p.role.name.lower(), "name": p.name}))
+        return 0
+    finally:
+        await client.aclose()
 
 
 def _client_call(args: argparse.Namespace) -> int:
@@ -75,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name)
         cmd.add_argument("--target", default="127.0.0.1:50051")
         cmd.add_argument("--tenant", default="")
+        cmd.add_argument("--api-key", default="", help="sent as authorization: Bearer <key>")
         if name != "health":
             cmd.add_argument("--agent", required=True)
         if name == "store":
@@ -83,7 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         if name == "search":
             cmd.add_argument("query")
             cmd.add_argument("--limit", type=int, default=5)
+    keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--role", choices=["read", "write", "admin"], default="write")
+    create.add_argument("--name", default="")
+    revoke = actions.add_parser("revoke")
+    revoke.add_argument("key_id")
+    listing = actions.add_parser("list")
+    listing.add_argument("--tenant", required=True)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return asyncio.run(_keys(args))
     settings = Settings() if args.command == "serve" else None
     handler = logging.StreamHandler()
     if settings is not None and settings.log_format == "json":

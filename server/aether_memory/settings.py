@@ -108,6 +108,25 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as JSON objects with trace and span ids."
     )
+    require_api_keys: bool = Field(
+        False,
+        description="Require an API key on every call. Without it the server binds loopback only.",
+    )
+    api_key_cache_s: float = Field(
+        10.0, ge=0, description="How long a key lookup is cached (revocation delay), seconds."
+    )
+    rate_limit_per_s: float | None = Field(
+        None, gt=0, description="Calls per second per tenant (token bucket); unset: no limit."
+    )
+    rate_limit_burst: int = Field(100, gt=0, description="Burst size of the per-tenant limit.")
+    max_streams_per_tenant: int = Field(
+        256, gt=0, description="Concurrent streaming calls per tenant (per server)."
+    )
+    tls_cert_file: Path | None = Field(None, description="Server certificate (PEM); enables TLS.")
+    tls_key_file: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA of client certificates; set it to require mTLS."
+    )
     grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Max gRPC message size.")
     page_token_secret: str = Field(

@@ -70,3 +70,32 @@ class ShuttingDown(DomainError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down; reconnect and resume from your last cursor")
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that name no live API key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials that do not allow this call (role, or another tenant)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RateLimited(DomainError):
+    def __init__(self, limit: str, retry_after_s: float) -> None:
+        super().__init__(f"rate limit reached: {limit}; retry after {retry_after_s:.2f}s")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class TooManyStreams(DomainError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} concurrent streams per tenant")
+        self.limit = limit

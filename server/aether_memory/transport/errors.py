@@ -22,10 +22,14 @@ from ..domain.errors import (
     InvalidPageToken,
     NotFound,
     NothingToSummarize,
+    PermissionDenied,
+    RateLimited,
     RequestIdReused,
     RevisionMismatch,
     ShuttingDown,
     TooLarge,
+    TooManyStreams,
+    Unauthenticated,
 )
 
 DOMAIN = "memory.aether"
@@ -133,6 +137,27 @@ def status_for(error: BaseException) -> status_pb2.Status:
                 "the hot store is unreachable; retry",
                 "BACKEND_UNAVAILABLE",
                 retry,
+            )
+        case Unauthenticated():
+            return build_status(code_pb2.UNAUTHENTICATED, str(error), error.reason)
+        case PermissionDenied():
+            return build_status(code_pb2.PERMISSION_DENIED, str(error), error.reason)
+        case RateLimited():
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(max(1, int(error.retry_after_s * 1000)))
+            return build_status(
+                code_pb2.RESOURCE_EXHAUSTED,
+                str(error),
+                "RATE_LIMITED",
+                retry,
+                metadata={"limit": error.limit},
+            )
+        case TooManyStreams():
+            return build_status(
+                code_pb2.RESOURCE_EXHAUSTED,
+                str(error),
+                "TOO_MANY_STREAMS",
+                metadata={"limit": str(error.limit)},
             )
         case DomainError():
             return build_status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_FIELD")

@@ -1,4 +1,5 @@
-"""Which tenant a call acts for: the `aether-tenant` metadata until API keys exist (issue 9)."""
+"""Which tenant a call acts for: its API key's tenant when keys are required, otherwise the
+`aether-tenant` metadata (or the default tenant)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import grpc
 
 from ..domain.errors import InvalidField
 from ..stores.redis.keys import TENANT_PATTERN, TenantKeys
+from .access import PRINCIPAL
 
 TENANT_METADATA = "aether-tenant"
 
 
 def tenant_keys(context: grpc.aio.ServicerContext, default: str) -> TenantKeys:
+    principal = PRINCIPAL.get()
+    if principal is not None:  # the access interceptor already refused any other tenant
+        return TenantKeys(principal.tenant)
     tenant = default
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
