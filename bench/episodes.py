@@ -184,10 +184,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "window": args.window,
         "seconds": args.seconds,
         "index_episodes": args.index,
+        "fsync": args.fsync,
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        async with embedded_redis(Path(tmp)) as url, service(url, args.index) as target:
+        redis = embedded_redis(Path(tmp), fsync=args.fsync)
+        async with redis as url, service(url, args.index) as target:
             await record_streams(target, 1, args.batch, args.window, 1.0)  # warm-up
             for streams in (1, 16):
                 raw = await raw_xadd(url, streams, args.batch, args.seconds)
@@ -211,7 +213,8 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"{os.cpu_count()} cores; requests of {results['batch']} episodes, at most "
         f"{results['window']} requests in flight per stream; {results['seconds']} s per run; "
-        f"episode indexing worker {'on' if results['index_episodes'] else 'off'}. Service and "
+        f"episode indexing worker {'on' if results['index_episodes'] else 'off'}; Redis "
+        f"appendfsync {results.get('fsync', 'everysec')}. Service and "
         "Redis in their own processes; client and raw baseline in this one.",
         "",
         "| streams | RecordEpisodes events/s | ack p50 | ack p99 | raw XADD events/s | ratio |",
@@ -234,10 +237,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--index", action="store_true", help="keep the embedding worker on")
+    parser.add_argument(
+        "--fsync", choices=["always", "everysec"], default="always", help="Redis appendfsync"
+    )
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"episodes-b{args.batch}{'-indexed' if args.index else ''}"
+    name += "" if args.fsync == "always" else f"-{args.fsync}"
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(report(results))
     print(report(results))

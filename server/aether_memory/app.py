@@ -48,6 +48,8 @@ from .transport.episode_servicer import EpisodeServicer
 from .transport.memory_servicer import MemoryServicer
 
 log = logging.getLogger(__name__)
+HEALTH_INTERVAL_S = 0.5
+HEALTH_TIMEOUT_S = 1.0
 SERVICE_NAMES = (
     memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
     episode_service_pb2.DESCRIPTOR.services_by_name["EpisodeService"].full_name,
@@ -66,6 +68,30 @@ class Running:
     server: grpc.aio.Server
     archiver: Archiver | None
     maintenance: Maintenance
+
+
+async def _watch_health(
+    client: aioredis.Redis, health_servicer: health.aio.HealthServicer, stop: asyncio.Event
+) -> None:
+    """NOT_SERVING while Redis does not answer, SERVING again once it does."""
+    serving = True
+    while not stop.is_set():
+        try:
+            up = bool(await asyncio.wait_for(client.ping(), HEALTH_TIMEOUT_S))
+        except (aioredis.RedisError, OSError, TimeoutError):
+            up = False
+        if up != serving and not stop.is_set():
+            serving = up
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if up
+                else (health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, status)
+            log.warning("Redis is %s: health %s", "back" if up else "unreachable", status)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)
 
 
 def _loopback(host: str) -> bool:
@@ -118,7 +144,11 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         embedder = Embedder(pack, threads=settings.embed_threads)
         if settings.redis_url is None:
             redis_url = await stack.enter_async_context(
-                embedded_redis(settings.data_dir, settings.embedded_redis_port)
+                embedded_redis(
+                    settings.data_dir,
+                    settings.embedded_redis_port,
+                    settings.embedded_redis_fsync,
+                )
             )
             # Where `aether-memory keys ...` finds the embedded Redis while the service runs.
             (settings.data_dir / "redis.url").write_text(redis_url + "\n")
@@ -240,7 +270,10 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         await server.start()
 
         stop_workers = asyncio.Event()
-        loops = [maintenance.run(stop_workers)]
+        loops = [
+            maintenance.run(stop_workers),
+            _watch_health(client, health_servicer, stop_workers),
+        ]
         if settings.index_episodes:
             loops.append(episode_index.run(stop_workers))
         if archiver is not None:

