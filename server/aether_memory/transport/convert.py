@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 from aether.memory.v1 import memory_pb2, working_memory_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType, Tier
@@ -98,6 +100,70 @@ def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
 def check_struct_size(field: str, value: struct_pb2.Struct, limit: int) -> None:
     if value.ByteSize() > limit:
         raise TooLarge(field, limit)
+
+
+MIN_TIMESTAMP_S = -62_135_596_800  # 0001-01-01T00:00:00Z, the range protobuf defines
+MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_DURATION_S = 315_576_000_000  # 10,000 years, protobuf's Duration range
+
+
+def _value_violations(value: struct_pb2.Value, path: str) -> list[tuple[str, str]]:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value" and not math.isfinite(value.number_value):
+        return [(path, "numbers must be finite (JSON has no NaN or Infinity)")]
+    if kind == "struct_value":
+        return _struct_violations(value.struct_value, path)
+    if kind == "list_value":
+        found = []
+        for i, item in enumerate(value.list_value.values):
+            found += _value_violations(item, f"{path}[{i}]")
+        return found
+    return []
+
+
+def _struct_violations(value: struct_pb2.Struct, path: str) -> list[tuple[str, str]]:
+    found = []
+    for key, item in value.fields.items():
+        found += _value_violations(item, f"{path}.{key}")
+    return found
+
+
+def request_violations(message: Message, prefix: str = "") -> list[tuple[str, str]]:
+    """What no handler should ever see, anywhere in a request, by field path: timestamps and
+    durations outside protobuf's ranges and non-finite numbers inside Structs."""
+    found: list[tuple[str, str]] = []
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if (
+            field.type != FieldDescriptor.TYPE_MESSAGE
+            or kind is None
+            or kind.GetOptions().map_entry
+        ):
+            continue
+        items = list(value) if field.is_repeated else [value]
+        for i, item in enumerate(items):
+            path = f"{prefix}{field.name}[{i}]" if field.is_repeated else f"{prefix}{field.name}"
+            if kind.full_name == "google.protobuf.Timestamp":
+                if not MIN_TIMESTAMP_S <= item.seconds <= MAX_TIMESTAMP_S or not (
+                    0 <= item.nanos < 1_000_000_000
+                ):
+                    found.append((path, "must be between 0001-01-01 and 9999-12-31 UTC"))
+            elif kind.full_name == "google.protobuf.Duration":
+                if abs(item.seconds) > MAX_DURATION_S or abs(item.nanos) >= 1_000_000_000:
+                    found.append((path, "must be within ±10,000 years"))
+            elif kind.full_name == "google.protobuf.Struct":
+                found += _struct_violations(item, path)
+            elif kind.full_name == "google.protobuf.Value":
+                found += _value_violations(item, path)
+            elif kind.full_name != "google.protobuf.ListValue":
+                found += request_violations(item, path + ".")
+    return found
+
+
+def check_request(message: Any) -> None:
+    violations = request_violations(message)
+    if violations:
+        raise InvalidField(violations)
 
 
 def to_seconds(ts: timestamp_pb2.Timestamp) -> float:

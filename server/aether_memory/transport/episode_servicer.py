@@ -17,7 +17,7 @@ from aether.memory.v1 import (
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
-from ..domain.errors import DomainError, ShuttingDown, TooLarge
+from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens
 from ..episodes import EpisodeIndex, EpisodeQuery
 from ..memories import MemoryBank
@@ -66,6 +66,8 @@ def _validate_episode(episode: episode_pb2.Episode, prefix: str) -> None:
         v.add(f"{prefix}.latency", "must not be negative")
     if episode.trace_id and not TRACE_ID.match(episode.trace_id):
         v.add(f"{prefix}.trace_id", "must be 32 lowercase hex characters")
+    for path, why in c.request_violations(episode, f"{prefix}."):
+        v.add(path, why)
     v.raise_if_any()
     c.check_struct_size(f"{prefix}.payload", episode.payload, MAX_PAYLOAD_BYTES)
     if len(episode.text.encode()) > MAX_TEXT_BYTES:
@@ -159,17 +161,15 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
         options: episode_service_pb2.RecordEpisodesOptions | None = None
         async for request in request_iterator:
+            refused: DomainError | None = None
             if request.HasField("options"):
                 if options is not None and options != request.options:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, "options: must not change within a stream"
-                    )
+                    refused = InvalidField.one("options", "must not change within a stream")
                 options = request.options
             if len(request.episodes) > MAX_EPISODES_PER_REQUEST:
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"episodes: at most {MAX_EPISODES_PER_REQUEST} per request",
-                )
+                refused = TooLarge("episodes", MAX_EPISODES_PER_REQUEST, "episodes per request")
+            if refused is not None:
+                await context.abort_with_status(rpc_status.to_status(status_for(refused)))
             yield await self._record_batch(keys, request, options)
 
     async def _record_batch(
@@ -306,14 +306,15 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             _, position = page_start(self._tokens, request.page_token, fingerprint)
             start = "(" + position.decode()
         elif request.HasField("start_time"):
-            start = f"{request.start_time.ToMilliseconds()}-0"
+            start = f"{max(0, request.start_time.ToMilliseconds())}-0"  # none exist before 1970
         else:
             start = "-"
-        end = (
-            f"{request.end_time.ToMilliseconds() - 1}-{MAX_SEQ}"
-            if request.HasField("end_time")
-            else "+"
-        )
+        end = "+"
+        if request.HasField("end_time"):
+            end_ms = request.end_time.ToMilliseconds()
+            if end_ms <= 0:  # before the epoch: no episode can match
+                return episode_service_pb2.ListEpisodesResponse()
+            end = f"{end_ms - 1}-{MAX_SEQ}"
         scan_limit = max(4 * size, 1000)  # bounded work per call, even when few entries match
         scanned = await self._log.range(keys, start, end, scan_limit)
         episodes = []

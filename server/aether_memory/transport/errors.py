@@ -31,6 +31,7 @@ from ..domain.errors import (
     TooManyStreams,
     Unauthenticated,
 )
+from .convert import check_request
 
 DOMAIN = "memory.aether"
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def mapped(
         self: Servicer, request: Request, context: grpc.aio.ServicerContext
     ) -> Response:
         try:
+            check_request(request)  # out-of-range times, NaN in Structs: never past here
             return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.BaseError):
             raise
@@ -200,6 +202,7 @@ def mapped_stream(
         self: Servicer, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
         try:
+            check_request(request)
             async for item in method(self, request, context):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.BaseError):
