@@ -36,6 +36,7 @@ serve: $(STAMP)
 
 lint: $(STAMP) $(BUF)
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/gen_api_docs.py --check
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
 	scripts/buf_breaking.sh

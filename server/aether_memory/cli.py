@@ -8,6 +8,8 @@ import json
 import logging
 import signal
 import sys
+import time
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -18,6 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .app import serve
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys, Role
+from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
+from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.outbox import OUTBOX_KEY
 from .telemetry import JsonLogFormatter
 
 
@@ -49,6 +54,48 @@ def _redis_url(settings: Settings) -> str:
             f"({written} is missing): start the service first"
         )
     return written.read_text().strip()
+
+
+async def _status(args: argparse.Namespace) -> int:
+    """Health, memories by tier, archive backlog, index lag and last-minute throughput."""
+    settings = Settings()
+    client = aioredis.from_url(_redis_url(settings))
+    try:
+        health = "UNREACHABLE"
+        try:
+            async with grpc.aio.insecure_channel(args.target) as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=3
+                )
+                health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.aio.AioRpcError as error:
+            health = f"UNREACHABLE ({error.code().name})"
+        store = RedisMemoryStore(client, index_name=settings.index_name, dimension=1)
+        tiers = await store.tier_counts()
+        redis: Any = client  # redis-py types replies as unions over every decode mode
+        now_ms = int(time.time() * 1000)
+        outbox, first = await redis.xlen(OUTBOX_KEY), await redis.xrange(OUTBOX_KEY, count=1)
+        oldest_s = (now_ms - int(first[0][0].decode().split("-")[0])) / 1000 if first else 0.0
+        lag = 0
+        groups = await redis.xinfo_groups(INDEX_QUEUE) if await redis.exists(INDEX_QUEUE) else []
+        for group in groups:
+            lag += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        recent = 0
+        for keys in await RedisEpisodeLog(client, max_len=1).tenants():
+            since = f"{now_ms - 60_000}-0"
+            recent += len(await redis.xrange(keys.episodes(), since, "+", count=100_000))
+        stored = await store.created_since(time.time() - 60)
+        report = {
+            "health": health,
+            "memories_by_tier": tiers,
+            "archive_outbox": {"entries": int(outbox), "oldest_age_s": round(oldest_s, 3)},
+            "episode_index_lag": lag,
+            "last_minute": {"memories_stored": stored, "episodes_recorded": recent},
+        }
+        print(json.dumps(report, indent=2))
+        return 0 if health == "SERVING" else 1
+    finally:
+        await client.aclose()
 
 
 async def _keys(args: argparse.Namespace) -> int:
@@ -121,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "search":
             cmd.add_argument("query")
             cmd.add_argument("--limit", type=int, default=5)
+    status = sub.add_parser("status", help="health, counts, backlogs and throughput at a glance")
+    status.add_argument("--target", default="127.0.0.1:50051")
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create")
@@ -134,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys":
         return asyncio.run(_keys(args))
+    if args.command == "status":
+        return asyncio.run(_status(args))
     settings = Settings() if args.command == "serve" else None
     handler = logging.StreamHandler()
     if settings is not None and settings.log_format == "json":

@@ -518,6 +518,10 @@ class RedisMemoryStore:
             memory.access_count, memory.last_access_time = int(count or 0), _num(last)
         return found
 
+    async def created_since(self, since: float) -> int:
+        """Memories of every tenant stored after `since` (the status view's throughput)."""
+        return int(await self.index.query(CountQuery(filter_expression=Num("create_time") > since)))
+
     async def tier_counts(self) -> dict[str, int]:
         """Memories per tier across every tenant (the maintenance task's gauge)."""
         counts = {}

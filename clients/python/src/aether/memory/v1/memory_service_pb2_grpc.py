@@ -28,10 +28,12 @@ if _version_not_supported:
 class MemoryServiceStub:
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     def __init__(self, channel):
@@ -140,10 +142,12 @@ class MemoryServiceStub:
 class MemoryServiceServicer:
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     def StoreMemory(self, request, context):
@@ -166,7 +170,8 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMemory(self, request, context):
-        """Returns one memory and records the access. Errors: NOT_FOUND, INVALID_ARGUMENT.
+        """Returns one memory and records the access. A memory that decayed out of the hot tier is
+        read back from the archive (when one is configured). Errors: NOT_FOUND, INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -401,10 +406,12 @@ def add_MemoryServiceServicer_to_server(servicer, server):
 class MemoryService:
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     @staticmethod

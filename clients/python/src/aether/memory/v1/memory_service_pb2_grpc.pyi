@@ -29,10 +29,12 @@ GRPC_VERSION: str
 class MemoryServiceStub:
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     @_typing.overload
@@ -51,7 +53,9 @@ class MemoryServiceStub:
     with a BadRequest naming `requests[i].<field>`, and nothing is stored.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]
-    """Returns one memory and records the access. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+    """Returns one memory and records the access. A memory that decayed out of the hot tier is
+    read back from the archive (when one is configured). Errors: NOT_FOUND, INVALID_ARGUMENT.
+    """
     ListMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]
     """Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT."""
     SearchMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.SearchMemoriesRequest, _memory_service_pb2.SearchMemoriesResponse]
@@ -104,10 +108,12 @@ class MemoryServiceStub:
 class MemoryServiceAsyncStub(MemoryServiceStub):
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -123,7 +129,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     with a BadRequest naming `requests[i].<field>`, and nothing is stored.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]  # type: ignore[assignment]
-    """Returns one memory and records the access. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+    """Returns one memory and records the access. A memory that decayed out of the hot tier is
+    read back from the archive (when one is configured). Errors: NOT_FOUND, INVALID_ARGUMENT.
+    """
     ListMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]  # type: ignore[assignment]
     """Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT."""
     SearchMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.SearchMemoriesRequest, _memory_service_pb2.SearchMemoriesResponse]  # type: ignore[assignment]
@@ -175,10 +183,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Long-term and working memory for agents, a tool-result cache and the agent's self-model.
 
-    Every call is scoped to the caller's tenant, taken from the `aether-tenant` request metadata
-    (authentication maps it in deployments with keys). No call can read or change another tenant's
-    data. Errors are `google.rpc.Status` values with `ErrorInfo` (domain "memory.aether", reason
-    from ErrorReason) and, for bad input, `BadRequest` naming the offending field.
+    Every call is scoped to the caller's tenant: with API keys required, the key's tenant (send
+    `authorization: Bearer <key>`; a key with the wrong role is PERMISSION_DENIED, a missing or
+    revoked one UNAUTHENTICATED); otherwise the `aether-tenant` request metadata. No call can read
+    or change another tenant's data. Errors are `google.rpc.Status` values with `ErrorInfo`
+    (domain "memory.aether", reason from ErrorReason) and, for bad input, `BadRequest` naming the
+    offending field. Per-tenant rate and stream limits answer RESOURCE_EXHAUSTED with RetryInfo.
     """
 
     @_abc_1.abstractmethod
@@ -210,7 +220,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_service_pb2.GetMemoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.GetMemoryResponse, _abc.Awaitable[_memory_service_pb2.GetMemoryResponse]]:
-        """Returns one memory and records the access. Errors: NOT_FOUND, INVALID_ARGUMENT."""
+        """Returns one memory and records the access. A memory that decayed out of the hot tier is
+        read back from the archive (when one is configured). Errors: NOT_FOUND, INVALID_ARGUMENT.
+        """
 
     @_abc_1.abstractmethod
     def ListMemories(
