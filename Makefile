@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 BUF := tools/node_modules/.bin/buf
 # FerretDB v1 (SQLite backend): the MongoDB-wire-protocol server the archive tests run against.
 FERRETDB := $(BIN)/aether-ferretdb
+# The TypeScript and Go clients: their code generators (pinned), builds and example agents.
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed
+GO_PLUGINS := tools/go/bin/protoc-gen-go
+GO_AGENT := clients/go/bin/agent
 
-.PHONY: serve test lint bench install
+.PHONY: serve test lint bench install clients
 .DEFAULT_GOAL := serve
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -31,19 +36,30 @@ $(BUF): tools/package.json tools/package-lock.json
 $(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum $(STAMP)
 	cd tools/ferretdb && go build -trimpath -o ../../$(FERRETDB) .
 
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(GO_PLUGINS): tools/go/go.mod tools/go/go.sum
+	cd tools/go && GOBIN=$(CURDIR)/tools/go/bin go install tool
+
+clients: $(TS_STAMP) $(GO_PLUGINS) $(STAMP)
+	cd $(TS) && npx tsc -p .
+	cd clients/go && go vet ./... && go build -o bin/agent ./examples/agent
+
 serve: $(STAMP)
 	$(BIN)/aether-memory serve
 
-lint: $(STAMP) $(BUF)
-	$(BIN)/python scripts/gen_protos.py --check
+lint: $(STAMP) $(BUF) $(TS_STAMP) $(GO_PLUGINS)
+	scripts/generate.sh --check
 	$(BIN)/python scripts/gen_api_docs.py --check
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
 	scripts/buf_breaking.sh
-	$(BIN)/ruff check server embeddings tests scripts bench
+	$(BIN)/ruff check server embeddings tests scripts bench clients/python/src/aether_memory_client clients/python/examples
 	$(BIN)/mypy
 
-test: lint $(FERRETDB)
+test: lint $(FERRETDB) clients
 	$(BIN)/pytest
 
 bench: $(STAMP)
