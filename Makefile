@@ -13,7 +13,7 @@ TS_STAMP := $(TS)/node_modules/.installed
 GO_PLUGINS := tools/go/bin/protoc-gen-go
 GO_AGENT := clients/go/bin/agent
 
-.PHONY: serve test lint bench install clients
+.PHONY: serve test lint bench bench-tools install clients
 .DEFAULT_GOAL := serve
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -61,6 +61,10 @@ lint: $(STAMP) $(BUF) $(TS_STAMP) $(GO_PLUGINS)
 
 test: lint $(FERRETDB) clients
 	$(BIN)/pytest
+
+# ghz for bench/load.py (not needed by the tests).
+bench-tools: tools/ghz/go.mod tools/ghz/go.sum
+	cd tools/ghz && GOBIN=$(CURDIR)/tools/ghz/bin go install tool
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embeddings

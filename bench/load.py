@@ -1,0 +1,316 @@
+"""Load tests with ghz at several sizes, with same-run baselines, into JSON and a Markdown report.
+
+For each size N (memories already stored): start Redis (embedded recipe) and the service in its
+own process, seed N memories of 384 dims through BatchStoreMemories with precomputed vectors
+(so seeding is not embedding-bound), then run ghz (over server reflection) for:
+
+- SearchMemories, 16 concurrent callers (query embedding included);
+- StoreMemory, 16 concurrent callers, new content each (embedding-bound);
+- RecordEpisodes, bidirectional: 8 concurrent streams of 20 requests of 50 episodes.
+
+Baselines measured in the same run: the raw ONNX embed ceiling of the same pack (batch 32 of
+the same query texts), raw RedisVL KNN on the same index (16 concurrent callers, precomputed
+vectors), and raw pipelined XADD. Also bytes per memory (`INFO memory`) and the Redis restart
+time to a loaded index at each size.
+
+    python -m bench.load [--sizes 10000,100000]     # needs ghz: make bench-tools
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import redis.asyncio as aioredis
+from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
+from redisvl.index import AsyncSearchIndex
+from redisvl.query import VectorQuery
+
+from aether_embeddings.bundled import ensure_default_pack
+from aether_embeddings.runtime import Embedder
+from aether_memory.stores.redis.embedded import embedded_redis
+
+from .episodes import raw_xadd, service
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+GHZ = ROOT / "tools" / "ghz" / "bin" / "ghz"
+TENANT = "bench"
+TOPICS = ["travel", "food", "health", "work", "family", "music", "sport", "books"]
+
+
+def query_text(n: int) -> str:
+    return f"what does the user think about {TOPICS[n % 8]} number {n % 97}?"
+
+
+async def seed(target: str, count: int, dim: int) -> float:
+    rng = np.random.default_rng(11)
+    started = time.perf_counter()
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+
+        async def batch(start: int) -> None:
+            vectors = rng.standard_normal((100, dim)).astype(np.float32)
+            requests = [
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(
+                        agent_id="bench",
+                        content=f"Note {n} about {TOPICS[n % 8]}: detail {n * 7919 % 100003}.",
+                        embedding=vectors[i].tolist(),
+                    )
+                )
+                for i, n in enumerate(range(start, min(count, start + 100)))
+            ]
+            await stub.BatchStoreMemories(
+                memory_service_pb2.BatchStoreMemoriesRequest(requests=requests),
+                metadata=(("aether-tenant", TENANT),),
+                timeout=120,
+            )
+
+        for start in range(0, count, 800):
+            await asyncio.gather(*(batch(s) for s in range(start, min(count, start + 800), 100)))
+    return count / (time.perf_counter() - started)
+
+
+def ghz(target: str, method: str, data: Any, concurrency: int, total: int) -> dict[str, Any]:
+    service = method.split("/")[0].rsplit(".", 1)[-1]
+    proto = {"MemoryService": "memory_service", "EpisodeService": "episode_service"}[service]
+    command = [
+        str(GHZ),
+        "--insecure",
+        "--proto",
+        str(ROOT / "proto" / "aether" / "memory" / "v1" / f"{proto}.proto"),
+        "--import-paths",
+        f"{ROOT / 'proto'},{ROOT / 'third_party' / 'proto'}",
+        "--call",
+        method,
+        "--metadata",
+        json.dumps({"aether-tenant": TENANT}),
+        "--data",
+        json.dumps(data),
+        "--concurrency",
+        str(concurrency),
+        "--total",
+        str(total),
+        "--format",
+        "json",
+        "--timeout",
+        "60s",
+        target,
+    ]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0 and not run.stdout.strip().startswith("{"):
+        raise RuntimeError(f"ghz failed: {run.stderr.strip() or run.stdout.strip()}")
+    report = json.loads(run.stdout)
+    latencies = {
+        d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []
+    }
+    return {
+        "requests_per_s": report["rps"],
+        "count": report["count"],
+        "errors": sum(
+            report.get("statusCodeDistribution", {}).get(k, 0)
+            for k in report.get("statusCodeDistribution", {})
+            if k != "OK"
+        ),
+        "p50_ms": latencies.get(50, 0.0),
+        "p95_ms": latencies.get(95, 0.0),
+        "p99_ms": latencies.get(99, 0.0),
+        "average_ms": report["average"] / 1e6,
+    }
+
+
+def embed_ceiling(texts: list[str]) -> float:
+    embedder = Embedder(ensure_default_pack("fp32"))
+    embedder.run_texts(texts[:32])  # warm-up
+    started = time.perf_counter()
+    for i in range(0, len(texts), 32):
+        embedder.run_texts(texts[i : i + 32])
+    return len(texts) / (time.perf_counter() - started)
+
+
+async def raw_knn(redis_url: str, dim: int, callers: int, total: int) -> dict[str, float]:
+    client = aioredis.from_url(redis_url)
+    index = await AsyncSearchIndex.from_existing("aether-memories", redis_client=client)
+    rng = np.random.default_rng(5)
+    latencies: list[float] = []
+
+    async def caller(n: int) -> None:
+        for _ in range(total // callers):
+            vector = rng.standard_normal(dim).astype(np.float32)
+            query = VectorQuery(
+                vector=vector.tobytes(),
+                vector_field_name="embedding",
+                return_fields=["memory_id", "content"],
+                filter_expression=f"@tenant:{{{TENANT}}} @agent_id:{{bench}}",
+                num_results=25,
+                dtype="float32",
+            )
+            started = time.perf_counter()
+            await index.query(query)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(n) for n in range(callers)))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    ordered = sorted(latencies)
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+    }
+
+
+async def footprint_and_restart(data: Path, redis_url: str, count: int) -> dict[str, float]:
+    client = aioredis.from_url(redis_url)
+    info = await client.info("memory")
+    await client.aclose()
+    return {
+        "used_memory_bytes": info["used_memory"],
+        "bytes_per_memory": info["used_memory"] / count,
+    }
+
+
+async def restart_time(data: Path) -> float:
+    """Seconds from starting Redis on the AOF to a fully loaded, fully indexed memory index."""
+    started = time.perf_counter()
+    async with embedded_redis(data, fsync="everysec") as url:
+        client = aioredis.from_url(url)
+        while True:
+            info = await client.ft("aether-memories").info()
+            if int(info.get("indexing", 0)) == 0:
+                break
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        await client.aclose()
+    return elapsed
+
+
+async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        async with embedded_redis(data, fsync="everysec") as redis_url:
+            async with service(redis_url, index=False) as target:
+                seeded_per_s = await seed(target, count, 384)
+                result: dict[str, Any] = {"memories": count, "seed_per_s": seeded_per_s}
+                result.update(await footprint_and_restart(data, redis_url, count))
+                search_data = {
+                    "agent_id": "bench",
+                    "query": "what does the user think about {{.RequestNumber}} travel?",
+                    "page_size": 10,
+                }
+                result["search"] = await asyncio.to_thread(
+                    ghz,
+                    target,
+                    "aether.memory.v1.MemoryService/SearchMemories",
+                    search_data,
+                    16,
+                    args.requests,
+                )
+                store_data = {
+                    "memory": {
+                        "agent_id": "bench-store",
+                        "content": "fresh note {{.RequestNumber}} {{newUUID}}",
+                    }
+                }
+                result["store"] = await asyncio.to_thread(
+                    ghz,
+                    target,
+                    "aether.memory.v1.MemoryService/StoreMemory",
+                    store_data,
+                    16,
+                    args.requests,
+                )
+                episodes = [
+                    {
+                        "episodes": [
+                            {
+                                "event_id": "{{newUUID}}-" + str(i * 50 + j),
+                                "agent_id": "bench",
+                                "type": "EPISODE_TYPE_TOOL_CALL",
+                                "name": "web_search",
+                            }
+                            for j in range(50)
+                        ]
+                    }
+                    for i in range(20)
+                ]
+                result["record"] = await asyncio.to_thread(
+                    ghz, target, "aether.memory.v1.EpisodeService/RecordEpisodes", episodes, 8, 80
+                )
+                result["record"]["episodes_per_s"] = result["record"]["requests_per_s"] * 20 * 50
+            result["raw_knn"] = await raw_knn(redis_url, 384, 16, args.requests)
+            result["raw_xadd"] = await raw_xadd(redis_url, 8, 50, 3.0)
+        result["restart_s"] = await restart_time(data)
+    result["embed_ceiling_texts_per_s"] = await asyncio.to_thread(
+        embed_ceiling, [query_text(n) for n in range(512)]
+    )
+    return result
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    columns = [
+        "memories",
+        "bytes/memory",
+        "restart to indexed",
+        "SearchMemories 16c: rps, p50/p95/p99",
+        "raw RedisVL KNN 16c: rps, p50/p99",
+        "StoreMemory 16c: rps (of embed ceiling)",
+        "RecordEpisodes 8 streams: events/s, p50/p99 per stream of 20×50",
+        "raw XADD events/s",
+    ]
+    lines = [
+        "# Load tests (ghz) with same-run baselines",
+        "",
+        "Generated by `python -m bench.load`. ghz over server reflection against the service "
+        "in its own process; Redis (appendfsync everysec here) in another. Latencies in ms.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for r in results:
+        s, k, st, rec = r["search"], r["raw_knn"], r["store"], r["record"]
+        ceiling = r["embed_ceiling_texts_per_s"]
+        cells = [
+            f"{r['memories']:,}",
+            f"{r['bytes_per_memory']:.0f}",
+            f"{r['restart_s']:.1f} s",
+            f"{s['requests_per_s']:.0f}, {s['p50_ms']:.1f}/{s['p95_ms']:.1f}/{s['p99_ms']:.1f}",
+            f"{k['requests_per_s']:.0f}, {k['p50_ms']:.1f}/{k['p99_ms']:.1f}",
+            f"{st['requests_per_s']:.0f} ({st['requests_per_s'] / ceiling:.0%} of {ceiling:.0f})",
+            f"{rec['episodes_per_s']:.0f}, {rec['p50_ms']:.0f}/{rec['p99_ms']:.0f}",
+            f"{r['raw_xadd']['events_per_s']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    if not GHZ.exists():
+        raise SystemExit(f"{GHZ} is missing: run `make bench-tools`")
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        results.append(asyncio.run(run_size(size, args)))
+        print(json.dumps(results[-1], indent=2), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "load.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "load.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
