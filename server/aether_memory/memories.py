@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
+from cachetools import TTLCache
 from ulid import ULID
 
 from aether_embeddings.batching import MicroBatcher
@@ -64,6 +65,8 @@ class MemoryBank:
         self._embedder = embedder
         self._search_depth = settings.search_depth
         self._rrf_k = settings.rrf_k
+        self._batches_above = settings.knn_batches_above
+        self._agent_sizes: TTLCache[tuple[str, str, str], int] = TTLCache(10_000, 30)
         self._keyword_weight = settings.keyword_weight
         self._ttl = {
             Tier.SCRATCHPAD: settings.scratchpad_ttl_s,
@@ -190,6 +193,7 @@ class MemoryBank:
             vector=vector,
             text=request.query if request.use_keywords else None,
             k=depth,
+            batches=vector is not None and await self._many_memories(keys, request.filter),
         )
         stats = await self._store.access_stats(keys, list(hits.memories), record=False)
         with tracer().start_as_current_span(
@@ -228,6 +232,21 @@ class MemoryBank:
             memory.related_ids = []  # links are returned by GetMemory, not by search
             results.append(ScoredMemory(memory, c))
         return results, len(ranked) > request.offset + request.limit
+
+    async def _many_memories(self, keys: TenantKeys, flt: MemoryFilter) -> bool:
+        """Whether the KNN filter keeps a large set (the agent's memories, no narrower filter),
+        where batched filtering beats RediSearch's brute force. The count is cached briefly."""
+        if not self._batches_above:
+            return False
+        narrower = (flt.tiers, flt.types, flt.tags, flt.start_time, flt.end_time)
+        if any(x not in ((), None) for x in narrower) or flt.min_importance is not None:
+            return False
+        key = (keys.tenant, flt.agent_id, flt.session_id)
+        count = self._agent_sizes.get(key)
+        if count is None:
+            count = await self._store.count(keys, flt)
+            self._agent_sizes[key] = count
+        return count >= self._batches_above
 
     async def update(
         self,

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         le=1000,
         description="Minimum candidates each retrieval method gives the fusion (page end if more).",
     )
+    knn_batches_above: int = Field(
+        5000,
+        ge=0,
+        description="Filter KNN in batches when an agent has this many memories (0: never).",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant k.")
     keyword_weight: float = Field(
         1.0, ge=0, description="Weight of the keyword ranking in the fusion (vector = 1)."

@@ -9,6 +9,7 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 
 from aether_memory.app import Running
 from aether_memory.domain.lifecycle import LifecyclePolicy
+from aether_memory.domain.memory import MemoryFilter
 from aether_memory.maintenance import Maintenance
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
@@ -108,3 +109,21 @@ async def test_summarized_working_memories_leave_the_working_tier(client: Client
         metadata=client.md,
     )
     assert list(working.memories) == []
+
+
+async def test_batched_knn_filtering_finds_what_the_default_plan_finds(
+    service: Running, client: Client
+) -> None:
+    """The BATCHES hybrid policy (used for agents with many memories) returns the same ranking."""
+    for i in range(30):
+        await store(
+            client, f"Batched filtering memory {i} about {['tea', 'trains', 'tax'][i % 3]}."
+        )
+    store_ = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
+    keys = TenantKeys(client.tenant)
+    query = await service.embedder.embed("which trains?", "query")
+    flt = MemoryFilter(agent_id="agent-1")
+    default = await store_.search(keys, flt, vector=query, text=None, k=10)
+    batched = await store_.search(keys, flt, vector=query, text=None, k=10, batches=True)
+    assert [i for i, _ in batched.vector] == [i for i, _ in default.vector]
+    assert len(batched.vector) == 10

@@ -542,6 +542,7 @@ class RedisMemoryStore:
         vector: npt.NDArray[np.float32] | None,
         text: str | None,
         k: int,
+        batches: bool = False,
     ) -> SearchHits:
         """Top-k by cosine similarity and top-k by BM25, each pre-filtered inside the index."""
         expression = self._filter(keys, flt)
@@ -563,10 +564,16 @@ class RedisMemoryStore:
                 filter_expression=expression,
                 num_results=k,
                 dtype="float32",
+                # RediSearch otherwise brute-forces every memory that passes the filter; when
+                # that is most of a large index, filtering HNSW results in batches is ~4.7x
+                # faster (1.6 vs 7.7 ms at 60k memories, bench/results/knn-hybrid.md).
+                hybrid_policy="BATCHES" if batches else None,
+                batch_size=max(50, 2 * k) if batches else None,
             )
             with tracer().start_as_current_span(
                 "aether.search.vector", attributes=attributes
             ) as span:
+                span.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
                 for doc in await self.index.query(query):
                     # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
                     vector_hits.append((doc["memory_id"], 1.0 - float(doc["vector_distance"])))
