@@ -6,7 +6,14 @@ then drives RecordEpisodes from this process with 1 and 16 concurrent streams (r
 acked and per-request ack latency. The baseline is Python (redis-py asyncio) sending pipelined
 XADDs of the same serialized episodes to the same Redis with the same concurrency.
 
-    python -m bench.episodes [--seconds 5] [--batch 100] [--index]
+Two more runs:
+
+- paced: 16 streams sending at a fixed total rate (`--rate`, default 20,000 events/s) in small
+  requests, so ack latency is the service's and not the queue a closed-loop client builds;
+- subscribers: the 16-stream closed-loop run again while `--subscribers` live SubscribeEpisodes
+  tail the same tenant from another process, with the events/s each of them received.
+
+    python -m bench.episodes [--seconds 5] [--batch 100] [--index] [--rate 20000]
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -115,6 +123,125 @@ async def record_streams(
     }
 
 
+async def paced_streams(
+    target: str, streams: int, batch: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Each stream sends one request of `batch` episodes every streams * batch / rate seconds."""
+    latencies: list[float] = []
+    acked = 0
+    late = 0
+    interval = streams * batch / rate
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = episode_service_pb2_grpc.EpisodeServiceStub(channel)
+        began = time.perf_counter()
+        stop = began + seconds
+
+        async def one(stream: int) -> None:
+            nonlocal acked, late
+            sent: asyncio.Queue[float] = asyncio.Queue()
+
+            async def requests() -> AsyncIterator[episode_service_pb2.RecordEpisodesRequest]:
+                nonlocal late
+                # Streams start spread over one interval, so requests do not arrive in bursts.
+                due = began + interval * stream / streams
+                n = 0
+                while due < stop:
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    else:
+                        late += 1
+                    episodes = [make_episode(stream, n + i) for i in range(batch)]
+                    n += batch
+                    await sent.put(time.perf_counter())
+                    yield episode_service_pb2.RecordEpisodesRequest(episodes=episodes)
+                    due += interval
+
+            async for response in stub.RecordEpisodes(
+                requests(), metadata=(("aether-tenant", "bench"),)
+            ):
+                latencies.append(time.perf_counter() - await sent.get())
+                acked += sum(ack.WhichOneof("result") == "written" for ack in response.acks)
+
+        await asyncio.gather(*(one(s) for s in range(streams)))
+        elapsed = time.perf_counter() - began
+    return {
+        "target_events_per_s": rate,
+        "events_per_s": acked / elapsed,
+        "acked": acked,
+        "late_sends": late,
+        "ack_latency": pct(latencies),
+    }
+
+
+async def _subscribe(
+    target: str, count: int, seconds: float, by_session: bool, max_batch: int
+) -> list[int]:
+    received = [0] * count
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = episode_service_pb2_grpc.EpisodeServiceStub(channel)
+
+        async def one(i: int) -> None:
+            request = episode_service_pb2.SubscribeEpisodesRequest(max_batch=max_batch)
+            if by_session:  # the 16 writing streams write one session each
+                request.filter.session_id = f"session-{i % 16}"
+            call = stub.SubscribeEpisodes(
+                request,
+                metadata=(("aether-tenant", "bench"),),
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                async for response in call:
+                    if response.HasField("episode"):
+                        received[i] += 1
+                    received[i] += len(response.batch.episodes)
+            call.cancel()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(count)]
+        await asyncio.sleep(seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return received
+
+
+def _subscriber_process(
+    target: str, count: int, seconds: float, by_session: bool, max_batch: int, out: Any
+) -> None:
+    out.send(asyncio.run(_subscribe(target, count, seconds, by_session, max_batch)))
+
+
+async def with_subscribers(
+    target: str,
+    subscribers: int,
+    by_session: bool,
+    max_batch: int,
+    batch: int,
+    window: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The 16-stream closed-loop run while `subscribers` tail the tenant from another process."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    watch = seconds + 3.0
+    process = context.Process(
+        target=_subscriber_process, args=(target, subscribers, watch, by_session, max_batch, sender)
+    )
+    process.start()
+    await asyncio.sleep(2.0)  # the subscribers connect and reach the live tail first
+    recorded = await record_streams(target, 16, batch, window, seconds)
+    received: list[int] = await asyncio.to_thread(receiver.recv)
+    await asyncio.to_thread(process.join)
+    return {
+        "subscribers": subscribers,
+        "filter": "one session each" if by_session else "none",
+        "max_batch": max_batch,
+        "record_episodes": recorded,
+        "received_min": min(received),
+        "received_max": max(received),
+        "delivered_per_s": sum(received) / seconds,
+    }
+
+
 async def raw_xadd(url: str, streams: int, batch: int, seconds: float) -> dict[str, Any]:
     client = aioredis.from_url(url)
     body = make_episode(0, 0).SerializeToString()
@@ -185,6 +312,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "index_episodes": args.index,
         "fsync": args.fsync,
+        "paced_batch": args.paced_batch,
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,6 +332,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         "ratio": recorded["events_per_s"] / raw["events_per_s"],
                     }
                 )
+            probe = aioredis.from_url(url)
+            rewrites = (await probe.info("persistence"))["aof_rewrites"]
+            results["paced"] = await paced_streams(
+                target, 16, args.paced_batch, args.rate, args.seconds
+            )
+            # AOF rewrites (a fork and a full write of the data set) stall fsync on 2 cores.
+            rewrites = (await probe.info("persistence"))["aof_rewrites"] - rewrites
+            results["paced"]["aof_rewrites_during"] = rewrites
+            await probe.aclose()
+            results["subscribed"] = [
+                await with_subscribers(target, n, by, mb, args.batch, args.window, args.seconds)
+                for n in args.subscribers
+                for by in (False, True)
+                for mb in (0, 100)
+            ]
     return results
 
 
@@ -228,6 +371,35 @@ def report(results: dict[str, Any]) -> str:
             f"| {rec['ack_latency']['p99_ms']:.1f} ms | {raw['events_per_s']:.0f} "
             f"| {run['ratio']:.0%} |"
         )
+    paced = results.get("paced")
+    if paced:
+        lines += [
+            "",
+            f"Paced: 16 streams at a total of {paced['target_events_per_s']:.0f} events/s in "
+            f"requests of {results['paced_batch']}: {paced['events_per_s']:.0f} events/s acked, "
+            f"ack p50 {paced['ack_latency']['p50_ms']:.1f} ms, "
+            f"p99 {paced['ack_latency']['p99_ms']:.1f} ms ({paced['late_sends']} requests sent "
+            f"late by the client; {paced['aof_rewrites_during']} AOF rewrites during the run).",
+        ]
+    if results.get("subscribed"):
+        base = results["runs"][-1]["record_episodes"]["events_per_s"]
+        lines += [
+            "",
+            "Live subscribers (in another process) tailing the tenant during the 16-stream run:",
+            "",
+            "| subscribers | filter | max_batch | RecordEpisodes events/s | vs none | ack p99 "
+            "| events each subscriber received (min-max) | delivered events/s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in results["subscribed"]:
+            rec = run["record_episodes"]
+            lines.append(
+                f"| {run['subscribers']} | {run['filter']} | {run['max_batch']} "
+                f"| {rec['events_per_s']:.0f} "
+                f"| {rec['events_per_s'] / base:.0%} | {rec['ack_latency']['p99_ms']:.1f} ms "
+                f"| {run['received_min']}-{run['received_max']} "
+                f"| {run['delivered_per_s']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +409,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--index", action="store_true", help="keep the embedding worker on")
+    parser.add_argument("--rate", type=float, default=20000.0, help="paced run: events/s")
+    parser.add_argument("--paced-batch", type=int, default=50, help="paced run: request size")
+    parser.add_argument(
+        "--subscribers",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[16, 64],
+        help="comma-separated subscriber counts",
+    )
     parser.add_argument(
         "--fsync", choices=["always", "everysec"], default="always", help="Redis appendfsync"
     )

@@ -285,6 +285,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             episodes.draining.set()  # subscriptions end with UNAVAILABLE within a second
             await server.stop(settings.grace_s)
+            await episodes.aclose()
             stop_workers.set()
             await workers  # its failures surface here, never silently
 

@@ -80,6 +80,24 @@ async def test_stream_acks_every_episode_in_order_once_written(client: Client) -
     assert stored[0].payload["n"] == "e0-0" and stored[0].HasField("record_time")
 
 
+async def test_concurrent_streams_keep_each_streams_order(client: Client) -> None:
+    """Requests of one stream overlap (a window of appends) and streams share Redis round trips;
+    each stream's episodes still land in the order sent, every one acked once."""
+
+    async def stream(s: int) -> list[episode_pb2.EpisodeAck]:
+        batches = [[episode(f"s{s}-{b}-{i}") for i in range(7)] for b in range(25)]
+        return await record(client, *batches)
+
+    acked = await asyncio.gather(*(stream(s) for s in range(4)))
+    stored = await list_all(client)
+    assert len(stored) == 4 * 25 * 7
+    for s, acks in enumerate(acked):
+        sent = [f"s{s}-{b}-{i}" for b in range(25) for i in range(7)]
+        assert [a.event_id for a in acks] == sent
+        assert [e.event_id for e in stored if e.event_id.startswith(f"s{s}-")] == sent
+        assert all(not a.written.duplicate for a in acks)
+
+
 async def test_bad_episode_is_nacked_and_neighbours_are_stored(client: Client) -> None:
     bad_type = episode("bad-1", kind=0)
     no_agent = episode("bad-2", agent="")
@@ -185,6 +203,33 @@ async def test_subscriber_resuming_from_its_cursor_sees_every_event_once(client:
     )
     seen = [r.episode.event_id for r in first + resumed]
     assert seen == [f"live-{i}" for i in range(6)]
+
+
+async def test_batched_subscription_delivers_each_event_once_in_order(client: Client) -> None:
+    await record(client, [episode("start")])
+    start = (await list_all(client))[0].cursor
+    await record(client, [episode(f"b{i}", agent="a" if i % 3 else "b") for i in range(30)])
+    request = episode_service_pb2.SubscribeEpisodesRequest(
+        after_cursor=start, max_batch=4, filter=episode_pb2.EpisodeFilter(agent_id="a")
+    )
+    got: list[episode_service_pb2.SubscribeEpisodesResponse] = []
+    call = client.episodes.SubscribeEpisodes(request, metadata=client.md)
+    async for response in call:
+        got.append(response)
+        if sum(len(r.batch.episodes) for r in got) >= 20:
+            call.cancel()
+            break
+    assert all(r.WhichOneof("event") == "batch" and len(r.batch.episodes) <= 4 for r in got)
+    assert len(got) >= 5  # 20 episodes in messages of at most 4
+    delivered = [e for r in got for e in r.batch.episodes]
+    assert [e.event_id for e in delivered] == [f"b{i}" for i in range(30) if i % 3]
+    assert all(r.cursor == r.batch.episodes[-1].cursor for r in got)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in client.episodes.SubscribeEpisodes(
+            episode_service_pb2.SubscribeEpisodesRequest(max_batch=501), metadata=client.md
+        ):
+            pass
+    assert failure(info.value).fields == ["max_batch"]
 
 
 async def test_subscription_from_now_delivers_live_events_with_filters(client: Client) -> None:

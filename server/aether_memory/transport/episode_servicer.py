@@ -14,6 +14,7 @@ from aether.memory.v1 import (
     episode_service_pb2,
     episode_service_pb2_grpc,
 )
+from cachetools import LRUCache
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
@@ -23,6 +24,7 @@ from ..episodes import EpisodeIndex, EpisodeQuery
 from ..memories import MemoryBank
 from ..settings import Settings
 from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
+from ..stores.redis.episode_tail import EpisodeTails
 from ..stores.redis.keys import TenantKeys
 from ..telemetry import current_trace_id, instruments, tracer
 from . import convert as c
@@ -31,6 +33,9 @@ from .paging import page_fingerprint, page_start
 from .tenancy import tenant_keys
 
 MAX_EPISODES_PER_REQUEST = 500
+LIVE_RESPONSES = 4096  # recent subscription messages shared by a tenant's subscribers
+MAX_SUBSCRIBE_BATCH = 500
+RECORD_WINDOW = 4  # requests of one RecordEpisodes stream appended at once
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 8192
 MAX_SEQ = 18446744073709551615
@@ -75,10 +80,9 @@ def _validate_episode(episode: episode_pb2.Episode, prefix: str) -> None:
 
 
 def _to_entry(
-    episode: episode_pb2.Episode, now: timestamp_pb2.Timestamp, trace_id: str
+    stored: episode_pb2.Episode, now: timestamp_pb2.Timestamp, trace_id: str
 ) -> EpisodeEntry:
-    stored = episode_pb2.Episode()
-    stored.CopyFrom(episode)
+    """The log entry for a validated episode, which this changes (pass the caller's own copy)."""
     stored.ClearField("episode_id")
     stored.ClearField("cursor")
     stored.record_time.CopyFrom(now)
@@ -87,12 +91,12 @@ def _to_entry(
     if not stored.HasField("start_time"):
         stored.start_time.CopyFrom(now)
     return EpisodeEntry(
-        event_id=episode.event_id,
+        event_id=stored.event_id,
         body=stored.SerializeToString(),
-        agent_id=episode.agent_id,
-        session_id=episode.session_id,
-        type=_type_name(episode.type),
-        outcome=_outcome_name(episode.outcome),
+        agent_id=stored.agent_id,
+        session_id=stored.session_id,
+        type=_type_name(stored.type),
+        outcome=_outcome_name(stored.outcome),
     )
 
 
@@ -119,11 +123,19 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         settings: Settings,
     ) -> None:
         self._log = log
+        self._tails = EpisodeTails(log)  # one shared reader per tenant for all subscribers
+        self._live: LRUCache[tuple[str, str], episode_service_pb2.SubscribeEpisodesResponse] = (
+            LRUCache(maxsize=LIVE_RESPONSES)
+        )
         self._index = index
         self._bank = bank
         self._tokens = page_tokens
         self._settings = settings
         self.draining = asyncio.Event()
+
+    async def aclose(self) -> None:
+        """Stop the shared tail readers (after the server stopped serving)."""
+        await self._tails.aclose()
 
     def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
         return tenant_keys(context, self._settings.default_tenant)
@@ -136,9 +148,9 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         _validate_episode(request.episode, "episode")
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
-        (appended,) = await self._log.append(
-            keys, [_to_entry(request.episode, now, current_trace_id())]
-        )
+        episode = episode_pb2.Episode()
+        episode.CopyFrom(request.episode)
+        (appended,) = await self._log.append(keys, [_to_entry(episode, now, current_trace_id())])
         stored = await self._log.get(keys, appended.stream_id)
         episode = _from_entry(stored) if stored else request.episode
         return episode_service_pb2.RecordEpisodeResponse(
@@ -150,27 +162,63 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         request_iterator: AsyncIterator[episode_service_pb2.RecordEpisodesRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[episode_service_pb2.RecordEpisodesResponse]:
-        """One request at a time: its episodes are appended, then acked, then the next is read.
+        """Up to RECORD_WINDOW requests of a stream are appended at once; acks go in request order.
 
-        Not reading while an append is in flight is the backpressure: the HTTP/2 window fills
-        and the client's writes wait. Memory held per stream is bounded by one request.
+        Appends start in request order and the log sends them to Redis in that order, so a
+        stream's episodes keep the order they were sent in. With RECORD_WINDOW appends in flight
+        the stream is not read: that is the backpressure (the HTTP/2 window fills and the
+        client's writes wait), and memory held per stream is bounded by RECORD_WINDOW requests.
+        Overlapping requests keeps a stream's throughput from being one request per Redis
+        round trip (and fsync).
         """
         try:
             keys = self._keys(context)
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
-        options: episode_service_pb2.RecordEpisodesOptions | None = None
-        async for request in request_iterator:
-            refused: DomainError | None = None
-            if request.HasField("options"):
-                if options is not None and options != request.options:
-                    refused = InvalidField.one("options", "must not change within a stream")
-                options = request.options
-            if len(request.episodes) > MAX_EPISODES_PER_REQUEST:
-                refused = TooLarge("episodes", MAX_EPISODES_PER_REQUEST, "episodes per request")
-            if refused is not None:
-                await context.abort_with_status(rpc_status.to_status(status_for(refused)))
-            yield await self._record_batch(keys, request, options)
+        window = asyncio.Semaphore(RECORD_WINDOW)
+        # In request order: a running append, a refusal that ends the stream, or None at the end.
+        queue: asyncio.Queue[
+            asyncio.Task[episode_service_pb2.RecordEpisodesResponse] | DomainError | None
+        ] = asyncio.Queue()
+
+        async def read() -> None:
+            options: episode_service_pb2.RecordEpisodesOptions | None = None
+            try:
+                async for request in request_iterator:
+                    refused: DomainError | None = None
+                    if request.HasField("options"):
+                        if options is not None and options != request.options:
+                            refused = InvalidField.one("options", "must not change within a stream")
+                        options = request.options
+                    if len(request.episodes) > MAX_EPISODES_PER_REQUEST:
+                        refused = TooLarge(
+                            "episodes", MAX_EPISODES_PER_REQUEST, "episodes per request"
+                        )
+                    if refused is not None:
+                        queue.put_nowait(refused)
+                        return
+                    await window.acquire()
+                    queue.put_nowait(
+                        asyncio.create_task(self._record_batch(keys, request, options))
+                    )
+            finally:
+                queue.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, DomainError):
+                    await context.abort_with_status(rpc_status.to_status(status_for(item)))
+                    return
+                response = await item
+                window.release()
+                yield response
+            await reader  # the client's stream ended, or broke: then this raises its error
+        finally:
+            reader.cancel()
+            while not queue.empty():
+                if isinstance(left := queue.get_nowait(), asyncio.Task):
+                    left.cancel()
 
     async def _record_batch(
         self,
@@ -183,9 +231,9 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         now.GetCurrentTime()
         acks: list[episode_pb2.EpisodeAck] = []
         valid: list[tuple[int, EpisodeEntry]] = []
-        for i, original in enumerate(request.episodes):
-            episode = episode_pb2.Episode()
-            episode.CopyFrom(original)
+        # The request is this handler's own message: its episodes become the stored ones in
+        # place, with no copy.
+        for i, episode in enumerate(request.episodes):
             if options is not None:
                 episode.agent_id = episode.agent_id or options.default_agent_id
                 episode.session_id = episode.session_id or options.default_session_id
@@ -264,6 +312,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         start = request.WhichOneof("start")
         if start == "after_cursor" and not CURSOR.match(request.after_cursor):
             v.add("after_cursor", "is not a cursor this service issued")
+        if request.max_batch > MAX_SUBSCRIBE_BATCH:
+            v.add("max_batch", f"must be at most {MAX_SUBSCRIBE_BATCH}")
         v.raise_if_any()
         if start == "after_cursor":
             await self._log.check_cursor(keys, request.after_cursor)
@@ -274,15 +324,27 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         else:
             position = await self._log.last_id(keys)
         last_sent = time.monotonic()
-        async for batch in self._log.tail(keys, position):
+        async for batch in self._tails.tail(keys, position):
             if self.draining.is_set():
                 raise ShuttingDown()
+            matching = []
             for entry in batch:
                 position = entry.stream_id
                 if self._matches(entry, request.filter, types, outcomes):
-                    last_sent = time.monotonic()
+                    matching.append(entry)
+            if matching:
+                last_sent = time.monotonic()
+            if not request.max_batch:
+                for entry in matching:
+                    yield self._live_response(keys, entry)
+            else:
+                for i in range(0, len(matching), request.max_batch):
+                    chunk = matching[i : i + request.max_batch]
                     yield episode_service_pb2.SubscribeEpisodesResponse(
-                        episode=_from_entry(entry), cursor=entry.stream_id
+                        batch=episode_service_pb2.EpisodeBatch(
+                            episodes=[self._live_response(keys, e).episode for e in chunk]
+                        ),
+                        cursor=chunk[-1].stream_id,
                     )
             if time.monotonic() - last_sent >= interval:
                 last_sent = time.monotonic()
@@ -291,6 +353,19 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 yield episode_service_pb2.SubscribeEpisodesResponse(
                     heartbeat=heartbeat, cursor=position
                 )
+
+    def _live_response(
+        self, keys: TenantKeys, entry: StoredEntry
+    ) -> episode_service_pb2.SubscribeEpisodesResponse:
+        """Built once per entry for all of a tenant's subscribers (they share the tail)."""
+        key = (keys.tenant, entry.stream_id)  # stream ids repeat across tenants' streams
+        response = self._live.get(key)
+        if response is None:
+            response = episode_service_pb2.SubscribeEpisodesResponse(
+                episode=_from_entry(entry), cursor=entry.stream_id
+            )
+            self._live[key] = response
+        return response
 
     @mapped
     async def ListEpisodes(

@@ -8,7 +8,7 @@ episode plus the few fields subscribers filter on, so filtering never decodes pa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from .outbox import OUTBOX_KEY
 INDEX_QUEUE = "aether:epindex:queue"
 TENANTS_KEY = "aether:ep:tenants"  # tenants that have an episode stream (for retention)
 TAIL_BLOCK_MS = 1000
+MAX_GROUP = 64  # appends sent to Redis in one pipeline
 
 # KEYS: stream, index queue, archive outbox, tenant set, then one event-id key per episode.
 # ARGV: maxlen, event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body, agent,
@@ -97,6 +98,10 @@ def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
     )
 
 
+def _fatal(error: BaseException) -> bool:
+    return not isinstance(error, Exception)  # cancellation, exit: the flushing task ends
+
+
 def stream_id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -117,9 +122,18 @@ class RedisEpisodeLog:
         self._event_ttl = event_ttl_s
         self._archived = archived
         self._append = client.register_script(_APPEND_SCRIPT)
+        # Group commit: appends that arrive while one is in flight (from any stream or tenant)
+        # wait for it, then go to Redis together in one pipeline of script calls.
+        self._waiting: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     async def append(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]:
-        """Append in one round trip; an event id seen before returns its original stream id."""
+        """Append atomically; an event id seen before returns its original stream id.
+
+        Returns once Redis ran the script: the entries are then in the stream (and the AOF).
+        Concurrent appends share round trips (see `_flush`); each stays one atomic script call.
+        """
         if not entries:
             return []
         args: list[str | bytes | int] = [
@@ -130,17 +144,54 @@ class RedisEpisodeLog:
         ]
         for e in entries:
             args += [e.body, e.agent_id, e.session_id, e.type, e.outcome]
-        replies = await self._append(
-            keys=[
-                keys.episodes(),
-                INDEX_QUEUE,
-                OUTBOX_KEY,
-                TENANTS_KEY,
-                *(keys.event(e.event_id) for e in entries),
-            ],
-            args=args,
-        )
+        script_keys = [
+            keys.episodes(),
+            INDEX_QUEUE,
+            OUTBOX_KEY,
+            TENANTS_KEY,
+            *(keys.event(e.event_id) for e in entries),
+        ]
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((script_keys, args, done))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = asyncio.create_task(self._flush())
+        replies = await done
         return [Appended(_text(stream_id), bool(int(dup))) for stream_id, dup in replies]
+
+    async def _flush(self) -> None:
+        """Send waiting appends, up to MAX_GROUP per pipeline, until none wait."""
+        try:
+            while self._waiting:
+                group = self._waiting[:MAX_GROUP]
+                del self._waiting[:MAX_GROUP]
+                try:
+                    if len(group) == 1:
+                        script_keys, args, _ = group[0]
+                        results = [await self._append(keys=script_keys, args=args)]
+                    else:
+                        async with self._client.pipeline(transaction=False) as pipe:
+                            for script_keys, args, _ in group:
+                                await self._append(keys=script_keys, args=args, client=pipe)
+                            results = await pipe.execute(raise_on_error=False)
+                except BaseException as error:  # every waiting caller is told, none is left
+                    if _fatal(error):  # cancelled (shutdown): so is every waiting append
+                        for _, _, done in group + self._waiting:
+                            done.cancel()
+                        raise
+                    for _, _, done in group:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
+                for (_, _, done), result in zip(group, results, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(result, Exception):
+                        done.set_exception(result)
+                    else:
+                        done.set_result(result)
+        finally:
+            self._flushing = False
 
     async def get(self, keys: TenantKeys, stream_id: str) -> StoredEntry | None:
         found = await self._client.xrange(keys.episodes(), stream_id, stream_id, count=1)
@@ -186,25 +237,19 @@ class RedisEpisodeLog:
         if (trimmed and position < stream_id_key(first_kept)) or position < stream_id_key(deleted):
             raise CursorExpired(oldest)
 
-    async def tail(
-        self, keys: TenantKeys, after: str, count: int = 500
-    ) -> AsyncIterator[list[StoredEntry]]:
-        """Yield batches of entries after `after`, forever; an empty batch after each idle wait.
+    async def read_after(
+        self, keys: TenantKeys, after: str, count: int, block_ms: int | None
+    ) -> list[StoredEntry]:
+        """Up to `count` entries after `after`; waits up to `block_ms` for one when none are there.
 
-        Each wait blocks for at most TAIL_BLOCK_MS, well under the client's socket timeout.
+        Each wait stays well under the client's socket timeout (TAIL_BLOCK_MS).
         """
-        stream = keys.episodes()
-        position = after
-        while True:
-            reply = await self._client.xread({stream: position}, count=count, block=TAIL_BLOCK_MS)
-            batch: list[StoredEntry] = []
-            for _, messages in reply or []:
-                for stream_id, fields in messages:
-                    batch.append(_entry(stream_id, fields))
-            if batch:
-                position = batch[-1].stream_id
-            yield batch
-            await asyncio.sleep(0)
+        reply = await self._client.xread({keys.episodes(): after}, count=count, block=block_ms)
+        return [
+            _entry(stream_id, fields)
+            for _, messages in reply or []
+            for stream_id, fields in messages
+        ]
 
     async def recent(self, keys: TenantKeys, count: int) -> list[StoredEntry]:
         """The newest `count` entries, newest first."""

@@ -304,8 +304,12 @@ type SubscribeEpisodesRequest struct {
 	Start isSubscribeEpisodesRequest_Start `protobuf_oneof:"start"`
 	// How often to send a heartbeat when nothing matches, 1..300 s. Unset means 15 s.
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Up to this many episodes per message, 1..500, delivered in `batch`. Unset (0) means one
+	// per message, in `episode`. A batch never waits to fill: it holds what one read found.
+	// Fewer, larger messages cost far less to send and receive when episodes arrive quickly.
+	MaxBatch      uint32 `protobuf:"varint,5,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeEpisodesRequest) Reset() {
@@ -377,6 +381,13 @@ func (x *SubscribeEpisodesRequest) GetHeartbeatInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *SubscribeEpisodesRequest) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 type isSubscribeEpisodesRequest_Start interface {
 	isSubscribeEpisodesRequest_Start()
 }
@@ -395,6 +406,52 @@ func (*SubscribeEpisodesRequest_AfterCursor) isSubscribeEpisodesRequest_Start() 
 
 func (*SubscribeEpisodesRequest_StartTime) isSubscribeEpisodesRequest_Start() {}
 
+// Several episodes in one subscription message, in log order.
+type EpisodeBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The matching episodes.
+	Episodes      []*Episode `protobuf:"bytes,1,rep,name=episodes,proto3" json:"episodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpisodeBatch) Reset() {
+	*x = EpisodeBatch{}
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpisodeBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpisodeBatch) ProtoMessage() {}
+
+func (x *EpisodeBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpisodeBatch.ProtoReflect.Descriptor instead.
+func (*EpisodeBatch) Descriptor() ([]byte, []int) {
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EpisodeBatch) GetEpisodes() []*Episode {
+	if x != nil {
+		return x.Episodes
+	}
+	return nil
+}
+
 // A sign of life on a subscription that had nothing to deliver.
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -406,7 +463,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[6]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +475,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[6]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +488,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{6}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetServerTime() *timestamppb.Timestamp {
@@ -450,6 +507,7 @@ type SubscribeEpisodesResponse struct {
 	//
 	//	*SubscribeEpisodesResponse_Episode
 	//	*SubscribeEpisodesResponse_Heartbeat
+	//	*SubscribeEpisodesResponse_Batch
 	Event isSubscribeEpisodesResponse_Event `protobuf_oneof:"event"`
 	// Opaque position; pass as after_cursor to resume after this message.
 	Cursor        string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
@@ -459,7 +517,7 @@ type SubscribeEpisodesResponse struct {
 
 func (x *SubscribeEpisodesResponse) Reset() {
 	*x = SubscribeEpisodesResponse{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[7]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +529,7 @@ func (x *SubscribeEpisodesResponse) String() string {
 func (*SubscribeEpisodesResponse) ProtoMessage() {}
 
 func (x *SubscribeEpisodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[7]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +542,7 @@ func (x *SubscribeEpisodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEpisodesResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeEpisodesResponse) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{7}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubscribeEpisodesResponse) GetEvent() isSubscribeEpisodesResponse_Event {
@@ -512,6 +570,15 @@ func (x *SubscribeEpisodesResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SubscribeEpisodesResponse) GetBatch() *EpisodeBatch {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEpisodesResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 func (x *SubscribeEpisodesResponse) GetCursor() string {
 	if x != nil {
 		return x.Cursor
@@ -533,9 +600,16 @@ type SubscribeEpisodesResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SubscribeEpisodesResponse_Batch struct {
+	// Matching episodes, when the request set max_batch.
+	Batch *EpisodeBatch `protobuf:"bytes,4,opt,name=batch,proto3,oneof"`
+}
+
 func (*SubscribeEpisodesResponse_Episode) isSubscribeEpisodesResponse_Event() {}
 
 func (*SubscribeEpisodesResponse_Heartbeat) isSubscribeEpisodesResponse_Event() {}
+
+func (*SubscribeEpisodesResponse_Batch) isSubscribeEpisodesResponse_Event() {}
 
 // Request for EpisodeService.SearchEpisodes.
 type SearchEpisodesRequest struct {
@@ -559,7 +633,7 @@ type SearchEpisodesRequest struct {
 
 func (x *SearchEpisodesRequest) Reset() {
 	*x = SearchEpisodesRequest{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[8]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +645,7 @@ func (x *SearchEpisodesRequest) String() string {
 func (*SearchEpisodesRequest) ProtoMessage() {}
 
 func (x *SearchEpisodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[8]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +658,7 @@ func (x *SearchEpisodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchEpisodesRequest.ProtoReflect.Descriptor instead.
 func (*SearchEpisodesRequest) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{8}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SearchEpisodesRequest) GetQuery() string {
@@ -642,7 +716,7 @@ type SearchEpisodesResult struct {
 
 func (x *SearchEpisodesResult) Reset() {
 	*x = SearchEpisodesResult{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[9]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +728,7 @@ func (x *SearchEpisodesResult) String() string {
 func (*SearchEpisodesResult) ProtoMessage() {}
 
 func (x *SearchEpisodesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[9]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +741,7 @@ func (x *SearchEpisodesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchEpisodesResult.ProtoReflect.Descriptor instead.
 func (*SearchEpisodesResult) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{9}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SearchEpisodesResult) GetEpisode() *Episode {
@@ -699,7 +773,7 @@ type SearchEpisodesResponse struct {
 
 func (x *SearchEpisodesResponse) Reset() {
 	*x = SearchEpisodesResponse{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[10]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +785,7 @@ func (x *SearchEpisodesResponse) String() string {
 func (*SearchEpisodesResponse) ProtoMessage() {}
 
 func (x *SearchEpisodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[10]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +798,7 @@ func (x *SearchEpisodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchEpisodesResponse.ProtoReflect.Descriptor instead.
 func (*SearchEpisodesResponse) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{10}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SearchEpisodesResponse) GetResults() []*SearchEpisodesResult {
@@ -768,7 +842,7 @@ type ListEpisodesRequest struct {
 
 func (x *ListEpisodesRequest) Reset() {
 	*x = ListEpisodesRequest{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[11]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +854,7 @@ func (x *ListEpisodesRequest) String() string {
 func (*ListEpisodesRequest) ProtoMessage() {}
 
 func (x *ListEpisodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[11]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +867,7 @@ func (x *ListEpisodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEpisodesRequest.ProtoReflect.Descriptor instead.
 func (*ListEpisodesRequest) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{11}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListEpisodesRequest) GetFilter() *EpisodeFilter {
@@ -844,7 +918,7 @@ type ListEpisodesResponse struct {
 
 func (x *ListEpisodesResponse) Reset() {
 	*x = ListEpisodesResponse{}
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[12]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +930,7 @@ func (x *ListEpisodesResponse) String() string {
 func (*ListEpisodesResponse) ProtoMessage() {}
 
 func (x *ListEpisodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[12]
+	mi := &file_aether_memory_v1_episode_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +943,7 @@ func (x *ListEpisodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEpisodesResponse.ProtoReflect.Descriptor instead.
 func (*ListEpisodesResponse) Descriptor() ([]byte, []int) {
-	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{12}
+	return file_aether_memory_v1_episode_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListEpisodesResponse) GetEpisodes() []*Episode {
@@ -904,20 +978,24 @@ const file_aether_memory_v1_episode_service_proto_rawDesc = "" +
 	"\aoptions\x18\x01 \x01(\v2'.aether.memory.v1.RecordEpisodesOptionsR\aoptions\x125\n" +
 	"\bepisodes\x18\x02 \x03(\v2\x19.aether.memory.v1.EpisodeR\bepisodes\"J\n" +
 	"\x16RecordEpisodesResponse\x120\n" +
-	"\x04acks\x18\x01 \x03(\v2\x1c.aether.memory.v1.EpisodeAckR\x04acks\"\x88\x02\n" +
+	"\x04acks\x18\x01 \x03(\v2\x1c.aether.memory.v1.EpisodeAckR\x04acks\"\xa5\x02\n" +
 	"\x18SubscribeEpisodesRequest\x127\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1f.aether.memory.v1.EpisodeFilterR\x06filter\x12#\n" +
 	"\fafter_cursor\x18\x02 \x01(\tH\x00R\vafterCursor\x12;\n" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\tstartTime\x12H\n" +
-	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatIntervalB\a\n" +
-	"\x05start\"H\n" +
+	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x1b\n" +
+	"\tmax_batch\x18\x05 \x01(\rR\bmaxBatchB\a\n" +
+	"\x05start\"E\n" +
+	"\fEpisodeBatch\x125\n" +
+	"\bepisodes\x18\x01 \x03(\v2\x19.aether.memory.v1.EpisodeR\bepisodes\"H\n" +
 	"\tHeartbeat\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\xb0\x01\n" +
+	"serverTime\"\xe8\x01\n" +
 	"\x19SubscribeEpisodesResponse\x125\n" +
 	"\aepisode\x18\x01 \x01(\v2\x19.aether.memory.v1.EpisodeH\x00R\aepisode\x12;\n" +
-	"\theartbeat\x18\x02 \x01(\v2\x1b.aether.memory.v1.HeartbeatH\x00R\theartbeat\x12\x16\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x1b.aether.memory.v1.HeartbeatH\x00R\theartbeat\x126\n" +
+	"\x05batch\x18\x04 \x01(\v2\x1e.aether.memory.v1.EpisodeBatchH\x00R\x05batch\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\tR\x06cursorB\a\n" +
 	"\x05event\"\x94\x02\n" +
 	"\x15SearchEpisodesRequest\x12\x14\n" +
@@ -968,7 +1046,7 @@ func file_aether_memory_v1_episode_service_proto_rawDescGZIP() []byte {
 	return file_aether_memory_v1_episode_service_proto_rawDescData
 }
 
-var file_aether_memory_v1_episode_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_aether_memory_v1_episode_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_aether_memory_v1_episode_service_proto_goTypes = []any{
 	(*RecordEpisodeRequest)(nil),      // 0: aether.memory.v1.RecordEpisodeRequest
 	(*RecordEpisodeResponse)(nil),     // 1: aether.memory.v1.RecordEpisodeResponse
@@ -976,55 +1054,58 @@ var file_aether_memory_v1_episode_service_proto_goTypes = []any{
 	(*RecordEpisodesRequest)(nil),     // 3: aether.memory.v1.RecordEpisodesRequest
 	(*RecordEpisodesResponse)(nil),    // 4: aether.memory.v1.RecordEpisodesResponse
 	(*SubscribeEpisodesRequest)(nil),  // 5: aether.memory.v1.SubscribeEpisodesRequest
-	(*Heartbeat)(nil),                 // 6: aether.memory.v1.Heartbeat
-	(*SubscribeEpisodesResponse)(nil), // 7: aether.memory.v1.SubscribeEpisodesResponse
-	(*SearchEpisodesRequest)(nil),     // 8: aether.memory.v1.SearchEpisodesRequest
-	(*SearchEpisodesResult)(nil),      // 9: aether.memory.v1.SearchEpisodesResult
-	(*SearchEpisodesResponse)(nil),    // 10: aether.memory.v1.SearchEpisodesResponse
-	(*ListEpisodesRequest)(nil),       // 11: aether.memory.v1.ListEpisodesRequest
-	(*ListEpisodesResponse)(nil),      // 12: aether.memory.v1.ListEpisodesResponse
-	(*Episode)(nil),                   // 13: aether.memory.v1.Episode
-	(*EpisodeAck)(nil),                // 14: aether.memory.v1.EpisodeAck
-	(*EpisodeFilter)(nil),             // 15: aether.memory.v1.EpisodeFilter
-	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 17: google.protobuf.Duration
+	(*EpisodeBatch)(nil),              // 6: aether.memory.v1.EpisodeBatch
+	(*Heartbeat)(nil),                 // 7: aether.memory.v1.Heartbeat
+	(*SubscribeEpisodesResponse)(nil), // 8: aether.memory.v1.SubscribeEpisodesResponse
+	(*SearchEpisodesRequest)(nil),     // 9: aether.memory.v1.SearchEpisodesRequest
+	(*SearchEpisodesResult)(nil),      // 10: aether.memory.v1.SearchEpisodesResult
+	(*SearchEpisodesResponse)(nil),    // 11: aether.memory.v1.SearchEpisodesResponse
+	(*ListEpisodesRequest)(nil),       // 12: aether.memory.v1.ListEpisodesRequest
+	(*ListEpisodesResponse)(nil),      // 13: aether.memory.v1.ListEpisodesResponse
+	(*Episode)(nil),                   // 14: aether.memory.v1.Episode
+	(*EpisodeAck)(nil),                // 15: aether.memory.v1.EpisodeAck
+	(*EpisodeFilter)(nil),             // 16: aether.memory.v1.EpisodeFilter
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 18: google.protobuf.Duration
 }
 var file_aether_memory_v1_episode_service_proto_depIdxs = []int32{
-	13, // 0: aether.memory.v1.RecordEpisodeRequest.episode:type_name -> aether.memory.v1.Episode
-	13, // 1: aether.memory.v1.RecordEpisodeResponse.episode:type_name -> aether.memory.v1.Episode
+	14, // 0: aether.memory.v1.RecordEpisodeRequest.episode:type_name -> aether.memory.v1.Episode
+	14, // 1: aether.memory.v1.RecordEpisodeResponse.episode:type_name -> aether.memory.v1.Episode
 	2,  // 2: aether.memory.v1.RecordEpisodesRequest.options:type_name -> aether.memory.v1.RecordEpisodesOptions
-	13, // 3: aether.memory.v1.RecordEpisodesRequest.episodes:type_name -> aether.memory.v1.Episode
-	14, // 4: aether.memory.v1.RecordEpisodesResponse.acks:type_name -> aether.memory.v1.EpisodeAck
-	15, // 5: aether.memory.v1.SubscribeEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
-	16, // 6: aether.memory.v1.SubscribeEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
-	17, // 7: aether.memory.v1.SubscribeEpisodesRequest.heartbeat_interval:type_name -> google.protobuf.Duration
-	16, // 8: aether.memory.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
-	13, // 9: aether.memory.v1.SubscribeEpisodesResponse.episode:type_name -> aether.memory.v1.Episode
-	6,  // 10: aether.memory.v1.SubscribeEpisodesResponse.heartbeat:type_name -> aether.memory.v1.Heartbeat
-	15, // 11: aether.memory.v1.SearchEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
-	16, // 12: aether.memory.v1.SearchEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
-	16, // 13: aether.memory.v1.SearchEpisodesRequest.end_time:type_name -> google.protobuf.Timestamp
-	13, // 14: aether.memory.v1.SearchEpisodesResult.episode:type_name -> aether.memory.v1.Episode
-	9,  // 15: aether.memory.v1.SearchEpisodesResponse.results:type_name -> aether.memory.v1.SearchEpisodesResult
-	15, // 16: aether.memory.v1.ListEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
-	16, // 17: aether.memory.v1.ListEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
-	16, // 18: aether.memory.v1.ListEpisodesRequest.end_time:type_name -> google.protobuf.Timestamp
-	13, // 19: aether.memory.v1.ListEpisodesResponse.episodes:type_name -> aether.memory.v1.Episode
-	0,  // 20: aether.memory.v1.EpisodeService.RecordEpisode:input_type -> aether.memory.v1.RecordEpisodeRequest
-	3,  // 21: aether.memory.v1.EpisodeService.RecordEpisodes:input_type -> aether.memory.v1.RecordEpisodesRequest
-	5,  // 22: aether.memory.v1.EpisodeService.SubscribeEpisodes:input_type -> aether.memory.v1.SubscribeEpisodesRequest
-	8,  // 23: aether.memory.v1.EpisodeService.SearchEpisodes:input_type -> aether.memory.v1.SearchEpisodesRequest
-	11, // 24: aether.memory.v1.EpisodeService.ListEpisodes:input_type -> aether.memory.v1.ListEpisodesRequest
-	1,  // 25: aether.memory.v1.EpisodeService.RecordEpisode:output_type -> aether.memory.v1.RecordEpisodeResponse
-	4,  // 26: aether.memory.v1.EpisodeService.RecordEpisodes:output_type -> aether.memory.v1.RecordEpisodesResponse
-	7,  // 27: aether.memory.v1.EpisodeService.SubscribeEpisodes:output_type -> aether.memory.v1.SubscribeEpisodesResponse
-	10, // 28: aether.memory.v1.EpisodeService.SearchEpisodes:output_type -> aether.memory.v1.SearchEpisodesResponse
-	12, // 29: aether.memory.v1.EpisodeService.ListEpisodes:output_type -> aether.memory.v1.ListEpisodesResponse
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 3: aether.memory.v1.RecordEpisodesRequest.episodes:type_name -> aether.memory.v1.Episode
+	15, // 4: aether.memory.v1.RecordEpisodesResponse.acks:type_name -> aether.memory.v1.EpisodeAck
+	16, // 5: aether.memory.v1.SubscribeEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
+	17, // 6: aether.memory.v1.SubscribeEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
+	18, // 7: aether.memory.v1.SubscribeEpisodesRequest.heartbeat_interval:type_name -> google.protobuf.Duration
+	14, // 8: aether.memory.v1.EpisodeBatch.episodes:type_name -> aether.memory.v1.Episode
+	17, // 9: aether.memory.v1.Heartbeat.server_time:type_name -> google.protobuf.Timestamp
+	14, // 10: aether.memory.v1.SubscribeEpisodesResponse.episode:type_name -> aether.memory.v1.Episode
+	7,  // 11: aether.memory.v1.SubscribeEpisodesResponse.heartbeat:type_name -> aether.memory.v1.Heartbeat
+	6,  // 12: aether.memory.v1.SubscribeEpisodesResponse.batch:type_name -> aether.memory.v1.EpisodeBatch
+	16, // 13: aether.memory.v1.SearchEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
+	17, // 14: aether.memory.v1.SearchEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
+	17, // 15: aether.memory.v1.SearchEpisodesRequest.end_time:type_name -> google.protobuf.Timestamp
+	14, // 16: aether.memory.v1.SearchEpisodesResult.episode:type_name -> aether.memory.v1.Episode
+	10, // 17: aether.memory.v1.SearchEpisodesResponse.results:type_name -> aether.memory.v1.SearchEpisodesResult
+	16, // 18: aether.memory.v1.ListEpisodesRequest.filter:type_name -> aether.memory.v1.EpisodeFilter
+	17, // 19: aether.memory.v1.ListEpisodesRequest.start_time:type_name -> google.protobuf.Timestamp
+	17, // 20: aether.memory.v1.ListEpisodesRequest.end_time:type_name -> google.protobuf.Timestamp
+	14, // 21: aether.memory.v1.ListEpisodesResponse.episodes:type_name -> aether.memory.v1.Episode
+	0,  // 22: aether.memory.v1.EpisodeService.RecordEpisode:input_type -> aether.memory.v1.RecordEpisodeRequest
+	3,  // 23: aether.memory.v1.EpisodeService.RecordEpisodes:input_type -> aether.memory.v1.RecordEpisodesRequest
+	5,  // 24: aether.memory.v1.EpisodeService.SubscribeEpisodes:input_type -> aether.memory.v1.SubscribeEpisodesRequest
+	9,  // 25: aether.memory.v1.EpisodeService.SearchEpisodes:input_type -> aether.memory.v1.SearchEpisodesRequest
+	12, // 26: aether.memory.v1.EpisodeService.ListEpisodes:input_type -> aether.memory.v1.ListEpisodesRequest
+	1,  // 27: aether.memory.v1.EpisodeService.RecordEpisode:output_type -> aether.memory.v1.RecordEpisodeResponse
+	4,  // 28: aether.memory.v1.EpisodeService.RecordEpisodes:output_type -> aether.memory.v1.RecordEpisodesResponse
+	8,  // 29: aether.memory.v1.EpisodeService.SubscribeEpisodes:output_type -> aether.memory.v1.SubscribeEpisodesResponse
+	11, // 30: aether.memory.v1.EpisodeService.SearchEpisodes:output_type -> aether.memory.v1.SearchEpisodesResponse
+	13, // 31: aether.memory.v1.EpisodeService.ListEpisodes:output_type -> aether.memory.v1.ListEpisodesResponse
+	27, // [27:32] is the sub-list for method output_type
+	22, // [22:27] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_aether_memory_v1_episode_service_proto_init() }
@@ -1037,9 +1118,10 @@ func file_aether_memory_v1_episode_service_proto_init() {
 		(*SubscribeEpisodesRequest_AfterCursor)(nil),
 		(*SubscribeEpisodesRequest_StartTime)(nil),
 	}
-	file_aether_memory_v1_episode_service_proto_msgTypes[7].OneofWrappers = []any{
+	file_aether_memory_v1_episode_service_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeEpisodesResponse_Episode)(nil),
 		(*SubscribeEpisodesResponse_Heartbeat)(nil),
+		(*SubscribeEpisodesResponse_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1047,7 +1129,7 @@ func file_aether_memory_v1_episode_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aether_memory_v1_episode_service_proto_rawDesc), len(file_aether_memory_v1_episode_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

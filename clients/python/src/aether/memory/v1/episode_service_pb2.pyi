@@ -169,8 +169,14 @@ class SubscribeEpisodesRequest(_message.Message):
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.str
     """Resume strictly after this cursor, from a previous response or Episode.cursor."""
+    max_batch: _builtins.int
+    """Up to this many episodes per message, 1..500, delivered in `batch`. Unset (0) means one
+    per message, in `episode`. A batch never waits to fill: it holds what one read found.
+    Fewer, larger messages cost far less to send and receive when episodes arrive quickly.
+    """
     @_builtins.property
     def filter(self) -> _episode_pb2.EpisodeFilter:
         """Which episodes to deliver. Empty means all of the tenant's."""
@@ -190,16 +196,41 @@ class SubscribeEpisodesRequest(_message.Message):
         after_cursor: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "start", b"start", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "start", b"start", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "max_batch", b"max_batch", "start", b"start", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["after_cursor", "start_time"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
 
 Global___SubscribeEpisodesRequest: _TypeAlias = SubscribeEpisodesRequest  # noqa: Y015
+
+@_typing.final
+class EpisodeBatch(_message.Message):
+    """Several episodes in one subscription message, in log order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPISODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def episodes(self) -> _containers.RepeatedCompositeFieldContainer[_episode_pb2.Episode]:
+        """The matching episodes."""
+
+    def __init__(
+        self,
+        *,
+        episodes: _abc.Iterable[_episode_pb2.Episode] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["episodes", b"episodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EpisodeBatch: _TypeAlias = EpisodeBatch  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
@@ -233,6 +264,7 @@ class SubscribeEpisodesResponse(_message.Message):
 
     EPISODE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Opaque position; pass as after_cursor to resume after this message."""
@@ -244,18 +276,23 @@ class SubscribeEpisodesResponse(_message.Message):
     def heartbeat(self) -> Global___Heartbeat:
         """Nothing matched for a heartbeat interval."""
 
+    @_builtins.property
+    def batch(self) -> Global___EpisodeBatch:
+        """Matching episodes, when the request set max_batch."""
+
     def __init__(
         self,
         *,
         episode: _episode_pb2.Episode | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        batch: Global___EpisodeBatch | None = ...,
         cursor: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["episode", b"episode", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "episode", b"episode", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "episode", b"episode", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cursor", b"cursor", "episode", b"episode", "event", b"event", "heartbeat", b"heartbeat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["episode", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["episode", "heartbeat", "batch"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

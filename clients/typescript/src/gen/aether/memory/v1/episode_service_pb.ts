@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aether/memory/v1/episode_service.proto.
  */
 export const file_aether_memory_v1_episode_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhZXRoZXIvbWVtb3J5L3YxL2VwaXNvZGVfc2VydmljZS5wcm90bxIQYWV0aGVyLm1lbW9yeS52MSJCChRSZWNvcmRFcGlzb2RlUmVxdWVzdBIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlIlYKFVJlY29yZEVwaXNvZGVSZXNwb25zZRIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlEhEKCWR1cGxpY2F0ZRgCIAEoCCJgChVSZWNvcmRFcGlzb2Rlc09wdGlvbnMSEQoJd3JpdGVyX2lkGAEgASgJEhgKEGRlZmF1bHRfYWdlbnRfaWQYAiABKAkSGgoSZGVmYXVsdF9zZXNzaW9uX2lkGAMgASgJIn4KFVJlY29yZEVwaXNvZGVzUmVxdWVzdBI4CgdvcHRpb25zGAEgASgLMicuYWV0aGVyLm1lbW9yeS52MS5SZWNvcmRFcGlzb2Rlc09wdGlvbnMSKwoIZXBpc29kZXMYAiADKAsyGS5hZXRoZXIubWVtb3J5LnYxLkVwaXNvZGUiRAoWUmVjb3JkRXBpc29kZXNSZXNwb25zZRIqCgRhY2tzGAEgAygLMhwuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlQWNrItUBChhTdWJzY3JpYmVFcGlzb2Rlc1JlcXVlc3QSLwoGZmlsdGVyGAEgASgLMh8uYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlRmlsdGVyEhYKDGFmdGVyX2N1cnNvchgCIAEoCUgAEjAKCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASNQoSaGVhcnRiZWF0X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgcKBXN0YXJ0IjwKCUhlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAEKGVN1YnNjcmliZUVwaXNvZGVzUmVzcG9uc2USLAoHZXBpc29kZRgBIAEoCzIZLmFldGhlci5tZW1vcnkudjEuRXBpc29kZUgAEjAKCWhlYXJ0YmVhdBgCIAEoCzIbLmFldGhlci5tZW1vcnkudjEuSGVhcnRiZWF0SAASDgoGY3Vyc29yGAMgASgJQgcKBWV2ZW50ItwBChVTZWFyY2hFcGlzb2Rlc1JlcXVlc3QSDQoFcXVlcnkYASABKAkSLwoGZmlsdGVyGAIgASgLMh8uYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlRmlsdGVyEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJWChRTZWFyY2hFcGlzb2Rlc1Jlc3VsdBIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlEhIKCnNpbWlsYXJpdHkYAiABKAEifQoWU2VhcmNoRXBpc29kZXNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuYWV0aGVyLm1lbW9yeS52MS5TZWFyY2hFcGlzb2Rlc1Jlc3VsdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJaW5kZXhfbGFnGAMgASgDIssBChNMaXN0RXBpc29kZXNSZXF1ZXN0Ei8KBmZpbHRlchgBIAEoCzIfLmFldGhlci5tZW1vcnkudjEuRXBpc29kZUZpbHRlchIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiXAoUTGlzdEVwaXNvZGVzUmVzcG9uc2USKwoIZXBpc29kZXMYASADKAsyGS5hZXRoZXIubWVtb3J5LnYxLkVwaXNvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMp4ECg5FcGlzb2RlU2VydmljZRJlCg1SZWNvcmRFcGlzb2RlEiYuYWV0aGVyLm1lbW9yeS52MS5SZWNvcmRFcGlzb2RlUmVxdWVzdBonLmFldGhlci5tZW1vcnkudjEuUmVjb3JkRXBpc29kZVJlc3BvbnNlIgOQAgISZwoOUmVjb3JkRXBpc29kZXMSJy5hZXRoZXIubWVtb3J5LnYxLlJlY29yZEVwaXNvZGVzUmVxdWVzdBooLmFldGhlci5tZW1vcnkudjEuUmVjb3JkRXBpc29kZXNSZXNwb25zZSgBMAESbgoRU3Vic2NyaWJlRXBpc29kZXMSKi5hZXRoZXIubWVtb3J5LnYxLlN1YnNjcmliZUVwaXNvZGVzUmVxdWVzdBorLmFldGhlci5tZW1vcnkudjEuU3Vic2NyaWJlRXBpc29kZXNSZXNwb25zZTABEmgKDlNlYXJjaEVwaXNvZGVzEicuYWV0aGVyLm1lbW9yeS52MS5TZWFyY2hFcGlzb2Rlc1JlcXVlc3QaKC5hZXRoZXIubWVtb3J5LnYxLlNlYXJjaEVwaXNvZGVzUmVzcG9uc2UiA5ACARJiCgxMaXN0RXBpc29kZXMSJS5hZXRoZXIubWVtb3J5LnYxLkxpc3RFcGlzb2Rlc1JlcXVlc3QaJi5hZXRoZXIubWVtb3J5LnYxLkxpc3RFcGlzb2Rlc1Jlc3BvbnNlIgOQAgFCSlpIZ2l0aHViLmNvbS9hZXRoZXItbWVtb3J5L2FldGhlci9jbGllbnRzL2dvL2dlbi9hZXRoZXIvbWVtb3J5L3YxO21lbW9yeXYxYgZwcm90bzM", [file_aether_memory_v1_episode, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiZhZXRoZXIvbWVtb3J5L3YxL2VwaXNvZGVfc2VydmljZS5wcm90bxIQYWV0aGVyLm1lbW9yeS52MSJCChRSZWNvcmRFcGlzb2RlUmVxdWVzdBIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlIlYKFVJlY29yZEVwaXNvZGVSZXNwb25zZRIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlEhEKCWR1cGxpY2F0ZRgCIAEoCCJgChVSZWNvcmRFcGlzb2Rlc09wdGlvbnMSEQoJd3JpdGVyX2lkGAEgASgJEhgKEGRlZmF1bHRfYWdlbnRfaWQYAiABKAkSGgoSZGVmYXVsdF9zZXNzaW9uX2lkGAMgASgJIn4KFVJlY29yZEVwaXNvZGVzUmVxdWVzdBI4CgdvcHRpb25zGAEgASgLMicuYWV0aGVyLm1lbW9yeS52MS5SZWNvcmRFcGlzb2Rlc09wdGlvbnMSKwoIZXBpc29kZXMYAiADKAsyGS5hZXRoZXIubWVtb3J5LnYxLkVwaXNvZGUiRAoWUmVjb3JkRXBpc29kZXNSZXNwb25zZRIqCgRhY2tzGAEgAygLMhwuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlQWNrIugBChhTdWJzY3JpYmVFcGlzb2Rlc1JlcXVlc3QSLwoGZmlsdGVyGAEgASgLMh8uYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlRmlsdGVyEhYKDGFmdGVyX2N1cnNvchgCIAEoCUgAEjAKCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASNQoSaGVhcnRiZWF0X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCW1heF9iYXRjaBgFIAEoDUIHCgVzdGFydCI7CgxFcGlzb2RlQmF0Y2gSKwoIZXBpc29kZXMYASADKAsyGS5hZXRoZXIubWVtb3J5LnYxLkVwaXNvZGUiPAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLFAQoZU3Vic2NyaWJlRXBpc29kZXNSZXNwb25zZRIsCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlSAASMAoJaGVhcnRiZWF0GAIgASgLMhsuYWV0aGVyLm1lbW9yeS52MS5IZWFydGJlYXRIABIvCgViYXRjaBgEIAEoCzIeLmFldGhlci5tZW1vcnkudjEuRXBpc29kZUJhdGNoSAASDgoGY3Vyc29yGAMgASgJQgcKBWV2ZW50ItwBChVTZWFyY2hFcGlzb2Rlc1JlcXVlc3QSDQoFcXVlcnkYASABKAkSLwoGZmlsdGVyGAIgASgLMh8uYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlRmlsdGVyEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJWChRTZWFyY2hFcGlzb2Rlc1Jlc3VsdBIqCgdlcGlzb2RlGAEgASgLMhkuYWV0aGVyLm1lbW9yeS52MS5FcGlzb2RlEhIKCnNpbWlsYXJpdHkYAiABKAEifQoWU2VhcmNoRXBpc29kZXNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuYWV0aGVyLm1lbW9yeS52MS5TZWFyY2hFcGlzb2Rlc1Jlc3VsdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJaW5kZXhfbGFnGAMgASgDIssBChNMaXN0RXBpc29kZXNSZXF1ZXN0Ei8KBmZpbHRlchgBIAEoCzIfLmFldGhlci5tZW1vcnkudjEuRXBpc29kZUZpbHRlchIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiXAoUTGlzdEVwaXNvZGVzUmVzcG9uc2USKwoIZXBpc29kZXMYASADKAsyGS5hZXRoZXIubWVtb3J5LnYxLkVwaXNvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMp4ECg5FcGlzb2RlU2VydmljZRJlCg1SZWNvcmRFcGlzb2RlEiYuYWV0aGVyLm1lbW9yeS52MS5SZWNvcmRFcGlzb2RlUmVxdWVzdBonLmFldGhlci5tZW1vcnkudjEuUmVjb3JkRXBpc29kZVJlc3BvbnNlIgOQAgISZwoOUmVjb3JkRXBpc29kZXMSJy5hZXRoZXIubWVtb3J5LnYxLlJlY29yZEVwaXNvZGVzUmVxdWVzdBooLmFldGhlci5tZW1vcnkudjEuUmVjb3JkRXBpc29kZXNSZXNwb25zZSgBMAESbgoRU3Vic2NyaWJlRXBpc29kZXMSKi5hZXRoZXIubWVtb3J5LnYxLlN1YnNjcmliZUVwaXNvZGVzUmVxdWVzdBorLmFldGhlci5tZW1vcnkudjEuU3Vic2NyaWJlRXBpc29kZXNSZXNwb25zZTABEmgKDlNlYXJjaEVwaXNvZGVzEicuYWV0aGVyLm1lbW9yeS52MS5TZWFyY2hFcGlzb2Rlc1JlcXVlc3QaKC5hZXRoZXIubWVtb3J5LnYxLlNlYXJjaEVwaXNvZGVzUmVzcG9uc2UiA5ACARJiCgxMaXN0RXBpc29kZXMSJS5hZXRoZXIubWVtb3J5LnYxLkxpc3RFcGlzb2Rlc1JlcXVlc3QaJi5hZXRoZXIubWVtb3J5LnYxLkxpc3RFcGlzb2Rlc1Jlc3BvbnNlIgOQAgFCSlpIZ2l0aHViLmNvbS9hZXRoZXItbWVtb3J5L2FldGhlci9jbGllbnRzL2dvL2dlbi9hZXRoZXIvbWVtb3J5L3YxO21lbW9yeXYxYgZwcm90bzM", [file_aether_memory_v1_episode, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request for EpisodeService.RecordEpisode.
@@ -192,6 +192,15 @@ export type SubscribeEpisodesRequest = Message<"aether.memory.v1.SubscribeEpisod
    * @generated from field: google.protobuf.Duration heartbeat_interval = 4;
    */
   heartbeatInterval?: Duration | undefined;
+
+  /**
+   * Up to this many episodes per message, 1..500, delivered in `batch`. Unset (0) means one
+   * per message, in `episode`. A batch never waits to fill: it holds what one read found.
+   * Fewer, larger messages cost far less to send and receive when episodes arrive quickly.
+   *
+   * @generated from field: uint32 max_batch = 5;
+   */
+  maxBatch: number;
 };
 
 /**
@@ -200,6 +209,27 @@ export type SubscribeEpisodesRequest = Message<"aether.memory.v1.SubscribeEpisod
  */
 export const SubscribeEpisodesRequestSchema: GenMessage<SubscribeEpisodesRequest> = /*@__PURE__*/
   messageDesc(file_aether_memory_v1_episode_service, 5);
+
+/**
+ * Several episodes in one subscription message, in log order.
+ *
+ * @generated from message aether.memory.v1.EpisodeBatch
+ */
+export type EpisodeBatch = Message<"aether.memory.v1.EpisodeBatch"> & {
+  /**
+   * The matching episodes.
+   *
+   * @generated from field: repeated aether.memory.v1.Episode episodes = 1;
+   */
+  episodes: Episode[];
+};
+
+/**
+ * Describes the message aether.memory.v1.EpisodeBatch.
+ * Use `create(EpisodeBatchSchema)` to create a new message.
+ */
+export const EpisodeBatchSchema: GenMessage<EpisodeBatch> = /*@__PURE__*/
+  messageDesc(file_aether_memory_v1_episode_service, 6);
 
 /**
  * A sign of life on a subscription that had nothing to deliver.
@@ -220,7 +250,7 @@ export type Heartbeat = Message<"aether.memory.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 6);
+  messageDesc(file_aether_memory_v1_episode_service, 7);
 
 /**
  * Response for EpisodeService.SubscribeEpisodes.
@@ -249,6 +279,14 @@ export type SubscribeEpisodesResponse = Message<"aether.memory.v1.SubscribeEpiso
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * Matching episodes, when the request set max_batch.
+     *
+     * @generated from field: aether.memory.v1.EpisodeBatch batch = 4;
+     */
+    value: EpisodeBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -264,7 +302,7 @@ export type SubscribeEpisodesResponse = Message<"aether.memory.v1.SubscribeEpiso
  * Use `create(SubscribeEpisodesResponseSchema)` to create a new message.
  */
 export const SubscribeEpisodesResponseSchema: GenMessage<SubscribeEpisodesResponse> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 7);
+  messageDesc(file_aether_memory_v1_episode_service, 8);
 
 /**
  * Request for EpisodeService.SearchEpisodes.
@@ -321,7 +359,7 @@ export type SearchEpisodesRequest = Message<"aether.memory.v1.SearchEpisodesRequ
  * Use `create(SearchEpisodesRequestSchema)` to create a new message.
  */
 export const SearchEpisodesRequestSchema: GenMessage<SearchEpisodesRequest> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 8);
+  messageDesc(file_aether_memory_v1_episode_service, 9);
 
 /**
  * One episode search hit.
@@ -349,7 +387,7 @@ export type SearchEpisodesResult = Message<"aether.memory.v1.SearchEpisodesResul
  * Use `create(SearchEpisodesResultSchema)` to create a new message.
  */
 export const SearchEpisodesResultSchema: GenMessage<SearchEpisodesResult> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 9);
+  messageDesc(file_aether_memory_v1_episode_service, 10);
 
 /**
  * Response for EpisodeService.SearchEpisodes.
@@ -384,7 +422,7 @@ export type SearchEpisodesResponse = Message<"aether.memory.v1.SearchEpisodesRes
  * Use `create(SearchEpisodesResponseSchema)` to create a new message.
  */
 export const SearchEpisodesResponseSchema: GenMessage<SearchEpisodesResponse> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 10);
+  messageDesc(file_aether_memory_v1_episode_service, 11);
 
 /**
  * Request for EpisodeService.ListEpisodes.
@@ -434,7 +472,7 @@ export type ListEpisodesRequest = Message<"aether.memory.v1.ListEpisodesRequest"
  * Use `create(ListEpisodesRequestSchema)` to create a new message.
  */
 export const ListEpisodesRequestSchema: GenMessage<ListEpisodesRequest> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 11);
+  messageDesc(file_aether_memory_v1_episode_service, 12);
 
 /**
  * Response for EpisodeService.ListEpisodes.
@@ -462,7 +500,7 @@ export type ListEpisodesResponse = Message<"aether.memory.v1.ListEpisodesRespons
  * Use `create(ListEpisodesResponseSchema)` to create a new message.
  */
 export const ListEpisodesResponseSchema: GenMessage<ListEpisodesResponse> = /*@__PURE__*/
-  messageDesc(file_aether_memory_v1_episode_service, 12);
+  messageDesc(file_aether_memory_v1_episode_service, 13);
 
 /**
  * The agents' event log: tool calls, model calls, errors and checkpoints, recorded over a

@@ -1,0 +1,131 @@
+"""The shared live tail against the real Redis: one reader per tenant, exactly-once delivery for
+subscribers that join at different points, and detachment of a subscriber that stops reading."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aether.memory.v1 import episode_pb2
+
+from aether_memory.app import Running
+from aether_memory.stores.redis import episode_tail
+from aether_memory.stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
+from aether_memory.stores.redis.episode_tail import EpisodeTails
+from aether_memory.stores.redis.keys import TenantKeys
+
+
+def entries(prefix: str, count: int) -> list[EpisodeEntry]:
+    return [
+        EpisodeEntry(
+            f"{prefix}-{uuid.uuid4().hex[:6]}-{i}",
+            episode_pb2.Episode(name=f"{prefix} {i}").SerializeToString(),
+            "agent",
+            "",
+            "tool_call",
+            "success",
+        )
+        for i in range(count)
+    ]
+
+
+def names(batch: list[StoredEntry]) -> list[str]:
+    return [episode_pb2.Episode.FromString(e.body).name for e in batch]
+
+
+async def collect(tail: AsyncIterator[list[StoredEntry]], want: int, seen: list[str]) -> None:
+    async for batch in tail:
+        seen += names(batch)
+        if len(seen) >= want:
+            return
+
+
+@pytest.fixture
+def keys() -> TenantKeys:
+    return TenantKeys(f"tail-{uuid.uuid4().hex[:8]}")
+
+
+async def test_subscribers_joining_at_different_points_see_every_entry_once_in_order(
+    service: Running, keys: TenantKeys
+) -> None:
+    log = RedisEpisodeLog(service.redis, max_len=100_000)
+    tails = EpisodeTails(log)
+    first = await log.append(keys, entries("pre", 5))
+    start = first[-1].stream_id  # everything after this must reach every subscriber
+    seen: list[list[str]] = [[] for _ in range(6)]
+    total = 2_000
+    tasks = [asyncio.create_task(collect(tails.tail(keys, start), total, seen[0]))]
+
+    async def write() -> None:
+        for n in range(40):
+            await log.append(keys, entries(f"w{n}", 50))
+            if n % 8 == 0:  # later subscribers join, from the same start, while writes go on
+                i = len(tasks)
+                if i < len(seen):
+                    tasks.append(
+                        asyncio.create_task(collect(tails.tail(keys, start), total, seen[i]))
+                    )
+            await asyncio.sleep(0.005)
+
+    await write()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    expected = [f"w{n} {i}" for n in range(40) for i in range(50)]
+    assert len(tasks) == len(seen)
+    for got in seen:
+        assert got == expected
+    await tails.aclose()
+
+
+async def test_many_live_subscribers_share_one_reader(service: Running, keys: TenantKeys) -> None:
+    log = RedisEpisodeLog(service.redis, max_len=100_000)
+    tails = EpisodeTails(log)
+    start = (await log.append(keys, entries("pre", 1)))[0].stream_id
+    seen: list[list[str]] = [[] for _ in range(20)]
+    tasks = [asyncio.create_task(collect(tails.tail(keys, start), 300, got)) for got in seen]
+    await asyncio.sleep(0.2)  # all caught up and attached
+    assert tails.shared_readers == 1
+    assert len(tails.readers[keys.tenant].subscribers) == 20
+    for n in range(3):
+        await log.append(keys, entries(f"live{n}", 100))
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert all(got == seen[0] for got in seen) and len(seen[0]) == 300
+    await asyncio.sleep(1.5)  # the last subscriber left: the reader ends after its next wait
+    assert tails.shared_readers == 0
+
+
+async def test_a_subscriber_that_stops_reading_is_detached_and_still_misses_nothing(
+    service: Running, keys: TenantKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(episode_tail, "MAX_QUEUED", 3)
+    monkeypatch.setattr(episode_tail, "READ_COUNT", 10)
+    log = RedisEpisodeLog(service.redis, max_len=100_000)
+    tails = EpisodeTails(log)
+    start = (await log.append(keys, entries("pre", 1)))[0].stream_id
+    fast: list[str] = []
+    fast_task = asyncio.create_task(collect(tails.tail(keys, start), 410, fast))
+    slow_tail = tails.tail(keys, start)
+    slow: list[str] = names(await anext(slow_tail))  # caught up: attached, then stops reading
+    await asyncio.sleep(0.1)
+    reader = tails.readers[keys.tenant]
+    assert len(reader.subscribers) == 2
+    for n in range(40):
+        await log.append(keys, entries(f"x{n}", 10))
+        await asyncio.sleep(0.01)  # many small reads: more batches than the slow one may hold
+    for _ in range(300):
+        if len(fast) >= 400:
+            break
+        await asyncio.sleep(0.01)
+    assert len(fast) == 400
+    assert len(reader.subscribers) == 1  # the stalled one was detached; the fast one is served
+    await log.append(keys, entries("y", 10))
+    await asyncio.wait_for(fast_task, 30)
+    async for batch in slow_tail:  # it resumes: drains what it held, then catches up alone
+        slow += names(batch)
+        if len(slow) >= 410:
+            break
+    expected = [f"x{n} {i}" for n in range(40) for i in range(10)] + [f"y {i}" for i in range(10)]
+    assert fast == expected and slow == expected
+    await slow_tail.aclose()
+    await tails.aclose()
