@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,9 +38,10 @@ from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
 
+from .servers import ferretdb
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-FERRETDB = Path(sys.executable).parent / "aether-ferretdb"
 DIM = 384
 rng = np.random.default_rng(7)
 
@@ -70,22 +68,6 @@ def memory(n: int) -> Memory:
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
-
-
-@contextlib.contextmanager
-def ferretdb(state: Path) -> Any:
-    process = subprocess.Popen(
-        [str(FERRETDB), "-state-dir", str(state), "-log-level", "error"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().strip()
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def write(store: RedisMemoryStore, keys: TenantKeys, n: int) -> Memory:

@@ -24,7 +24,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,15 +41,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.stores.redis.embedded import embedded_redis
 
+from .servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def make_episode(stream: int, n: int) -> episode_pb2.Episode:

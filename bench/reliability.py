@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,9 +43,10 @@ from aether_memory.app import serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
+from .servers import FerretDB, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-FERRETDB = Path(sys.executable).parent / "aether-ferretdb"
 MD = (("aether-tenant", "reliability"),)
 
 
@@ -60,13 +60,6 @@ class Outcome:
     lost: int
     duplicated: int
     detail: str
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_redis(data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -242,22 +235,8 @@ async def redis_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> 
 
 
 async def archive_outage(tmp: Path, outage_s: float = 3.0) -> Outcome:
-    def ferret(listen: str) -> tuple[subprocess.Popen[str], str]:
-        process = subprocess.Popen(
-            [
-                str(FERRETDB),
-                *("-listen", listen),
-                *("-state-dir", str(tmp / "ferret")),
-                *("-log-level", "error"),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout is not None
-        return process, process.stdout.readline().strip()
-
-    mongo, url = await asyncio.to_thread(ferret, "127.0.0.1:0")
-    listen = url.removeprefix("mongodb://").rstrip("/")
+    mongo = FerretDB(tmp / "ferret")
+    url = await asyncio.to_thread(mongo.start)
     settings = Settings(
         port=0,
         data_dir=tmp / "redis",
@@ -274,11 +253,10 @@ async def archive_outage(tmp: Path, outage_s: float = 3.0) -> Outcome:
             load = Load(ch, pace_s=0.02)  # about 1,000 episodes/s: FerretDB archives ~1,000/s
             load.start(episode_writers=1)
             await asyncio.sleep(1.0)
-            mongo.terminate()
-            await asyncio.to_thread(mongo.wait)
+            await asyncio.to_thread(mongo.stop)
             await asyncio.sleep(outage_s)
             backlog = (await running.archiver.backlog()).entries
-            mongo, _ = await asyncio.to_thread(ferret, listen)
+            await asyncio.to_thread(mongo.start)  # the same port and data
             await asyncio.sleep(1.0)
             await load.finish()
             started = time.monotonic()
@@ -308,8 +286,7 @@ async def archive_outage(tmp: Path, outage_s: float = 3.0) -> Outcome:
                 f"{running.archiver.failures} archive batches retried",
             )
     finally:
-        mongo.terminate()
-        await asyncio.to_thread(mongo.wait)
+        await asyncio.to_thread(mongo.stop)
 
 
 def fuzz() -> dict[str, Any]:

@@ -22,4 +22,4 @@ def test_readme_holds_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
 
 
 def test_settings_table_matches_the_settings_model() -> None:
-    assert table() in README
+    assert table() in README, "regenerate it: python -m scripts.settings_table --write"

@@ -20,9 +20,9 @@ from aether_memory.archive.mongo import doc_id
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
+from bench.servers import FerretDB
 
 from .conftest import Client, failure, new_client
-from .ferretdb import FerretDB
 from .test_episode_service import episode, record
 from .test_state_and_sessions import append
 

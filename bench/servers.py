@@ -1,14 +1,27 @@
-"""A real MongoDB-wire-protocol server for the archive tests: FerretDB v1 on SQLite, built by
-`make` from tools/ferretdb, started and stopped by the test run on a free port."""
+"""Servers the benchmarks and tests start for themselves: a free port, and FerretDB.
+
+FerretDB v1 on SQLite is a real MongoDB-wire-protocol server, built by `make` from
+tools/ferretdb and started and stopped here on a free port.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 BINARY = Path(sys.executable).parent / "aether-ferretdb"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class FerretDB:
@@ -57,3 +70,13 @@ class FerretDB:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ferretdb(state_dir: Path) -> Iterator[str]:
+    """A FerretDB for the life of the context; yields its URL."""
+    server = FerretDB(state_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
