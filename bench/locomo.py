@@ -203,7 +203,7 @@ def report(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def main_async(variant: str, overrides: dict[str, Any]) -> None:
+async def run(variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             port=0, data_dir=Path(tmp), redis_url=None, model_variant=variant, **overrides
@@ -212,10 +212,40 @@ async def main_async(variant: str, overrides: dict[str, Any]) -> None:
             runs = [await evaluate(ch, path) for path in sorted(DATA.glob("*.json"))]
     summary = summarize(runs)
     summary["settings"] = {"model_variant": variant, **overrides}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "locomo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "locomo.md").write_text(report(summary, summary["settings"]))
+    return summary
+
+
+async def main_async(variant: str, overrides: dict[str, Any]) -> None:
+    summary = await run(variant, overrides)
     print(report(summary, summary["settings"]))
+    if not overrides:  # the report of record is the defaults'
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "locomo.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (RESULTS / "locomo.md").write_text(report(summary, summary["settings"]))
+
+
+async def sweep(variant: str, settings: list[str]) -> None:
+    """One run per NAME=VALUE, hybrid mode only, into locomo-sweep.md beside the defaults."""
+    rows = []
+    for item in ["", *settings]:
+        overrides = dict([item.split("=", 1)]) if item else {}
+        hybrid = (await run(variant, overrides))["modes"]["hybrid (default)"]
+        rows.append(
+            f"| {item or 'defaults'} | {hybrid['recall@5']:.3f} | {hybrid['recall@10']:.3f} "
+            f"| {hybrid['recall@25']:.3f} |"
+        )
+        print(rows[-1], flush=True)
+    lines = [
+        "# LoCoMo hybrid recall, one setting changed at a time",
+        "",
+        "Same data as locomo.md; one run each. "
+        f"Produced by `python -m bench.locomo --sweep {' '.join(settings)}`.",
+        "",
+        "| setting | recall@5 | recall@10 | recall@25 |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    (RESULTS / "locomo-sweep.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -228,7 +258,16 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a Settings field to override, e.g. --set rrf_k=20",
     )
+    parser.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="one hybrid run per setting (and one with the defaults) into locomo-sweep.md",
+    )
     args = parser.parse_args()
+    if args.sweep:
+        asyncio.run(sweep(args.variant, args.sweep))
+        return
     overrides = dict(item.split("=", 1) for item in args.set)
     asyncio.run(main_async(args.variant, overrides))
 

@@ -65,6 +65,7 @@ class MemoryBank:
         self._embedder = embedder
         self._search_depth = settings.search_depth
         self._rrf_k = settings.rrf_k
+        self._fusion = settings.fusion
         self._batches_above = settings.knn_batches_above
         self._agent_sizes: TTLCache[tuple[str, str, str], int] = TTLCache(10_000, 30)
         self._keyword_weight = settings.keyword_weight
@@ -179,8 +180,8 @@ class MemoryBank:
         self, keys: TenantKeys, request: SearchRequest
     ) -> tuple[list[ScoredMemory], bool]:
         """A page of memories best first, and whether more results follow."""
-        # Deeper lists were measured to hurt on LoCoMo (recall@10 0.601 at 25 candidates, 0.521
-        # at 100): memories ranked ~30th by both methods outscore either method's best.
+        # Deeper lists were measured to hurt on LoCoMo (bench/results/locomo-sweep.md): more
+        # weak candidates dilute the fusion.
         depth = min(MAX_SEARCH_DEPTH, max(self._search_depth, request.offset + request.limit + 1))
         vector = None
         if request.use_vector:
@@ -201,7 +202,7 @@ class MemoryBank:
             attributes={
                 "aether.fuse.vector_hits": len(hits.vector),
                 "aether.fuse.keyword_hits": len(hits.keyword),
-                "aether.fuse.rrf_k": self._rrf_k,
+                "aether.fuse.method": self._fusion,
                 "aether.rescore.weights": [
                     request.weights.relevance,
                     request.weights.recency,
@@ -211,7 +212,11 @@ class MemoryBank:
             },
         ) as span:
             candidates = fuse(
-                hits.vector, hits.keyword, rrf_k=self._rrf_k, keyword_weight=self._keyword_weight
+                hits.vector,
+                hits.keyword,
+                method=self._fusion,
+                rrf_k=self._rrf_k,
+                keyword_weight=self._keyword_weight,
             )
             ranked = rescore(
                 candidates,

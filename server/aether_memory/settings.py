@@ -58,9 +58,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Filter KNN in batches when an agent has this many memories (0: never).",
     )
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex", description="Hybrid fusion: normalized-score sum, or reciprocal-rank."
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant k.")
     keyword_weight: float = Field(
-        1.0, ge=0, description="Weight of the keyword ranking in the fusion (vector = 1)."
+        1.0, ge=0, description="Weight of the keyword side in the fusion (vector = 1)."
     )
 
     scratchpad_ttl_s: int = Field(1800, gt=0, description="Scratchpad memories' TTL, seconds.")

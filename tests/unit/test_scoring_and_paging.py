@@ -14,19 +14,45 @@ from aether_memory.domain.scoring import Weights, frequency, fuse, recency, resc
 ids = st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=20)
 
 
-@given(ids, ids)
+scores = st.floats(0, 100, allow_nan=False)
+
+
+@pytest.mark.parametrize("method", ["convex", "rrf"])
+@given(
+    v=ids,
+    k=ids,
+    vs=st.lists(scores, min_size=20, max_size=20),
+    ks=st.lists(scores, min_size=20, max_size=20),
+)
 def test_fused_relevance_is_between_zero_and_one_and_top_in_both_scores_one(
-    v: list[str], k: list[str]
+    method: str, v: list[str], k: list[str], vs: list[float], ks: list[float]
 ) -> None:
-    candidates = fuse([(i, 0.5) for i in v], [(i, 1.0) for i in k])
+    vector = list(zip(v, sorted(vs, reverse=True), strict=False))
+    keyword = list(zip(k, sorted(ks, reverse=True), strict=False))
+    candidates = fuse(vector, keyword, method=method)
     assert {c.memory_id for c in candidates} == set(v) | set(k)
-    assert all(0.0 < c.relevance <= 1.0 + 1e-12 for c in candidates)
+    assert all(0.0 <= c.relevance <= 1.0 + 1e-12 for c in candidates)
     if v and k and v[0] == k[0]:
         assert max(candidates, key=lambda c: c.fused).relevance == pytest.approx(1.0)
 
 
-def test_a_memory_found_by_both_methods_outranks_one_found_by_one() -> None:
-    candidates = fuse([("a", 0.9), ("b", 0.8)], [("b", 3.0), ("c", 2.0)])
+def test_convex_fusion_sums_normalized_scores() -> None:
+    # Cosine min-max over the vector hits; BM25 over its best (its least possible is 0).
+    candidates = fuse([("a", 0.9), ("b", 0.5)], [("b", 2.0), ("c", 1.0)], keyword_weight=1.0)
+    relevance = {c.memory_id: c.relevance for c in candidates}
+    assert relevance == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.25})
+    gap = fuse([("a", 0.9), ("b", 0.89), ("c", 0.1)], [("c", 1.0), ("b", 0.99)])
+    ranked = rescore(gap, Weights(), now=0, event_times={}, importances={}, access_counts={})
+    # Ranks alone (RRF) cannot tell b, nearly best in both, from a and c, each best in one.
+    assert ranked[0].memory_id == "b"
+    with pytest.raises(ValueError):
+        fuse([], [], method="borda")
+
+
+@pytest.mark.parametrize("method", ["convex", "rrf"])
+def test_a_memory_found_by_both_methods_outranks_one_found_by_one(method: str) -> None:
+    vector = [("a", 0.9), ("b", 0.85), ("x", 0.5), ("y", 0.4)]
+    candidates = fuse(vector, [("b", 3.0), ("c", 2.0)], method=method)
     ranked = rescore(candidates, Weights(), now=0, event_times={}, importances={}, access_counts={})
     assert ranked[0].memory_id == "b"
 
@@ -52,14 +78,16 @@ def test_zero_extra_weights_keep_the_fused_order(rows: list[tuple[float, int, fl
     assert [c.memory_id for c in ranked] == [m for m, _ in vector]
 
 
-def test_importance_weight_lifts_an_important_memory() -> None:
-    candidates = fuse([("minor", 0.9), ("major", 0.8)], [])
+@pytest.mark.parametrize("method", ["convex", "rrf"])
+def test_importance_weight_lifts_an_important_memory(method: str) -> None:
+    vector = [("minor", 0.9), ("major", 0.85), ("x", 0.5), ("y", 0.4), ("z", 0.3)]
+    candidates = fuse(vector, [], method=method)
     ranked = rescore(
         candidates,
         Weights(importance=1.0),
         now=0,
         event_times={},
-        importances={"minor": 0.1, "major": 1.0},
+        importances={"minor": 0.1, "major": 1.0, "x": 0.0, "y": 0.0, "z": 0.0},
         access_counts={},
     )
     assert ranked[0].memory_id == "major"

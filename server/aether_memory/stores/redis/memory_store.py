@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 from redisvl.index import AsyncSearchIndex
-from redisvl.query import CountQuery, FilterQuery, TextQuery, VectorQuery
+from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
@@ -24,7 +24,7 @@ from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...telemetry import tracer
 from . import outbox
 from .keys import MEMORY_PREFIX, TenantKeys
-from .query import SINGLE_VALUE, TAG_SEPARATOR, keyword_terms, tag_in
+from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 
 MAX_FILTER_RESULTS = 10_000
 
@@ -581,14 +581,13 @@ class RedisMemoryStore:
                 span.set_attribute("aether.hits", len(vector_hits))
         terms = keyword_terms(text) if text else []
         if terms:
-            query_text = TextQuery(
-                text=" ".join(terms),
-                text_field_name="content",
+            query_text = KeywordQuery(
+                terms,
+                "content",
                 text_scorer="BM25STD",
                 filter_expression=expression,
                 return_fields=_SCALAR_FIELDS,
                 num_results=k,
-                stopwords=None,
             )
             with tracer().start_as_current_span(
                 "aether.search.keyword", attributes=attributes
