@@ -2,10 +2,12 @@
 
 Each conversation of ../shared/data/locomo-dev (LoCoMo, Maharana et al. 2024, CC BY-NC 4.0,
 evaluation only) goes into its own tenant: every dialog turn is a memory (content = "speaker:
-text", plus its shared image's caption; event_time = the session's date; speaker and dia_id as
-metadata). Every question of categories 1-4 is asked through SearchMemories in vector-only,
-keyword-only (BM25) and the default hybrid mode. recall@k = |evidence ∩ top-k turns| / |evidence|,
-averaged over questions. No LLM anywhere.
+text", plus its shared image's caption; context = the turn before it in the same session, the
+one it answers, as a client that stores a conversation has it at hand; event_time = the session's
+date; speaker and dia_id as metadata). `--no-context` stores turns without it. Every question of
+categories 1-4 is asked through SearchMemories in vector-only, keyword-only (BM25) and the
+default hybrid mode. recall@k = |evidence ∩ top-k turns| / |evidence|, averaged over questions.
+No LLM anywhere.
 
     python -m bench.locomo          # writes bench/results/locomo.json and .md
 """
@@ -77,13 +79,16 @@ def content_of(turn: dict[str, Any]) -> str:
     return f"{text} [shared an image: {caption}]" if caption else text
 
 
-async def evaluate(channel: grpc.aio.Channel, path: Path) -> dict[str, Any]:
+async def evaluate(channel: grpc.aio.Channel, path: Path, with_context: bool) -> dict[str, Any]:
     conversation = json.loads(await asyncio.to_thread(path.read_text))
     stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
     md = (("aether-tenant", f"locomo-{path.stem}-{uuid.uuid4().hex[:6]}"),)
     dia_ids: dict[str, list[str]] = defaultdict(list)
     requests = []
+    previous: tuple[str, str] | None = None  # (session, content) of the last turn stored
     for session, turn, when in turns(conversation.get("conversation", conversation)):
+        context = previous[1] if with_context and previous and previous[0] == session else ""
+        previous = (session, content_of(turn))
         metadata = struct_pb2.Struct()
         metadata.update({"speaker": turn["speaker"], "dia_id": turn["dia_id"]})
         requests.append(
@@ -94,6 +99,7 @@ async def evaluate(channel: grpc.aio.Channel, path: Path) -> dict[str, Any]:
                         agent_id="locomo",
                         session_id=session,
                         content=content_of(turn),
+                        context=context,
                         event_time=when,
                         type=memory_pb2.MEMORY_TYPE_OBSERVATION,
                         metadata=metadata,
@@ -184,8 +190,9 @@ def report(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         f"{summary['turns']} turns stored, {summary['questions']} questions (categories 1-4; "
         f"{summary['without_evidence']} list no evidence and are skipped), "
         f"model pack `{settings['model_variant']}`, ingestion "
-        f"{summary['ingest_turns_per_s']:.0f} turns/s through BatchStoreMemories. "
-        "Search latency is one SearchMemories call over gRPC on loopback, query embedding "
+        f"{summary['ingest_turns_per_s']:.0f} turns/s through BatchStoreMemories"
+        + (", each turn with the one before it as context" if settings.get("context") else "")
+        + ". Search latency is one SearchMemories call over gRPC on loopback, query embedding "
         "included.",
         "",
         "| mode | recall@5 | recall@10 | recall@25 | r@10 cat 1 multi-hop | cat 2 temporal "
@@ -203,22 +210,22 @@ def report(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def run(variant: str, overrides: dict[str, Any]) -> dict[str, Any]:
+async def run(variant: str, overrides: dict[str, Any], with_context: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             port=0, data_dir=Path(tmp), redis_url=None, model_variant=variant, **overrides
         )
         async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
-            runs = [await evaluate(ch, path) for path in sorted(DATA.glob("*.json"))]
+            runs = [await evaluate(ch, p, with_context) for p in sorted(DATA.glob("*.json"))]
     summary = summarize(runs)
-    summary["settings"] = {"model_variant": variant, **overrides}
+    summary["settings"] = {"model_variant": variant, "context": with_context, **overrides}
     return summary
 
 
-async def main_async(variant: str, overrides: dict[str, Any]) -> None:
-    summary = await run(variant, overrides)
+async def main_async(variant: str, overrides: dict[str, Any], with_context: bool) -> None:
+    summary = await run(variant, overrides, with_context)
     print(report(summary, summary["settings"]))
-    if not overrides:  # the report of record is the defaults'
+    if not overrides and with_context:  # the report of record is the defaults'
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "locomo.json").write_text(json.dumps(summary, indent=2) + "\n")
         (RESULTS / "locomo.md").write_text(report(summary, summary["settings"]))
@@ -227,9 +234,10 @@ async def main_async(variant: str, overrides: dict[str, Any]) -> None:
 async def sweep(variant: str, settings: list[str]) -> None:
     """One run per NAME=VALUE, hybrid mode only, into locomo-sweep.md beside the defaults."""
     rows = []
-    for item in ["", *settings]:
-        overrides = dict([item.split("=", 1)]) if item else {}
-        hybrid = (await run(variant, overrides))["modes"]["hybrid (default)"]
+    for item in ["", "no context", *settings]:
+        overrides = dict([item.split("=", 1)]) if "=" in item else {}
+        summary = await run(variant, overrides, with_context=item != "no context")
+        hybrid = summary["modes"]["hybrid (default)"]
         rows.append(
             f"| {item or 'defaults'} | {hybrid['recall@5']:.3f} | {hybrid['recall@10']:.3f} "
             f"| {hybrid['recall@25']:.3f} |"
@@ -258,6 +266,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a Settings field to override, e.g. --set rrf_k=20",
     )
+    parser.add_argument("--no-context", action="store_true", help="store turns without context")
     parser.add_argument(
         "--sweep",
         nargs="+",
@@ -269,7 +278,7 @@ def main() -> None:
         asyncio.run(sweep(args.variant, args.sweep))
         return
     overrides = dict(item.split("=", 1) for item in args.set)
-    asyncio.run(main_async(args.variant, overrides))
+    asyncio.run(main_async(args.variant, overrides, not args.no_context))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The README's settings table from the Settings model (the single source of truth).
 
-    python -m scripts.settings_table            # print it
-    python -m scripts.settings_table --write    # replace the table in README.md
+python -m scripts.settings_table            # print it
+python -m scripts.settings_table --write    # replace the table in README.md
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The maintenance task: promotion, decay out of the hot tier, and the archive's retention sweep.
 
-Each tick walks at most `batch` memories (of every tenant, oldest first, continuing where the
-previous tick stopped and wrapping at the end), so its cost is bounded however many memories are
-stored. It is safe on several replicas at once: a tick runs only under a lease that expires with
+Each tick walks about `batch` memories (of every tenant, with a SCAN cursor, continuing where
+the previous tick stopped and wrapping at the end), so its cost is bounded however many memories
+are stored. It is safe on several replicas at once: a tick runs only under a lease that expires with
 the interval, and every change is a conditional script that does nothing if the memory changed
 or was read after it was scored.
 
@@ -80,8 +80,9 @@ class Maintenance:
         return report
 
     async def _tick(self, now: float) -> TickReport:
-        cursor = float(await self._client.get(CURSOR_KEY) or 0)
-        found = await self._store.scan(cursor, self._batch)
+        stored = await self._client.get(CURSOR_KEY) or b"0"
+        cursor = int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
+        next_cursor, found = await self._store.scan(cursor, self._batch)
         promoted = evicted = 0
         to_evict: dict[str, list[tuple[TenantKeys, Any]]] = {}
         for keys, memory in found:
@@ -91,9 +92,8 @@ class Maintenance:
                 to_evict.setdefault(keys.tenant, []).append((keys, memory))
         for tenant, pairs in to_evict.items():
             evicted += await self._evict(tenant, pairs)
-        wrapped = len(found) < self._batch
-        next_cursor = 0.0 if wrapped else found[-1][1].create_time
-        await self._client.set(CURSOR_KEY, repr(next_cursor))
+        wrapped = next_cursor == 0
+        await self._client.set(CURSOR_KEY, str(next_cursor))
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
         trimmed = await self._trim_episodes(now)
         self.ticks += 1

@@ -10,6 +10,9 @@ import pytest
 from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
+from aether_memory.app import Running
+from aether_memory.stores.redis.memory_store import RedisMemoryStore
+
 from .conftest import Client, failure, new_client
 
 FACTS = [
@@ -376,3 +379,62 @@ async def test_tenants_never_see_each_others_memories(channel: grpc.aio.Channel)
     )
     assert list(forgotten.forgotten_ids) == []
     assert await search(alice, "vault code") == ["The vault code is 4711"]
+
+
+async def test_context_is_kept_and_searched_by_keyword_but_not_embedded(client: Client) -> None:
+    reply = await store(client, "Yes, last Tuesday.", context="Did you renew your passport?")
+    other = await store(client, "The passport office opens at nine.")
+    assert reply.context == "Did you renew your passport?"
+    keyword = await search(client, "renew", mode=memory_service_pb2.SEARCH_MODE_KEYWORD)
+    assert keyword == ["Yes, last Tuesday."]  # the word is only in its context
+    both = await search(client, "passport", mode=memory_service_pb2.SEARCH_MODE_KEYWORD)
+    assert sorted(both) == sorted([reply.content, other.content])
+    full = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=reply.id, view=memory_pb2.MEMORY_VIEW_FULL),
+        metadata=client.md,
+    )
+    bare = await store(client, "Yes, last Tuesday.", agent="agent-2")  # same text, no context
+    bare_full = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=bare.id, view=memory_pb2.MEMORY_VIEW_FULL),
+        metadata=client.md,
+    )
+    assert list(full.memory.embedding) == pytest.approx(list(bare_full.memory.embedding))
+    # Dedup looks at content only: the same reply with another context is the same memory.
+    again = await store(client, "Yes, last Tuesday.", context="Did you call the bank?")
+    assert again.id == reply.id
+    updated = await client.memory.UpdateMemory(
+        memory_service_pb2.UpdateMemoryRequest(
+            memory=memory_pb2.Memory(id=reply.id, context="Did you visit the dentist?"),
+            update_mask=field_mask_pb2.FieldMask(paths=["context"]),
+        ),
+        metadata=client.md,
+    )
+    assert updated.memory.context == "Did you visit the dentist?"
+    assert await search(client, "renew", mode=memory_service_pb2.SEARCH_MODE_KEYWORD) == []
+    assert await search(client, "dentist", mode=memory_service_pb2.SEARCH_MODE_KEYWORD) == [
+        reply.content
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await store(client, "Another reply.", context="x" * 8193)
+    refused = failure(info.value)
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.reason == "PAYLOAD_TOO_LARGE" and "memory.context" in info.value.details()
+
+
+async def test_an_index_made_before_context_existed_gains_the_field(
+    service: Running,
+) -> None:
+    name = f"old-index-{uuid.uuid4().hex[:6]}"
+    await service.redis.execute_command(
+        "FT.CREATE", name, "ON", "HASH", "PREFIX", "1", f"old:{name}:",
+        "SCHEMA", "tenant", "TAG", "content", "TEXT",
+        "embedding", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32", "DIM", "384",
+        "DISTANCE_METRIC", "COSINE",
+    )  # fmt: skip
+    store_ = RedisMemoryStore(service.redis, index_name=name, dimension=384)
+    await store_.ensure_index()
+    info = await store_.index.info()
+    names = {dict(zip(a[::2], a[1::2], strict=False)).get("identifier") for a in info["attributes"]}
+    assert "context" in names
+    await store_.ensure_index()  # already there: nothing to add, no error
+    await service.redis.execute_command("FT.DROPINDEX", name)

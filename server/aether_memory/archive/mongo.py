@@ -102,6 +102,7 @@ class MongoArchive:
                 agent_id=doc["agent_id"],
                 session_id=doc["session_id"],
                 content=doc["content"],
+                context=doc.get("context", ""),
                 tier=doc["tier"],
                 type=doc["type"],
                 tags=doc["tags"],

@@ -41,6 +41,7 @@ class Memory:
     agent_id: str
     content: str
     session_id: str = ""
+    context: str = ""  # situates the content; keyword-indexed, not embedded, not deduped
     tier: Tier = Tier.LONG_TERM
     type: MemoryType = MemoryType.FACT
     tags: list[str] = field(default_factory=list)

@@ -23,6 +23,7 @@ from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CONTENT_BYTES = 32 * 1024
+MAX_CONTEXT_BYTES = 8192
 MAX_ID_BYTES = 128
 MAX_TAGS = 32
 MAX_METADATA_BYTES = 16 * 1024
@@ -203,6 +204,7 @@ def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) ->
     v.identifier(f"{prefix}.agent_id", message.agent_id, required=True)
     v.identifier(f"{prefix}.session_id", message.session_id, required=False)
     v.text(f"{prefix}.content", message.content, limit=MAX_CONTENT_BYTES)
+    v.text(f"{prefix}.context", message.context, limit=MAX_CONTEXT_BYTES, required=False)
     v.enum(f"{prefix}.tier", message.tier, TIER_FROM_PROTO, allow_unset=True)
     v.enum(f"{prefix}.type", message.type, TYPE_FROM_PROTO, allow_unset=True)
     check_tags(f"{prefix}.tags", list(message.tags), v)
@@ -222,6 +224,7 @@ def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) ->
         agent_id=message.agent_id,
         session_id=message.session_id,
         content=message.content,
+        context=message.context,
         tier=TIER_FROM_PROTO.get(message.tier, Tier.LONG_TERM),
         type=TYPE_FROM_PROTO.get(message.type, MemoryType.FACT),
         tags=list(dict.fromkeys(message.tags)),
@@ -274,6 +277,7 @@ def memory_to_proto(memory: Memory, *, full: bool) -> memory_pb2.Memory:
         agent_id=memory.agent_id,
         session_id=memory.session_id,
         content=memory.content,
+        context=memory.context,
         tier=TIER_TO_PROTO[memory.tier],
         type=TYPE_TO_PROTO[memory.type],
         tags=memory.tags,

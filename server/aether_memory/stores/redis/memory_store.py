@@ -27,6 +27,9 @@ from .keys import MEMORY_PREFIX, TenantKeys
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 
 MAX_FILTER_RESULTS = 10_000
+MAX_SCAN_CALLS = 10  # per maintenance batch
+KEYWORD_FIELDS = ("content", "context")  # what keyword search matches
+ADDED_TEXT_FIELDS = frozenset({"context"})  # text fields added after the first release
 
 # RedisVL reports each document's key as "id", so the memory's own id is stored as "memory_id".
 _SCALAR_FIELDS = [
@@ -34,6 +37,7 @@ _SCALAR_FIELDS = [
     "agent_id",
     "session_id",
     "content",
+    "context",
     "tier",
     "type",
     "tags",
@@ -167,6 +171,7 @@ class RedisMemoryStore:
                         "attrs": {"separator": TAG_SEPARATOR, "case_sensitive": True},
                     },
                     {"name": "content", "type": "text"},
+                    {"name": "context", "type": "text"},
                     {"name": "importance", "type": "numeric"},
                     {"name": "event_time", "type": "numeric"},
                     {"name": "create_time", "type": "numeric", "attrs": {"sortable": True}},
@@ -193,11 +198,17 @@ class RedisMemoryStore:
         self._evict_script = client.register_script(_EVICT_SCRIPT)
 
     async def ensure_index(self) -> None:
-        """Create the index if it does not exist; a different dimension is a startup error."""
+        """Create the index if it does not exist; a different dimension is a startup error.
+
+        An index made before a text field existed gets it with FT.ALTER (new and rewritten
+        memories are then indexed by it; older ones have no value for it anyway).
+        """
         if await self.index.exists():
             info = await self.index.info()
+            present = set()
             for attribute in info.get("attributes", []):
                 attrs = dict(zip(attribute[::2], attribute[1::2], strict=False))
+                present.add(attrs.get("identifier"))
                 if attrs.get("identifier") == "embedding":
                     dim = int(attrs.get("dim", self.dimension))
                     if dim != self.dimension:
@@ -205,6 +216,10 @@ class RedisMemoryStore:
                             f"index {self.schema.index.name} holds {dim}-d vectors but the model "
                             f"pack produces {self.dimension}-d; re-embed or use another index_name"
                         )
+            for name in ADDED_TEXT_FIELDS - present:
+                await self._client.execute_command(
+                    "FT.ALTER", self.schema.index.name, "SCHEMA", "ADD", name, "TEXT"
+                )
             return
         await self.index.create(overwrite=False)
 
@@ -240,6 +255,7 @@ class RedisMemoryStore:
             "agent_id": memory.agent_id,
             "session_id": memory.session_id,
             "content": memory.content,
+            "context": memory.context,
             "tier": memory.tier.value,
             "type": memory.type.value,
             "tags": TAG_SEPARATOR.join(memory.tags),
@@ -272,6 +288,7 @@ class RedisMemoryStore:
             agent_id=text("agent_id"),
             session_id=text("session_id"),
             content=text("content"),
+            context=text("context"),
             tier=Tier(text("tier")),
             type=MemoryType(text("type")),
             tags=tags.split(TAG_SEPARATOR) if tags else [],
@@ -500,23 +517,43 @@ class RedisMemoryStore:
         )
         return [doc["memory_id"] for doc in await self.index.query(query)]
 
-    async def scan(self, after: float, limit: int) -> list[tuple[TenantKeys, Memory]]:
-        """Up to `limit` memories of every tenant created after `after`, oldest first, with
-        their access stats: the maintenance task's walk over the hot tier."""
-        query = FilterQuery(
-            filter_expression=Num("create_time") > after,
-            return_fields=[*_SCALAR_FIELDS, "tenant"],
-            num_results=limit,
-        ).sort_by("create_time", asc=True)
-        docs = await self.index.query(query)
-        found = [(TenantKeys(doc["tenant"]), self._decode(doc)) for doc in docs]
+    async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[TenantKeys, Memory]]]:
+        """About `limit` memories of every tenant with their access stats, and the cursor to
+        continue from (0: the walk wrapped): the maintenance task's walk over the hot tier.
+
+        A SCAN cursor is exact: a full walk visits every memory present throughout it at least
+        once. (A walk by create_time through the index stalled for good once more than `limit`
+        memories shared a creation time to the 10 ms RediSearch returns sortable numbers at.)
+        SCAN's COUNT is a hint, so a call may bring a few more than `limit`.
+        """
+        names: list[bytes] = []
+        for _ in range(MAX_SCAN_CALLS):  # bounded even where memories are a small share of keys
+            cursor, batch = await self._client.scan(
+                cursor, match=MEMORY_PREFIX + "*", count=limit, _type="HASH"
+            )
+            names += batch
+            if cursor == 0 or len(names) >= limit:
+                break
+        fields = [*_SCALAR_FIELDS, "tenant"]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(name, fields)
+            rows = await pipe.execute() if names else []
+        found = []
+        for row in rows:
+            raw = {
+                name: value for name, value in zip(fields, row, strict=True) if value is not None
+            }
+            if "tenant" not in raw:  # removed since SCAN listed it
+                continue
+            found.append((TenantKeys(raw["tenant"].decode()), self._decode(raw)))
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, memory in found:
                 pipe.hmget(keys.access(memory.id), ["count", "last"])
             replies = await pipe.execute() if found else []
         for (_, memory), (count, last) in zip(found, replies, strict=True):
             memory.access_count, memory.last_access_time = int(count or 0), _num(last)
-        return found
+        return int(cursor), found
 
     async def created_since(self, since: float) -> int:
         """Memories of every tenant stored after `since` (the status view's throughput)."""
@@ -583,7 +620,7 @@ class RedisMemoryStore:
         if terms:
             query_text = KeywordQuery(
                 terms,
-                "content",
+                KEYWORD_FIELDS,
                 text_scorer="BM25STD",
                 filter_expression=expression,
                 return_fields=_SCALAR_FIELDS,

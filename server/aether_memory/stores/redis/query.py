@@ -184,7 +184,7 @@ def keyword_terms(text: str) -> list[str]:
 
 
 class KeywordQuery(TextQuery):  # type: ignore[misc]  # RedisVL's TextQuery is untyped
-    """BM25 over `field` for word terms, pre-filtered inside the index, scored over every term.
+    """BM25 over `fields` for word terms, pre-filtered inside the index, scored over every term.
 
     RediSearch scores a union nested under an intersection by the first of its terms that
     matches, so `(@content:(a | b)) @tenant:{t}` (RedisVL's form) ranks as if most query terms
@@ -194,14 +194,19 @@ class KeywordQuery(TextQuery):  # type: ignore[misc]  # RedisVL's TextQuery is u
     Terms must come from `keyword_terms` (word characters only: no query syntax).
     """
 
-    def __init__(self, terms: Sequence[str], field: str, **kwargs: object) -> None:
+    def __init__(self, terms: Sequence[str], fields: Sequence[str], **kwargs: object) -> None:
         if not terms or any(not _WORD.fullmatch(t) for t in terms):
             raise ValueError("keyword terms must be non-empty words")
-        self._terms = [t.lower() for t in terms]
-        self._field = field
-        super().__init__(text=" ".join(terms), text_field_name=field, stopwords=None, **kwargs)
+        if not fields or any(not _WORD.fullmatch(f) for f in fields):
+            raise ValueError("fields must be field names")
+        self._keyword_terms = [t.lower() for t in terms]
+        # Several text fields score as one document (term frequencies and length summed).
+        self._keyword_fields = "|".join(fields)
+        super().__init__(text=" ".join(terms), text_field_name=fields[0], stopwords=None, **kwargs)
 
     def _build_query_string(self) -> str:
         flt = str(self._filter_expression) if self._filter_expression is not None else "*"
         scope = "" if flt == "*" else " " + flt
-        return " | ".join(f"(@{self._field}:{term}{scope})" for term in self._terms)
+        return " | ".join(
+            f"(@{self._keyword_fields}:{term}{scope})" for term in self._keyword_terms
+        )

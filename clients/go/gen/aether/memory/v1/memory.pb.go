@@ -246,6 +246,11 @@ type Memory struct {
 	AccessCount int64 `protobuf:"varint,15,opt,name=access_count,json=accessCount,proto3" json:"access_count,omitempty"`
 	// Output only. When the memory leaves the hot tier by TTL; unset for tiers without a TTL.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Optional. Text that places `content` in its setting, 0..8192 bytes of UTF-8: for a dialog
+	// turn, the turn it answers; for a chunk of a document, its title and heading. Keyword
+	// search matches it as it matches content, so a reply ("Yes, last Tuesday") is found by the
+	// words of what it answers. It is not embedded and takes no part in dedup.
+	Context string `protobuf:"bytes,17,opt,name=context,proto3" json:"context,omitempty"`
 	// Optional on create: a precomputed vector of exactly the service's dimension (see the
 	// server's reflection of its settings); when empty the server embeds `content`. Returned only
 	// with MEMORY_VIEW_FULL.
@@ -396,6 +401,13 @@ func (x *Memory) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Memory) GetContext() string {
+	if x != nil {
+		return x.Context
+	}
+	return ""
+}
+
 func (x *Memory) GetEmbedding() []float32 {
 	if x != nil {
 		return x.Embedding
@@ -509,9 +521,11 @@ type ScoreBreakdown struct {
 	// Cosine similarity between the query and the memory's embedding, -1.0..1.0; 0 when the
 	// memory was found by keywords alone.
 	VectorSimilarity float64 `protobuf:"fixed64,1,opt,name=vector_similarity,json=vectorSimilarity,proto3" json:"vector_similarity,omitempty"`
-	// Full-text relevance (BM25) of the query against the content, >= 0; 0 when not matched.
+	// Full-text relevance (BM25) of the query against the content and context, >= 0; 0 when
+	// not matched.
 	KeywordScore float64 `protobuf:"fixed64,2,opt,name=keyword_score,json=keywordScore,proto3" json:"keyword_score,omitempty"`
-	// Reciprocal-rank fusion of the vector and keyword rankings, > 0.
+	// The fusion of the vector and keyword results, >= 0: by default the weighted sum of their
+	// normalized scores; with the server set to reciprocal-rank fusion, the sum of 1/(k + rank).
 	FusedRankScore float64 `protobuf:"fixed64,3,opt,name=fused_rank_score,json=fusedRankScore,proto3" json:"fused_rank_score,omitempty"`
 	// Recency, 0.0..1.0: 1 for now, halving every recency half-life.
 	Recency float64 `protobuf:"fixed64,4,opt,name=recency,proto3" json:"recency,omitempty"`
@@ -599,7 +613,7 @@ var File_aether_memory_v1_memory_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"\n" +
-	"\x1daether/memory/v1/memory.proto\x12\x10aether.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x05\n" +
+	"\x1daether/memory/v1/memory.proto\x12\x10aether.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x06\n" +
 	"\x06Memory\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1d\n" +
@@ -625,7 +639,8 @@ const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"\x10last_access_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x0elastAccessTime\x12!\n" +
 	"\faccess_count\x18\x0f \x01(\x03R\vaccessCount\x12;\n" +
 	"\vexpire_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x12\x1c\n" +
+	"expireTime\x12\x18\n" +
+	"\acontext\x18\x11 \x01(\tR\acontext\x12\x1c\n" +
 	"\tembedding\x18\x14 \x03(\x02R\tembeddingB\r\n" +
 	"\v_importance\"\xda\x02\n" +
 	"\fMemoryFilter\x12\x1d\n" +

@@ -145,6 +145,7 @@ class Memory(_message.Message):
     LAST_ACCESS_TIME_FIELD_NUMBER: _builtins.int
     ACCESS_COUNT_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id, unique within the tenant. Opaque; do not parse."""
@@ -162,6 +163,12 @@ class Memory(_message.Message):
     """How much the memory matters, 0.0..1.0. Unset on create means 0.5."""
     access_count: _builtins.int
     """Output only. How many times the memory was returned by GetMemory or a search."""
+    context: _builtins.str
+    """Optional. Text that places `content` in its setting, 0..8192 bytes of UTF-8: for a dialog
+    turn, the turn it answers; for a chunk of a document, its title and heading. Keyword
+    search matches it as it matches content, so a reply ("Yes, last Tuesday") is found by the
+    words of what it answers. It is not embedded and takes no part in dedup.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Free labels for filtering, at most 32, each 1..128 bytes. Matched exactly, as plain text."""
@@ -220,11 +227,12 @@ class Memory(_message.Message):
         last_access_time: _timestamp_pb2.Timestamp | None = ...,
         access_count: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        context: _builtins.str = ...,
         embedding: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "create_time", b"create_time", "event_time", b"event_time", "expire_time", b"expire_time", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "access_count", b"access_count", "agent_id", b"agent_id", "content", b"content", "create_time", b"create_time", "embedding", b"embedding", "event_time", b"event_time", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "related_ids", b"related_ids", "session_id", b"session_id", "tags", b"tags", "tier", b"tier", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "access_count", b"access_count", "agent_id", b"agent_id", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "event_time", b"event_time", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "related_ids", b"related_ids", "session_id", b"session_id", "tags", b"tags", "tier", b"tier", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__importance: _TypeAlias = _typing.Literal["importance"]  # noqa: Y015
     _WhichOneofArgType__importance: _TypeAlias = _typing.Literal["_importance", b"_importance"]  # noqa: Y015
@@ -307,9 +315,13 @@ class ScoreBreakdown(_message.Message):
     memory was found by keywords alone.
     """
     keyword_score: _builtins.float
-    """Full-text relevance (BM25) of the query against the content, >= 0; 0 when not matched."""
+    """Full-text relevance (BM25) of the query against the content and context, >= 0; 0 when
+    not matched.
+    """
     fused_rank_score: _builtins.float
-    """Reciprocal-rank fusion of the vector and keyword rankings, > 0."""
+    """The fusion of the vector and keyword results, >= 0: by default the weighted sum of their
+    normalized scores; with the server set to reciprocal-rank fusion, the sum of 1/(k + rank).
+    """
     recency: _builtins.float
     """Recency, 0.0..1.0: 1 for now, halving every recency half-life."""
     importance: _builtins.float

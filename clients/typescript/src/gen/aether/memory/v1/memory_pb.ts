@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file aether/memory/v1/memory.proto.
  */
 export const file_aether_memory_v1_memory: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hZXRoZXIvbWVtb3J5L3YxL21lbW9yeS5wcm90bxIQYWV0aGVyLm1lbW9yeS52MSK7BAoGTWVtb3J5EgoKAmlkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSDwoHY29udGVudBgEIAEoCRIqCgR0aWVyGAUgASgOMhwuYWV0aGVyLm1lbW9yeS52MS5NZW1vcnlUaWVyEioKBHR5cGUYBiABKA4yHC5hZXRoZXIubWVtb3J5LnYxLk1lbW9yeVR5cGUSDAoEdGFncxgHIAMoCRIXCgppbXBvcnRhbmNlGAggASgBSACIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC3JlbGF0ZWRfaWRzGAogAygJEi4KCmV2ZW50X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGFzdF9hY2Nlc3NfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYWNjZXNzX2NvdW50GA8gASgDEi8KC2V4cGlyZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgllbWJlZGRpbmcYFCADKAJCDQoLX2ltcG9ydGFuY2UimAIKDE1lbW9yeUZpbHRlchISCgpzZXNzaW9uX2lkGAEgASgJEisKBXRpZXJzGAIgAygOMhwuYWV0aGVyLm1lbW9yeS52MS5NZW1vcnlUaWVyEisKBXR5cGVzGAMgAygOMhwuYWV0aGVyLm1lbW9yeS52MS5NZW1vcnlUeXBlEgwKBHRhZ3MYBCADKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKDm1pbl9pbXBvcnRhbmNlGAcgASgBSACIAQFCEQoPX21pbl9pbXBvcnRhbmNlIpQBCg5TY29yZUJyZWFrZG93bhIZChF2ZWN0b3Jfc2ltaWxhcml0eRgBIAEoARIVCg1rZXl3b3JkX3Njb3JlGAIgASgBEhgKEGZ1c2VkX3Jhbmtfc2NvcmUYAyABKAESDwoHcmVjZW5jeRgEIAEoARISCgppbXBvcnRhbmNlGAUgASgBEhEKCWZyZXF1ZW5jeRgGIAEoASqvAQoKTWVtb3J5VGllchIbChdNRU1PUllfVElFUl9VTlNQRUNJRklFRBAAEhoKFk1FTU9SWV9USUVSX1NDUkFUQ0hQQUQQARIXChNNRU1PUllfVElFUl9XT1JLSU5HEAISGgoWTUVNT1JZX1RJRVJfU0hPUlRfVEVSTRADEhkKFU1FTU9SWV9USUVSX0xPTkdfVEVSTRAEEhgKFE1FTU9SWV9USUVSX0VQSVNPRElDEAUqwwEKCk1lbW9yeVR5cGUSGwoXTUVNT1JZX1RZUEVfVU5TUEVDSUZJRUQQABIUChBNRU1PUllfVFlQRV9GQUNUEAESGgoWTUVNT1JZX1RZUEVfUFJFRkVSRU5DRRACEhUKEU1FTU9SWV9UWVBFX0VWRU5UEAMSGQoVTUVNT1JZX1RZUEVfUFJPQ0VEVVJFEAQSFwoTTUVNT1JZX1RZUEVfU1VNTUFSWRAFEhsKF01FTU9SWV9UWVBFX09CU0VSVkFUSU9OEAYqVgoKTWVtb3J5VmlldxIbChdNRU1PUllfVklFV19VTlNQRUNJRklFRBAAEhUKEU1FTU9SWV9WSUVXX0JBU0lDEAESFAoQTUVNT1JZX1ZJRVdfRlVMTBACQkpaSGdpdGh1Yi5jb20vYWV0aGVyLW1lbW9yeS9hZXRoZXIvY2xpZW50cy9nby9nZW4vYWV0aGVyL21lbW9yeS92MTttZW1vcnl2MWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1hZXRoZXIvbWVtb3J5L3YxL21lbW9yeS5wcm90bxIQYWV0aGVyLm1lbW9yeS52MSLMBAoGTWVtb3J5EgoKAmlkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSDwoHY29udGVudBgEIAEoCRIqCgR0aWVyGAUgASgOMhwuYWV0aGVyLm1lbW9yeS52MS5NZW1vcnlUaWVyEioKBHR5cGUYBiABKA4yHC5hZXRoZXIubWVtb3J5LnYxLk1lbW9yeVR5cGUSDAoEdGFncxgHIAMoCRIXCgppbXBvcnRhbmNlGAggASgBSACIAQESKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC3JlbGF0ZWRfaWRzGAogAygJEi4KCmV2ZW50X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGFzdF9hY2Nlc3NfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYWNjZXNzX2NvdW50GA8gASgDEi8KC2V4cGlyZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjb250ZXh0GBEgASgJEhEKCWVtYmVkZGluZxgUIAMoAkINCgtfaW1wb3J0YW5jZSKYAgoMTWVtb3J5RmlsdGVyEhIKCnNlc3Npb25faWQYASABKAkSKwoFdGllcnMYAiADKA4yHC5hZXRoZXIubWVtb3J5LnYxLk1lbW9yeVRpZXISKwoFdHlwZXMYAyADKA4yHC5hZXRoZXIubWVtb3J5LnYxLk1lbW9yeVR5cGUSDAoEdGFncxgEIAMoCRIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoObWluX2ltcG9ydGFuY2UYByABKAFIAIgBAUIRCg9fbWluX2ltcG9ydGFuY2UilAEKDlNjb3JlQnJlYWtkb3duEhkKEXZlY3Rvcl9zaW1pbGFyaXR5GAEgASgBEhUKDWtleXdvcmRfc2NvcmUYAiABKAESGAoQZnVzZWRfcmFua19zY29yZRgDIAEoARIPCgdyZWNlbmN5GAQgASgBEhIKCmltcG9ydGFuY2UYBSABKAESEQoJZnJlcXVlbmN5GAYgASgBKq8BCgpNZW1vcnlUaWVyEhsKF01FTU9SWV9USUVSX1VOU1BFQ0lGSUVEEAASGgoWTUVNT1JZX1RJRVJfU0NSQVRDSFBBRBABEhcKE01FTU9SWV9USUVSX1dPUktJTkcQAhIaChZNRU1PUllfVElFUl9TSE9SVF9URVJNEAMSGQoVTUVNT1JZX1RJRVJfTE9OR19URVJNEAQSGAoUTUVNT1JZX1RJRVJfRVBJU09ESUMQBSrDAQoKTWVtb3J5VHlwZRIbChdNRU1PUllfVFlQRV9VTlNQRUNJRklFRBAAEhQKEE1FTU9SWV9UWVBFX0ZBQ1QQARIaChZNRU1PUllfVFlQRV9QUkVGRVJFTkNFEAISFQoRTUVNT1JZX1RZUEVfRVZFTlQQAxIZChVNRU1PUllfVFlQRV9QUk9DRURVUkUQBBIXChNNRU1PUllfVFlQRV9TVU1NQVJZEAUSGwoXTUVNT1JZX1RZUEVfT0JTRVJWQVRJT04QBipWCgpNZW1vcnlWaWV3EhsKF01FTU9SWV9WSUVXX1VOU1BFQ0lGSUVEEAASFQoRTUVNT1JZX1ZJRVdfQkFTSUMQARIUChBNRU1PUllfVklFV19GVUxMEAJCSlpIZ2l0aHViLmNvbS9hZXRoZXItbWVtb3J5L2FldGhlci9jbGllbnRzL2dvL2dlbi9hZXRoZXIvbWVtb3J5L3YxO21lbW9yeXYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A unit of memory owned by one agent within the caller's tenant.
@@ -133,6 +133,16 @@ export type Memory = Message<"aether.memory.v1.Memory"> & {
   expireTime?: Timestamp | undefined;
 
   /**
+   * Optional. Text that places `content` in its setting, 0..8192 bytes of UTF-8: for a dialog
+   * turn, the turn it answers; for a chunk of a document, its title and heading. Keyword
+   * search matches it as it matches content, so a reply ("Yes, last Tuesday") is found by the
+   * words of what it answers. It is not embedded and takes no part in dedup.
+   *
+   * @generated from field: string context = 17;
+   */
+  context: string;
+
+  /**
    * Optional on create: a precomputed vector of exactly the service's dimension (see the
    * server's reflection of its settings); when empty the server embeds `content`. Returned only
    * with MEMORY_VIEW_FULL.
@@ -227,14 +237,16 @@ export type ScoreBreakdown = Message<"aether.memory.v1.ScoreBreakdown"> & {
   vectorSimilarity: number;
 
   /**
-   * Full-text relevance (BM25) of the query against the content, >= 0; 0 when not matched.
+   * Full-text relevance (BM25) of the query against the content and context, >= 0; 0 when
+   * not matched.
    *
    * @generated from field: double keyword_score = 2;
    */
   keywordScore: number;
 
   /**
-   * Reciprocal-rank fusion of the vector and keyword rankings, > 0.
+   * The fusion of the vector and keyword results, >= 0: by default the weighted sum of their
+   * normalized scores; with the server set to reciprocal-rank fusion, the sum of 1/(k + rank).
    *
    * @generated from field: double fused_rank_score = 3;
    */
