@@ -42,6 +42,7 @@ from .stores.redis.embedded import embedded_redis
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.memory_store import RedisMemoryStore
+from .summarizer import ChatSummarizer
 from .telemetry import Telemetry, instruments
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -206,7 +207,17 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             max_checkpoints=settings.max_checkpoints,
             archived=archived,
         )
-        bank = MemoryBank(memory_store, batcher, settings, archive)
+        summarizer = None
+        if settings.summarizer_url:
+            key = settings.summarizer_api_key
+            summarizer = ChatSummarizer(
+                settings.summarizer_url,
+                settings.summarizer_model,
+                key.get_secret_value() if key else None,
+                settings.summarizer_timeout_s,
+            )
+            stack.push_async_callback(summarizer.aclose)
+        bank = MemoryBank(memory_store, batcher, settings, archive, summarizer)
         archiver = None
         if archive is not None:
             archiver = Archiver(client, archive, batch=settings.archive_batch)

@@ -5,9 +5,11 @@ Coordinates the embedder and the stores; the rules themselves live in `domain/`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +26,10 @@ from .domain.scoring import Candidate, Weights, fuse, rescore
 from .settings import Settings
 from .stores.redis.keys import TenantKeys
 from .stores.redis.memory_store import RedisMemoryStore
+from .summarizer import ChatSummarizer, SummarizerError
 from .telemetry import instruments, tracer
+
+log = logging.getLogger(__name__)
 
 MAX_SEARCH_DEPTH = 1000
 MUTABLE_PATHS = frozenset(
@@ -68,9 +73,11 @@ class MemoryBank:
         embedder: MicroBatcher,
         settings: Settings,
         archive: MongoArchive | None = None,
+        summarizer: ChatSummarizer | None = None,
     ) -> None:
         self._store = store
         self._archive = archive
+        self._summarizer = summarizer
         self._model = embedder.embedder.pack.manifest.model_name
         self._embedder = embedder
         self._search_depth = settings.search_depth
@@ -352,7 +359,11 @@ class MemoryBank:
     async def summarize(
         self, keys: TenantKeys, agent_id: str, session_id: str, max_sentences: int
     ) -> tuple[Memory, list[str]]:
-        """Extractive summary: the sentences closest to the session's centroid, in order."""
+        """A summary memory of the session, linked to its sources, which leave working memory.
+
+        From the summarizer endpoint when one is configured; otherwise (or when it fails) the
+        extractive summary: the sentences closest to the session's centroid, in order.
+        """
         flt = MemoryFilter(agent_id=agent_id, session_id=session_id)
         sources, _ = await self._store.page(keys, flt, 0, MAX_SEARCH_DEPTH)
         sources = [m for m in sources if m.type != MemoryType.SUMMARY]
@@ -360,15 +371,20 @@ class MemoryBank:
             raise NothingToSummarize(f"session {session_id!r} has no memories to summarize")
         sources.sort(key=lambda m: (m.event_time, m.create_time))
         sentences = [s.strip() for m in sources for s in _SENTENCE.split(m.content) if s.strip()]
-        with tracer().start_as_current_span(
-            "aether.embed",
-            attributes={"aether.embed.model": self._model, "aether.embed.texts": len(sentences)},
-        ):
-            vectors = await self._embedder.embed_many(sentences)
-        centroid = vectors.mean(axis=0)
-        centrality = vectors @ centroid
-        chosen = sorted(np.argsort(-centrality)[:max_sentences].tolist())
-        summary = " ".join(sentences[i] for i in chosen)
+        metadata: dict[str, Any] = {"summarized_sentences": len(sentences)}
+        summary = ""
+        if self._summarizer is not None:
+            try:
+                summary = await self._summarizer.summarize(
+                    [m.content for m in sources], max_sentences
+                )
+                metadata["method"] = f"endpoint:{self._summarizer.model}"
+            except SummarizerError as error:
+                log.warning("summarizer endpoint failed, summarizing extractively: %s", error)
+                metadata["summarizer_error"] = str(error)[:500]
+        if not summary:
+            summary = await self._extractive(sentences, max_sentences)
+            metadata["method"] = "extractive-centroid"
         draft = Memory(
             id="",
             agent_id=agent_id,
@@ -378,11 +394,22 @@ class MemoryBank:
             type=MemoryType.SUMMARY,
             importance=max(m.importance for m in sources),
             related_ids=[m.id for m in sources],
-            metadata={"summarized_sentences": len(sentences), "method": "extractive-centroid"},
+            metadata=metadata,
         )
         memory, _ = await self.store(keys, draft)
         await self._leave_working_memory(keys, sources)
         return memory, [m.id for m in sources]
+
+    async def _extractive(self, sentences: list[str], max_sentences: int) -> str:
+        with tracer().start_as_current_span(
+            "aether.embed",
+            attributes={"aether.embed.model": self._model, "aether.embed.texts": len(sentences)},
+        ):
+            vectors = await self._embedder.embed_many(sentences)
+        centroid = vectors.mean(axis=0)
+        centrality = vectors @ centroid
+        chosen = sorted(np.argsort(-centrality)[:max_sentences].tolist())
+        return " ".join(sentences[i] for i in chosen)
 
     async def _leave_working_memory(self, keys: TenantKeys, sources: list[Memory]) -> None:
         """Summarized working and scratchpad memories move to short-term (and its TTL): the

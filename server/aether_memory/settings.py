@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -115,6 +115,18 @@ class Settings(BaseSettings):
     )
     decay_evict_below: float = Field(
         0.05, ge=0, le=1, description="Strength below which an archived memory leaves Redis."
+    )
+
+    summarizer_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL (…/v1) for SummarizeMemories; unset: extractive.",
+    )
+    summarizer_model: str = Field("gpt-4o-mini", description="Model the summarizer endpoint runs.")
+    summarizer_api_key: SecretStr | None = Field(
+        None, description="Bearer key for the summarizer endpoint, if it needs one."
+    )
+    summarizer_timeout_s: float = Field(
+        30.0, gt=0, description="Summarizer request timeout; on failure: extractive summary."
     )
 
     log_format: Literal["text", "json"] = Field(
