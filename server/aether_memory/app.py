@@ -187,6 +187,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             hnsw_m=settings.hnsw_m,
             hnsw_ef_construction=settings.hnsw_ef_construction,
             hnsw_ef_runtime=settings.hnsw_ef_runtime,
+            vector_type=settings.vector_type,
             archived=archived,
         )
         await memory_store.ensure_index()

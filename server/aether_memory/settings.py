@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     index_name: str = Field("aether-memories", description="RediSearch index of memories.")
     hnsw_m: int = Field(16, ge=4, le=128, description="HNSW M (graph degree).")
     hnsw_ef_construction: int = Field(200, ge=10, description="HNSW EF_CONSTRUCTION.")
-    hnsw_ef_runtime: int = Field(64, ge=10, description="HNSW EF_RUNTIME for queries.")
+    hnsw_ef_runtime: int = Field(100, ge=10, description="HNSW EF_RUNTIME for queries.")
+    vector_type: Literal["float16", "float32"] = Field(
+        "float16", description="Vector type of a new memory index (an existing one keeps its own)."
+    )
 
     search_depth: int = Field(
         25,

@@ -135,6 +135,7 @@ async def test_batched_knn_filtering_finds_what_the_default_plan_finds(
             client, f"Batched filtering memory {i} about {['tea', 'trains', 'tax'][i % 3]}."
         )
     store_ = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
+    await store_.ensure_index()  # takes on the index's vector type
     keys = TenantKeys(client.tenant)
     query = await service.embedder.embed("which trains?", "query")
     flt = MemoryFilter(agent_id="agent-1")

@@ -11,6 +11,7 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
 from aether_memory.app import Running
+from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 
 from .conftest import Client, failure, new_client
@@ -437,4 +438,25 @@ async def test_an_index_made_before_context_existed_gains_the_field(
     names = {dict(zip(a[::2], a[1::2], strict=False)).get("identifier") for a in info["attributes"]}
     assert "context" in names
     await store_.ensure_index()  # already there: nothing to add, no error
+    await service.redis.execute_command("FT.DROPINDEX", name)
+
+
+async def test_vectors_are_held_as_float16_and_an_older_index_keeps_its_type(
+    service: Running, client: Client
+) -> None:
+    stored = await store(client, "Half-size vectors in the hot tier.")
+    key = TenantKeys(client.tenant).memory(stored.id)
+    assert await service.redis.hstrlen(key, "embedding") == 384 * 2
+    full = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=stored.id, view=memory_pb2.MEMORY_VIEW_FULL),
+        metadata=client.md,
+    )
+    vector = list(full.memory.embedding)
+    assert len(vector) == 384 and sum(x * x for x in vector) == pytest.approx(1.0, abs=1e-3)
+    name = f"f32-index-{uuid.uuid4().hex[:6]}"
+    older = RedisMemoryStore(service.redis, index_name=name, dimension=384, vector_type="float32")
+    await older.ensure_index()
+    newer = RedisMemoryStore(service.redis, index_name=name, dimension=384, vector_type="float16")
+    await newer.ensure_index()
+    assert newer.vector_type == "float32"  # the index's own type wins over the setting
     await service.redis.execute_command("FT.DROPINDEX", name)
