@@ -141,19 +141,22 @@ def embed_ceiling(texts: list[str]) -> float:
 async def raw_knn(redis_url: str, dim: int, callers: int, total: int) -> dict[str, float]:
     client = aioredis.from_url(redis_url)
     index = await AsyncSearchIndex.from_existing("aether-memories", redis_client=client)
+    dtype = str(index.schema.fields["embedding"].attrs.datatype.value).lower()  # type: ignore[union-attr]
     rng = np.random.default_rng(5)
     latencies: list[float] = []
 
     async def caller(n: int) -> None:
         for _ in range(total // callers):
-            vector = rng.standard_normal(dim).astype(np.float32)
-            query = VectorQuery(
+            vector = rng.standard_normal(dim).astype(dtype)
+            query = VectorQuery(  # the vector half of what SearchMemories runs at this size
                 vector=vector.tobytes(),
                 vector_field_name="embedding",
                 return_fields=["memory_id", "content"],
                 filter_expression=f"@tenant:{{{TENANT}}} @agent_id:{{bench}}",
                 num_results=25,
-                dtype="float32",
+                dtype=dtype,
+                hybrid_policy="BATCHES",
+                batch_size=50,
             )
             started = time.perf_counter()
             await index.query(query)

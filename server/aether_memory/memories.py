@@ -213,7 +213,9 @@ class MemoryBank:
             k=depth,
             batches=vector is not None and await self._many_memories(keys, request.filter),
         )
-        stats = await self._store.access_stats(keys, list(hits.memories), record=False)
+        stats = {}
+        if request.weights.frequency:  # the only score that needs the candidates' access counts
+            stats = await self._store.access_stats(keys, list(hits.facts), record=False)
         with tracer().start_as_current_span(
             "aether.search.fuse",
             attributes={
@@ -239,18 +241,19 @@ class MemoryBank:
                 candidates,
                 request.weights,
                 now=time.time(),
-                event_times={i: m.event_time for i, m in hits.memories.items()},
-                importances={i: m.importance for i, m in hits.memories.items()},
+                event_times={i: event_time for i, (event_time, _) in hits.facts.items()},
+                importances={i: importance for i, (_, importance) in hits.facts.items()},
                 access_counts={i: count for i, (count, _) in stats.items()},
             )
             span.set_attribute("aether.fuse.candidates", len(candidates))
         page = ranked[request.offset : request.offset + request.limit]
-        if page:
-            touched = await self._store.access_stats(keys, [c.memory_id for c in page], record=True)
+        # Only the page is read in full, and reading it counts the access: one round trip.
+        found = await self._store.get_many(keys, [c.memory_id for c in page], record_access=True)
         results = []
         for c in page:
-            memory = hits.memories[c.memory_id]
-            memory.access_count, memory.last_access_time = touched[c.memory_id]
+            memory = found.get(c.memory_id)
+            if memory is None:  # forgotten since the search ran
+                continue
             memory.related_ids = []  # links are returned by GetMemory, not by search
             results.append(ScoredMemory(memory, c))
         return results, len(ranked) > request.offset + request.limit

@@ -460,3 +460,25 @@ async def test_vectors_are_held_as_float16_and_an_older_index_keeps_its_type(
     await newer.ensure_index()
     assert newer.vector_type == "float32"  # the index's own type wins over the setting
     await service.redis.execute_command("FT.DROPINDEX", name)
+
+
+async def test_search_counts_each_returned_memory_once_and_full_view_has_vectors(
+    client: Client,
+) -> None:
+    for fact in FACTS:
+        await store(client, fact)
+
+    async def top(view: int) -> memory_pb2.Memory:
+        response = await client.memory.SearchMemories(
+            memory_service_pb2.SearchMemoriesRequest(
+                agent_id="agent-1", query="my cat Mochi", page_size=1, view=view
+            ),
+            metadata=client.md,
+        )
+        return response.results[0].memory
+
+    first = await top(memory_pb2.MEMORY_VIEW_BASIC)
+    second = await top(memory_pb2.MEMORY_VIEW_FULL)
+    assert first.id == second.id and first.content == FACTS[4]
+    assert (first.access_count, second.access_count) == (1, 2)
+    assert len(first.embedding) == 0 and len(second.embedding) == 384

@@ -49,6 +49,8 @@ _SCALAR_FIELDS = [
     "expire_time",
 ]
 
+_HIT_FIELDS = ["memory_id", "event_time", "importance"]  # what a search hit carries
+
 # Stores a memory unless the agent already holds identical content (the dedup key names it).
 # KEYS: memory, dedup, links, outbox. ARGV: id, ttl (0 = none), memory-key prefix, the number of
 # field arguments, the number of link ids, then the field/value pairs, the link ids, and the
@@ -135,9 +137,12 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 @dataclass(frozen=True)
 class SearchHits:
+    """Ids and scores only, plus what re-scoring needs: (event time, importance) per id. The
+    memories themselves are fetched for the page that is returned (`get_many`)."""
+
     vector: list[tuple[str, float]]
     keyword: list[tuple[str, float]]
-    memories: dict[str, Memory]
+    facts: dict[str, tuple[float, float]]
 
 
 class RedisMemoryStore:
@@ -623,7 +628,7 @@ class RedisMemoryStore:
             query = VectorQuery(
                 vector=np.asarray(vector).astype(self._np_type).tobytes(),
                 vector_field_name="embedding",
-                return_fields=_SCALAR_FIELDS,
+                return_fields=_HIT_FIELDS,
                 filter_expression=expression,
                 num_results=k,
                 dtype=self.vector_type,
@@ -649,7 +654,7 @@ class RedisMemoryStore:
                 KEYWORD_FIELDS,
                 text_scorer="BM25STD",
                 filter_expression=expression,
-                return_fields=_SCALAR_FIELDS,
+                return_fields=_HIT_FIELDS,
                 num_results=k,
             )
             with tracer().start_as_current_span(
@@ -660,5 +665,8 @@ class RedisMemoryStore:
                     docs.setdefault(doc["memory_id"], doc)
                 span.set_attribute("aether.terms", len(terms))
                 span.set_attribute("aether.hits", len(keyword_hits))
-        memories = {memory_id: self._decode(doc) for memory_id, doc in docs.items()}
-        return SearchHits(vector_hits, keyword_hits, memories)
+        facts = {
+            memory_id: (_num(doc.get("event_time")), _num(doc.get("importance")))
+            for memory_id, doc in docs.items()
+        }
+        return SearchHits(vector_hits, keyword_hits, facts)
