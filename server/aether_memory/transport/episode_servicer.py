@@ -33,7 +33,7 @@ from .paging import page_fingerprint, page_start
 from .tenancy import tenant_keys
 
 MAX_EPISODES_PER_REQUEST = 500
-LIVE_RESPONSES = 4096  # recent subscription messages shared by a tenant's subscribers
+LIVE_RESPONSES = 1000  # recent subscription messages shared by a tenant's subscribers (~2 reads)
 MAX_SUBSCRIBE_BATCH = 500
 RECORD_WINDOW = 4  # requests of one RecordEpisodes stream appended at once
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -5,7 +5,8 @@ its tenant's shared reader, which runs one blocking XREAD loop and hands every b
 attached subscriber. Redis work and entry decoding are paid once per batch, not once per
 subscriber, so many subscribers do not multiply the load that ingestion competes with.
 
-A subscriber that falls more than MAX_QUEUED batches behind is detached: it drains what it was
+A subscriber that falls more than MAX_QUEUED batches or MAX_QUEUED_ENTRIES entries behind is
+detached: it drains what it was
 given and goes back to catching up alone, from its own position. The reader therefore never
 buffers without bound for a slow subscriber, and a slow subscriber never slows the others.
 
@@ -24,6 +25,7 @@ from .keys import TenantKeys
 
 READ_COUNT = 500
 MAX_QUEUED = 64  # batches waiting for one subscriber before it is detached
+MAX_QUEUED_ENTRIES = 2000  # entries waiting for one subscriber before it is detached
 
 
 class _Detached:
@@ -35,6 +37,7 @@ class _Subscriber:
     queue: asyncio.Queue[list[StoredEntry] | BaseException | _Detached] = field(
         default_factory=asyncio.Queue
     )
+    entries: int = 0  # entries given to it and not yet taken
 
 
 class _Reader:
@@ -56,10 +59,12 @@ class _Reader:
                     self.position = batch[-1].stream_id
                 # An empty batch too: each idle wait lets subscribers send heartbeats.
                 for subscriber in list(self.subscribers):
-                    if subscriber.queue.qsize() >= MAX_QUEUED:
+                    full = subscriber.entries + len(batch) > MAX_QUEUED_ENTRIES
+                    if subscriber.queue.qsize() >= MAX_QUEUED or (full and subscriber.entries):
                         self.subscribers.discard(subscriber)
                         subscriber.queue.put_nowait(_Detached())
                     else:
+                        subscriber.entries += len(batch)
                         subscriber.queue.put_nowait(batch)
         except Exception as error:  # Redis is gone: every subscriber is told, as one would be
             for subscriber in self.subscribers:
@@ -117,6 +122,7 @@ class EpisodeTails:
                         break  # too slow: catch up alone again from `position`
                     if isinstance(item, BaseException):
                         raise item
+                    subscriber.entries -= len(item)
                     batch = fresh(item)
                     if batch:
                         position = batch[-1].stream_id
