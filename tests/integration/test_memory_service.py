@@ -482,3 +482,26 @@ async def test_search_counts_each_returned_memory_once_and_full_view_has_vectors
     assert first.id == second.id and first.content == FACTS[4]
     assert (first.access_count, second.access_count) == (1, 2)
     assert len(first.embedding) == 0 and len(second.embedding) == 384
+
+
+async def test_frequency_weight_lifts_an_often_read_memory(client: Client) -> None:
+    often = await store(client, "The team meets on Mondays at ten.")
+    rare = await store(client, "The team meets on Mondays at ten in room four.")
+    for _ in range(20):
+        await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=often.id), metadata=client.md
+        )
+
+    async def ranked(frequency: float) -> list[str]:
+        response = await client.memory.SearchMemories(
+            memory_service_pb2.SearchMemoriesRequest(
+                agent_id="agent-1",
+                query="team meeting in room four",
+                weights=memory_service_pb2.SearchWeights(relevance=0.1, frequency=frequency),
+            ),
+            metadata=client.md,
+        )
+        return [r.memory.id for r in response.results]
+
+    assert (await ranked(0.0))[0] == rare.id
+    assert (await ranked(1.0))[0] == often.id
