@@ -215,7 +215,7 @@ class MemoryBank:
         )
         stats = {}
         if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stats = await self._store.access_stats(keys, list(hits.facts), record=False)
+            stats = await self._store.access_stats(keys, list(hits.facts))
         with tracer().start_as_current_span(
             "aether.search.fuse",
             attributes={

@@ -85,14 +85,14 @@ async def test_many_live_subscribers_share_one_reader(service: Running, keys: Te
     seen: list[list[str]] = [[] for _ in range(20)]
     tasks = [asyncio.create_task(collect(tails.tail(keys, start), 300, got)) for got in seen]
     await asyncio.sleep(0.2)  # all caught up and attached
-    assert tails.shared_readers == 1
+    assert len(tails.readers) == 1
     assert len(tails.readers[keys.tenant].subscribers) == 20
     for n in range(3):
         await log.append(keys, entries(f"live{n}", 100))
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert all(got == seen[0] for got in seen) and len(seen[0]) == 300
     await asyncio.sleep(1.5)  # the last subscriber left: the reader ends after its next wait
-    assert tails.shared_readers == 0
+    assert len(tails.readers) == 0
 
 
 async def test_a_subscriber_that_stops_reading_is_detached_and_still_misses_nothing(

@@ -98,10 +98,6 @@ def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
     )
 
 
-def _fatal(error: BaseException) -> bool:
-    return not isinstance(error, Exception)  # cancellation, exit: the flushing task ends
-
-
 def stream_id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -175,7 +171,7 @@ class RedisEpisodeLog:
                                 await self._append(keys=script_keys, args=args, client=pipe)
                             results = await pipe.execute(raise_on_error=False)
                 except BaseException as error:  # every waiting caller is told, none is left
-                    if _fatal(error):  # cancelled (shutdown): so is every waiting append
+                    if not isinstance(error, Exception):  # cancelled: so is every waiting append
                         for _, _, done in group + self._waiting:
                             done.cancel()
                         raise

@@ -6,9 +6,9 @@ attached subscriber. Redis work and entry decoding are paid once per batch, not 
 subscriber, so many subscribers do not multiply the load that ingestion competes with.
 
 A subscriber that falls more than MAX_QUEUED batches or MAX_QUEUED_ENTRIES entries behind is
-detached: it drains what it was
-given and goes back to catching up alone, from its own position. The reader therefore never
-buffers without bound for a slow subscriber, and a slow subscriber never slows the others.
+detached: it drains what it was given and goes back to catching up alone, from its own position.
+The reader therefore never buffers without bound for a slow subscriber, and a slow subscriber
+never slows the others.
 
 No gap, no duplicate: on attach, the entries between the subscriber's position and the
 reader's are read directly; anything at or before the subscriber's position is dropped.
@@ -81,10 +81,6 @@ class EpisodeTails:
     def __init__(self, log: RedisEpisodeLog) -> None:
         self.log = log
         self.readers: dict[str, _Reader] = {}
-
-    @property
-    def shared_readers(self) -> int:
-        return len(self.readers)
 
     async def tail(self, keys: TenantKeys, after: str) -> AsyncIterator[list[StoredEntry]]:
         """Batches of entries after `after`, in order, forever; an empty batch after idle waits."""

@@ -163,8 +163,11 @@ class RedisMemoryStore:
         self.dimension = dimension
         self.archived = archived  # every write then also appends to the archive outbox
         self._index_name = index_name
-        self._hnsw = {"m": hnsw_m, "ef_construction": hnsw_ef_construction}
-        self._hnsw["ef_runtime"] = hnsw_ef_runtime
+        self._hnsw = {
+            "m": hnsw_m,
+            "ef_construction": hnsw_ef_construction,
+            "ef_runtime": hnsw_ef_runtime,
+        }
         self._use_vector_type(vector_type)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
@@ -303,8 +306,6 @@ class RedisMemoryStore:
         links: Iterable[Any] = (),
         access: dict[bytes, bytes] | None = None,
     ) -> Memory:
-        np_type = self._np_type
-
         def text(name: str) -> str:
             value = raw.get(name, raw.get(name.encode(), ""))
             return value.decode() if isinstance(value, bytes) else str(value)
@@ -331,7 +332,7 @@ class RedisMemoryStore:
             access_count=int(_num((access or {}).get(b"count", 0))),
             expire_time=_num(expire) if expire else None,
             embedding=(
-                np.frombuffer(vector, dtype=np_type).astype(np.float32)
+                np.frombuffer(vector, dtype=self._np_type).astype(np.float32)
                 if isinstance(vector, bytes)
                 else None
             ),
@@ -506,24 +507,17 @@ class RedisMemoryStore:
         return found
 
     async def access_stats(
-        self, keys: TenantKeys, ids: Sequence[str], *, record: bool
+        self, keys: TenantKeys, ids: Sequence[str]
     ) -> dict[str, tuple[int, float]]:
-        """(count, last access) per id in one round trip, counting this read when `record`."""
-        now = repr(time.time())
+        """(count, last access) per id in one round trip, without counting this read."""
         async with self._client.pipeline(transaction=False) as pipe:
             for memory_id in ids:
-                key = keys.access(memory_id)
-                if record:
-                    pipe.hincrby(key, "count", 1)
-                    pipe.hset(key, "last", now)
-                pipe.hmget(key, ["count", "last"])
+                pipe.hmget(keys.access(memory_id), ["count", "last"])
             replies = await pipe.execute()
-        step = 3 if record else 1
-        stats: dict[str, tuple[int, float]] = {}
-        for index, memory_id in enumerate(ids):
-            count, last = replies[index * step + step - 1]
-            stats[memory_id] = (int(count or 0), _num(last))
-        return stats
+        return {
+            memory_id: (int(count or 0), _num(last))
+            for memory_id, (count, last) in zip(ids, replies, strict=True)
+        }
 
     async def page(
         self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
