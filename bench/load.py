@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from redisvl.query import VectorQuery
 
 from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.runtime import Embedder
+from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import embedded_redis
 
 from .episodes import raw_xadd, service
@@ -49,7 +51,8 @@ TOPICS = ["travel", "food", "health", "work", "family", "music", "sport", "books
 
 
 def query_text(n: int) -> str:
-    return f"what does the user think about {TOPICS[n % 8]} number {n % 97}?"
+    """What the SearchMemories run's ghz template sends."""
+    return f"what does the user think about {n} travel?"
 
 
 async def seed(target: str, count: int, dim: int) -> float:
@@ -129,8 +132,14 @@ def ghz(target: str, method: str, data: Any, concurrency: int, total: int) -> di
     }
 
 
+def store_text(n: int) -> str:
+    """What the StoreMemory run's ghz template sends."""
+    return f"fresh note {n} {uuid.uuid4()}"
+
+
 def embed_ceiling(texts: list[str]) -> float:
-    embedder = Embedder(ensure_default_pack("fp32"))
+    """Raw batches of 32 on the service's pack, the model alone on the machine's cores."""
+    embedder = Embedder(ensure_default_pack(Settings().model_variant))
     embedder.run_texts(texts[:32])  # warm-up
     started = time.perf_counter()
     for i in range(0, len(texts), 32):
@@ -207,7 +216,7 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                 seeded_per_s = await seed(target, count, 384)
                 result: dict[str, Any] = {"memories": count, "seed_per_s": seeded_per_s}
                 result.update(await footprint_and_restart(data, redis_url, count))
-                search_data = {
+                search_data = {  # keep in step with query_text()
                     "agent_id": "bench",
                     "query": "what does the user think about {{.RequestNumber}} travel?",
                     "page_size": 10,
@@ -220,7 +229,7 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                     16,
                     args.requests,
                 )
-                store_data = {
+                store_data = {  # keep in step with store_text()
                     "memory": {
                         "agent_id": "bench-store",
                         "content": "fresh note {{.RequestNumber}} {{newUUID}}",
@@ -256,6 +265,9 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
             result["raw_xadd"] = await raw_xadd(redis_url, 8, 50, 3.0)
         result["restart_s"] = await restart_time(data)
     result["embed_ceiling_texts_per_s"] = await asyncio.to_thread(
+        embed_ceiling, [store_text(n) for n in range(512)]
+    )
+    result["query_embed_ceiling_texts_per_s"] = await asyncio.to_thread(
         embed_ceiling, [query_text(n) for n in range(512)]
     )
     return result
@@ -269,6 +281,7 @@ def report(results: list[dict[str, Any]]) -> str:
         "SearchMemories 16c: rps, p50/p95/p99",
         "raw RedisVL KNN 16c: rps, p50/p99",
         "StoreMemory 16c: rps (of embed ceiling)",
+        "embed ceiling b32, texts/s: store / query texts",
         "RecordEpisodes 8 streams: events/s, p50/p99 per stream of 20×50",
         "raw XADD events/s",
     ]
@@ -291,6 +304,7 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{s['requests_per_s']:.0f}, {s['p50_ms']:.1f}/{s['p95_ms']:.1f}/{s['p99_ms']:.1f}",
             f"{k['requests_per_s']:.0f}, {k['p50_ms']:.1f}/{k['p99_ms']:.1f}",
             f"{st['requests_per_s']:.0f} ({st['requests_per_s'] / ceiling:.0%} of {ceiling:.0f})",
+            f"{ceiling:.0f} / {r['query_embed_ceiling_texts_per_s']:.0f}",
             f"{rec['episodes_per_s']:.0f}, {rec['p50_ms']:.0f}/{rec['p99_ms']:.0f}",
             f"{r['raw_xadd']['events_per_s']:.0f}",
         ]
