@@ -11,6 +11,7 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
 from aether_memory.app import Running
+from aether_memory.stores.redis.embedded import HASH_LISTPACK_VALUE
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 
@@ -460,6 +461,25 @@ async def test_vectors_are_held_as_float16_and_an_older_index_keeps_its_type(
     await newer.ensure_index()
     assert newer.vector_type == "float32"  # the index's own type wins over the setting
     await service.redis.execute_command("FT.DROPINDEX", name)
+
+
+async def test_memory_hashes_are_listpacks_and_a_lower_limit_is_reported(
+    service: Running, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await store(client, "Compact hashes keep the vector inline.")
+    key = TenantKeys(client.tenant).memory(stored.id)
+    assert await service.redis.object("encoding", key) == b"listpack"
+    name = f"listpack-{uuid.uuid4().hex[:6]}"
+    probe = RedisMemoryStore(service.redis, index_name=name, dimension=384, vector_type="float16")
+    await probe.ensure_index()
+    assert "hash-max-listpack-value" not in caplog.text
+    await service.redis.config_set("hash-max-listpack-value", 64)
+    try:
+        await probe.ensure_index()
+    finally:
+        await service.redis.config_set("hash-max-listpack-value", HASH_LISTPACK_VALUE)
+        await service.redis.execute_command("FT.DROPINDEX", name)
+    assert "hash-max-listpack-value is 64, below the 768 bytes" in caplog.text
 
 
 async def test_search_counts_each_returned_memory_once_and_full_view_has_vectors(

@@ -7,6 +7,7 @@ RediSearch only through `query.py` (escaped tag clauses, word tokens for text) o
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
+import redis.exceptions
 from redisvl.index import AsyncSearchIndex
 from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
@@ -23,8 +25,11 @@ from redisvl.schema import IndexSchema
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...telemetry import tracer
 from . import outbox
+from .embedded import HASH_LISTPACK_VALUE
 from .keys import MEMORY_PREFIX, TenantKeys
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
+
+log = logging.getLogger(__name__)
 
 MAX_FILTER_RESULTS = 10_000
 MAX_SCAN_CALLS = 10  # per maintenance batch
@@ -249,8 +254,26 @@ class RedisMemoryStore:
                 await self._client.execute_command(
                     "FT.ALTER", self.schema.index.name, "SCHEMA", "ADD", name, "TEXT"
                 )
-            return
-        await self.index.create(overwrite=False)
+        else:
+            await self.index.create(overwrite=False)
+        await self._check_hash_encoding()
+
+    async def _check_hash_encoding(self) -> None:
+        """Warn when memory hashes cannot be listpacks (hundreds of bytes more per memory)."""
+        vector_bytes = self.dimension * np.dtype(self._np_type).itemsize
+        try:
+            limit = int((await self._client.config_get("hash-max-listpack-value")).popitem()[1])
+        except (redis.exceptions.ResponseError, KeyError, ValueError):
+            return  # a managed Redis may refuse CONFIG; nothing to say then
+        if limit < vector_bytes:
+            log.warning(
+                "hash-max-listpack-value is %d, below the %d bytes of a memory's vector: each "
+                "memory hash is stored as a hashtable; set it to %d or more to save about a "
+                "third of the hash's memory",
+                limit,
+                vector_bytes,
+                HASH_LISTPACK_VALUE,
+            )
 
     # ---- filters -------------------------------------------------------------------------
 
