@@ -142,7 +142,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         telemetry.install()
         stack.callback(telemetry.uninstall)  # last out: spans of the shutdown are exported too
         pack = await asyncio.to_thread(_load_pack, settings)  # fails here, never at first use
-        embedder = Embedder(pack, threads=settings.embed_threads)
+        embedder = Embedder(pack, threads=settings.embed_threads, spin=settings.embed_spin)
         if settings.redis_url is None:
             redis_url = await stack.enter_async_context(
                 embedded_redis(

@@ -35,10 +35,13 @@ class Settings(BaseSettings):
         None, description="Model pack directory. Unset builds/uses the bundled MiniLM pack."
     )
     model_variant: Literal["fp32", "int8"] = Field(
-        "fp32", description="Variant of the bundled pack when model_pack is unset."
+        "int8", description="Variant of the bundled pack when model_pack is unset."
     )
     embed_threads: int | None = Field(
         None, ge=1, description="onnxruntime intra-op threads; unset uses every core."
+    )
+    embed_spin: bool = Field(
+        False, description="Let idle onnxruntime threads busy-wait (only on dedicated cores)."
     )
     embed_max_batch: int = Field(32, ge=1, le=256, description="Micro-batch size limit.")
     embed_cache_size: int = Field(10_000, ge=0, description="Embedding LRU cache entries.")

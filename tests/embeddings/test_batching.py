@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from aether_embeddings.batching import MicroBatcher
+from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder, EmptyTextError
 
 TEXTS = [f"memory number {i}: the user mentioned topic {i % 7}" for i in range(64)]
@@ -89,3 +90,12 @@ def test_cli_reports_an_empty_line_and_fails(fp32_embedder: Embedder) -> None:
         text=True,
     )
     assert result.returncode == 2 and "line 2 is empty" in result.stderr
+
+
+def test_embedder_without_spinning_threads_gives_the_same_vectors(
+    fp32_pack: ModelPack, fp32_embedder: Embedder
+) -> None:
+    quiet = Embedder(fp32_pack, spin=False)
+    options = quiet._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    np.testing.assert_allclose(quiet.embed(TEXTS[:8]), fp32_embedder.embed(TEXTS[:8]), atol=1e-6)
