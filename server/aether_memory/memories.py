@@ -5,6 +5,7 @@ Coordinates the embedder and the stores; the rules themselves live in `domain/`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_finge
 from .domain.scoring import Candidate, Weights, fuse, rescore
 from .settings import Settings
 from .stores.redis.keys import TenantKeys
-from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.memory_store import Hits, RedisMemoryStore
 from .summarizer import ChatSummarizer, SummarizerError
 from .telemetry import instruments, tracer
 
@@ -200,27 +201,39 @@ class MemoryBank:
         # Deeper lists do not help on LoCoMo (bench/results/locomo-sweep.md: recall@10 0.720 at
         # 25 and 50 candidates, 0.715 at 100) and cost more to fetch and fuse.
         depth = min(MAX_SEARCH_DEPTH, max(self._search_depth, request.offset + request.limit + 1))
-        vector = None
-        if request.use_vector:
-            if request.query_vector is not None:
-                self._check_vector("query_embedding", request.query_vector)
-            vector = await self._vector(request.query, request.query_vector, "query")
-        hits = await self._store.search(
-            keys,
-            request.filter,
-            vector=vector,
-            text=request.query if request.use_keywords else None,
-            k=depth,
-            batches=vector is not None and await self._many_memories(keys, request.filter),
+        # The keyword query needs no embedding: it runs while the query is being embedded.
+        keyword = (
+            asyncio.ensure_future(
+                self._store.keyword_search(keys, request.filter, request.query, depth)
+            )
+            if request.use_keywords
+            else None
         )
+        if keyword is not None:  # its error is re-raised below, or dropped with a failed embed
+            keyword.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            vector_hits = Hits([], {})
+            if request.use_vector:
+                if request.query_vector is not None:
+                    self._check_vector("query_embedding", request.query_vector)
+                vector = await self._vector(request.query, request.query_vector, "query")
+                batches = await self._many_memories(keys, request.filter)
+                vector_hits = await self._store.vector_search(
+                    keys, request.filter, vector, depth, batches=batches
+                )
+            keyword_hits = await keyword if keyword is not None else Hits([], {})
+        finally:
+            if keyword is not None and not keyword.done():
+                keyword.cancel()
+        facts = {**keyword_hits.facts, **vector_hits.facts}
         stats = {}
         if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stats = await self._store.access_stats(keys, list(hits.facts))
+            stats = await self._store.access_stats(keys, list(facts))
         with tracer().start_as_current_span(
             "aether.search.fuse",
             attributes={
-                "aether.fuse.vector_hits": len(hits.vector),
-                "aether.fuse.keyword_hits": len(hits.keyword),
+                "aether.fuse.vector_hits": len(vector_hits.scores),
+                "aether.fuse.keyword_hits": len(keyword_hits.scores),
                 "aether.fuse.method": self._fusion,
                 "aether.rescore.weights": [
                     request.weights.relevance,
@@ -231,8 +244,8 @@ class MemoryBank:
             },
         ) as span:
             candidates = fuse(
-                hits.vector,
-                hits.keyword,
+                vector_hits.scores,
+                keyword_hits.scores,
                 method=self._fusion,
                 rrf_k=self._rrf_k,
                 keyword_weight=self._keyword_weight,
@@ -241,8 +254,8 @@ class MemoryBank:
                 candidates,
                 request.weights,
                 now=time.time(),
-                event_times={i: event_time for i, (event_time, _) in hits.facts.items()},
-                importances={i: importance for i, (_, importance) in hits.facts.items()},
+                event_times={i: event_time for i, (event_time, _) in facts.items()},
+                importances={i: importance for i, (_, importance) in facts.items()},
                 access_counts={i: count for i, (count, _) in stats.items()},
             )
             span.set_attribute("aether.fuse.candidates", len(candidates))

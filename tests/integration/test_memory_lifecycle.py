@@ -139,7 +139,7 @@ async def test_batched_knn_filtering_finds_what_the_default_plan_finds(
     keys = TenantKeys(client.tenant)
     query = await service.embedder.embed("which trains?", "query")
     flt = MemoryFilter(agent_id="agent-1")
-    default = await store_.search(keys, flt, vector=query, text=None, k=10)
-    batched = await store_.search(keys, flt, vector=query, text=None, k=10, batches=True)
-    assert [i for i, _ in batched.vector] == [i for i, _ in default.vector]
-    assert len(batched.vector) == 10
+    default = await store_.vector_search(keys, flt, query, 10)
+    batched = await store_.vector_search(keys, flt, query, 10, batches=True)
+    assert [i for i, _ in batched.scores] == [i for i, _ in default.scores]
+    assert len(batched.scores) == 10

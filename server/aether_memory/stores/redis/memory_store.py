@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,12 +141,12 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 
 @dataclass(frozen=True)
-class SearchHits:
-    """Ids and scores only, plus what re-scoring needs: (event time, importance) per id. The
-    memories themselves are fetched for the page that is returned (`get_many`)."""
+class Hits:
+    """One retrieval method's (id, score) list, best first, plus what re-scoring needs: (event
+    time, importance) per id. The memories themselves are fetched for the page that is returned
+    (`get_many`)."""
 
-    vector: list[tuple[str, float]]
-    keyword: list[tuple[str, float]]
+    scores: list[tuple[str, float]]
     facts: dict[str, tuple[float, float]]
 
 
@@ -619,71 +619,74 @@ class RedisMemoryStore:
         result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))
         return int(result)
 
-    async def search(
+    def _attributes(self, flt: MemoryFilter, k: int) -> dict[str, Any]:
+        # Filter field names only: the values are the caller's data.
+        filters = [name for name, value in vars(flt).items() if value not in ("", (), None)]
+        return {"aether.index": self.schema.index.name, "aether.k": k, "aether.filters": filters}
+
+    @staticmethod
+    def _hits(docs: list[dict[str, Any]], score: Callable[[dict[str, Any]], float]) -> Hits:
+        return Hits(
+            [(doc["memory_id"], score(doc)) for doc in docs],
+            {
+                doc["memory_id"]: (_num(doc.get("event_time")), _num(doc.get("importance")))
+                for doc in docs
+            },
+        )
+
+    async def vector_search(
         self,
         keys: TenantKeys,
         flt: MemoryFilter,
-        *,
-        vector: npt.NDArray[np.float32] | None,
-        text: str | None,
+        vector: npt.NDArray[np.float32],
         k: int,
+        *,
         batches: bool = False,
-    ) -> SearchHits:
-        """Top-k by cosine similarity and top-k by BM25, each pre-filtered inside the index."""
-        expression = self._filter(keys, flt)
-        vector_hits: list[tuple[str, float]] = []
-        keyword_hits: list[tuple[str, float]] = []
-        docs: dict[str, dict[str, Any]] = {}
-        # Filter field names only: the values are the caller's data.
-        filters = [name for name, value in vars(flt).items() if value not in ("", (), None)]
-        attributes = {
-            "aether.index": self.schema.index.name,
-            "aether.k": k,
-            "aether.filters": filters,
-        }
-        if vector is not None:
-            query = VectorQuery(
-                vector=np.asarray(vector).astype(self._np_type).tobytes(),
-                vector_field_name="embedding",
-                return_fields=_HIT_FIELDS,
-                filter_expression=expression,
-                num_results=k,
-                dtype=self.vector_type,
-                # RediSearch otherwise brute-forces every memory that passes the filter; when
-                # that is most of a large index, filtering HNSW results in batches is ~4.7x
-                # faster (1.6 vs 7.7 ms at 60k memories, bench/results/knn-hybrid.md).
-                hybrid_policy="BATCHES" if batches else None,
-                batch_size=max(50, 2 * k) if batches else None,
+    ) -> Hits:
+        """Top-k by cosine similarity, pre-filtered inside the index."""
+        query = VectorQuery(
+            vector=np.asarray(vector).astype(self._np_type).tobytes(),
+            vector_field_name="embedding",
+            return_fields=_HIT_FIELDS,
+            filter_expression=self._filter(keys, flt),
+            num_results=k,
+            dtype=self.vector_type,
+            # RediSearch otherwise brute-forces every memory that passes the filter; when that
+            # is most of a large index, filtering HNSW results in batches is ~4.7x faster (1.6
+            # vs 7.7 ms at 60k memories, bench/results/knn-hybrid.md).
+            hybrid_policy="BATCHES" if batches else None,
+            batch_size=max(50, 2 * k) if batches else None,
+        )
+        with tracer().start_as_current_span(
+            "aether.search.vector", attributes=self._attributes(flt, k)
+        ) as span:
+            span.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
+            # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
+            hits = self._hits(
+                await self.index.query(query), lambda doc: 1.0 - float(doc["vector_distance"])
             )
-            with tracer().start_as_current_span(
-                "aether.search.vector", attributes=attributes
-            ) as span:
-                span.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
-                for doc in await self.index.query(query):
-                    # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
-                    vector_hits.append((doc["memory_id"], 1.0 - float(doc["vector_distance"])))
-                    docs[doc["memory_id"]] = doc
-                span.set_attribute("aether.hits", len(vector_hits))
-        terms = keyword_terms(text) if text else []
-        if terms:
-            query_text = KeywordQuery(
-                terms,
-                KEYWORD_FIELDS,
-                text_scorer="BM25STD",
-                filter_expression=expression,
-                return_fields=_HIT_FIELDS,
-                num_results=k,
+            span.set_attribute("aether.hits", len(hits.scores))
+        return hits
+
+    async def keyword_search(self, keys: TenantKeys, flt: MemoryFilter, text: str, k: int) -> Hits:
+        """Top-k by BM25 over content and context, pre-filtered inside the index."""
+        terms = keyword_terms(text)
+        if not terms:
+            return Hits([], {})
+        query = KeywordQuery(
+            terms,
+            KEYWORD_FIELDS,
+            text_scorer="BM25STD",
+            filter_expression=self._filter(keys, flt),
+            return_fields=_HIT_FIELDS,
+            num_results=k,
+        )
+        with tracer().start_as_current_span(
+            "aether.search.keyword", attributes=self._attributes(flt, k)
+        ) as span:
+            hits = self._hits(
+                await self.index.query(query), lambda doc: float(doc.get("score", 0.0))
             )
-            with tracer().start_as_current_span(
-                "aether.search.keyword", attributes=attributes
-            ) as span:
-                for doc in await self.index.query(query_text):
-                    keyword_hits.append((doc["memory_id"], float(doc.get("score", 0.0))))
-                    docs.setdefault(doc["memory_id"], doc)
-                span.set_attribute("aether.terms", len(terms))
-                span.set_attribute("aether.hits", len(keyword_hits))
-        facts = {
-            memory_id: (_num(doc.get("event_time")), _num(doc.get("importance")))
-            for memory_id, doc in docs.items()
-        }
-        return SearchHits(vector_hits, keyword_hits, facts)
+            span.set_attribute("aether.terms", len(terms))
+            span.set_attribute("aether.hits", len(hits.scores))
+        return hits
