@@ -319,14 +319,18 @@ def main() -> None:
     args = parser.parse_args()
     if not GHZ.exists():
         raise SystemExit(f"{GHZ} is missing: run `make bench-tools`")
-    results = []
+    # Each row carries its own same-run baselines, so a size run alone (1M takes most of an
+    # hour here) replaces its row and keeps the others.
+    path = RESULTS / "load.json"
+    results = {r["memories"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     for size in (int(s) for s in args.sizes.split(",")):
-        results.append(asyncio.run(run_size(size, args)))
-        print(json.dumps(results[-1], indent=2), flush=True)
+        results[size] = asyncio.run(run_size(size, args))
+        print(json.dumps(results[size], indent=2), flush=True)
+    rows = [results[size] for size in sorted(results)]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "load.md").write_text(report(results))
-    print(report(results))
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    (RESULTS / "load.md").write_text(report(rows))
+    print(report(rows))
 
 
 if __name__ == "__main__":
