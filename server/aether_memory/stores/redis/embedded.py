@@ -69,6 +69,41 @@ def _prepare(data_dir: Path, port: int, fsync: str) -> list[str]:
     return redis_command(data_dir.resolve(), port, fsync)
 
 
+STARTUP_S = 30.0  # to accept connections; loading the data set after that may take much longer
+
+
+async def _wait_until_loaded(
+    client: aioredis.Redis, process: asyncio.subprocess.Process, port: int, log_path: Path
+) -> None:
+    """Until Redis answers PING. While it is loading its AOF (at a million memories that means
+    rebuilding the vector index for many minutes) it is making progress: wait, saying how far
+    it is, for as long as the process lives. Only not accepting connections times out."""
+    loop = asyncio.get_running_loop()
+    refused_until = loop.time() + STARTUP_S
+    next_report = loop.time() + 10
+    while True:
+        if process.returncode is not None:
+            raise RuntimeError(f"embedded Redis exited with {process.returncode}; see {log_path}")
+        try:
+            if await client.ping():
+                return
+        except aioredis.BusyLoadingError:
+            if loop.time() >= next_report:
+                next_report = loop.time() + 10
+                with contextlib.suppress(aioredis.RedisError):
+                    info = await client.info("persistence")
+                    log.info(
+                        "embedded Redis is loading its data: %.0f%%",
+                        float(info.get("loading_loaded_perc", 0.0)),
+                    )
+        except aioredis.ConnectionError:
+            if loop.time() >= refused_until:
+                raise RuntimeError(
+                    f"embedded Redis did not answer on port {port}; see {log_path}"
+                ) from None
+        await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
 async def embedded_redis(
     data_dir: Path, port: int = 0, fsync: str = "always"
@@ -87,18 +122,7 @@ async def embedded_redis(
     url = f"redis://127.0.0.1:{port}/0"
     client = aioredis.from_url(url)
     try:
-        for _ in range(300):  # up to 30 s: loading a large AOF rebuilds indexes first
-            if process.returncode is not None:
-                raise RuntimeError(
-                    f"embedded Redis exited with {process.returncode}; see {log_path}"
-                )
-            try:
-                if await client.ping():
-                    break
-            except (aioredis.ConnectionError, aioredis.BusyLoadingError):
-                await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"embedded Redis did not answer on port {port}; see {log_path}")
+        await _wait_until_loaded(client, process, port, log_path)
         log.info("embedded Redis on port %d, data in %s", port, data_dir)
         yield url
     finally:
