@@ -263,6 +263,7 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                 result["record"]["episodes_per_s"] = result["record"]["requests_per_s"] * 20 * 50
             result["raw_knn"] = await raw_knn(redis_url, 384, 16, args.requests)
             result["raw_xadd"] = await raw_xadd(redis_url, 8, 50, 3.0)
+        print(json.dumps(result), flush=True)  # a large size's restart takes long: keep these
         result["restart_s"] = await restart_time(data)
     result["embed_ceiling_texts_per_s"] = await asyncio.to_thread(
         embed_ceiling, [store_text(n) for n in range(512)]
