@@ -183,7 +183,7 @@ async def raw_knn(redis_url: str, dim: int, callers: int, total: int) -> dict[st
     }
 
 
-async def footprint_and_restart(data: Path, redis_url: str, count: int) -> dict[str, float]:
+async def footprint(redis_url: str, count: int) -> dict[str, float]:
     client = aioredis.from_url(redis_url)
     info = await client.info("memory")
     await client.aclose()
@@ -215,7 +215,7 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
             async with service(redis_url, index=False) as target:
                 seeded_per_s = await seed(target, count, 384)
                 result: dict[str, Any] = {"memories": count, "seed_per_s": seeded_per_s}
-                result.update(await footprint_and_restart(data, redis_url, count))
+                result.update(await footprint(redis_url, count))
                 search_data = {  # keep in step with query_text()
                     "agent_id": "bench",
                     "query": "what does the user think about {{.RequestNumber}} travel?",
