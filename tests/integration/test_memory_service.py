@@ -94,6 +94,19 @@ async def test_vector_and_keyword_modes_each_work_alone(client: Client) -> None:
     assert keyword == [FACTS[1]]
 
 
+async def test_a_lone_underscore_in_a_query_is_not_query_syntax(client: Client) -> None:
+    # "_" alone is a RediSearch syntax error as a term (the fuzz test found it via DescribeSelf).
+    await store(client, FACTS[1])
+    keyword = memory_service_pb2.SEARCH_MODE_KEYWORD
+    assert await search(client, "_ Lisbon _", mode=keyword) == [FACTS[1]]
+    assert await search(client, "_", mode=keyword) == []
+    assert await search(client, "_") == [FACTS[1]]  # the vector half still answers
+    described = await client.memory.DescribeSelf(
+        memory_service_pb2.DescribeSelfRequest(agent_id="agent-1", topic="_"), metadata=client.md
+    )
+    assert [m.memory.content for m in described.memories] == [FACTS[1]]
+
+
 async def test_get_returns_the_memory_and_counts_the_access(client: Client) -> None:
     stored = await store(client, FACTS[0], tags=["hobby"], importance=0.9)
     assert (

@@ -22,7 +22,12 @@ def test_every_ascii_punctuation_character_is_escaped(value: str) -> None:
 def test_keyword_terms_hold_only_word_characters(text: str) -> None:
     terms = keyword_terms(text)
     assert len(terms) <= 64 and len(terms) == len(set(terms))
-    assert all(re.fullmatch(r"\w+", term) for term in terms)
+    assert all(re.fullmatch(r"\w+", term) and term.strip("_") for term in terms)
+
+
+def test_underscore_only_words_are_not_terms() -> None:
+    assert keyword_terms("_ __ snake_case _x") == ["snake_case", "_x"]
+    assert keyword_terms("_") == []
 
 
 def test_tag_clause_joins_alternatives_with_escaped_values() -> None:

@@ -20,6 +20,10 @@ SINGLE_VALUE = {"separator": TAG_SEPARATOR, "case_sensitive": True}
 
 _SYNTAX = re.compile(r"([\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])")
 _WORD = re.compile(r"\w+")
+# A query term: a word with a letter or digit in it. A lone "_" is RediSearch query syntax (a
+# syntax error as a term; found by the fuzz test, and the only one among all 49,701 word
+# characters of the BMP), and words of underscores alone carry no topic.
+_TERM = re.compile(r"\w*[^\W_]\w*")
 MAX_KEYWORD_TERMS = 64
 
 
@@ -175,10 +179,11 @@ def keyword_terms(text: str) -> list[str]:
 
     RediSearch splits indexed content at punctuation and spaces, so matching needs nothing else;
     dropping every non-word character leaves no query syntax (`|`, `@`, `{`, `*`, `-`, quotes)
-    for RedisVL's whitespace tokenizer to pass through. Function words are dropped unless nothing
-    else is left. Unique, in order, at most 64.
+    for RedisVL's whitespace tokenizer to pass through. Words without a letter or digit ("_") are
+    dropped too. Function words are dropped unless nothing else is left. Unique, in order, at
+    most 64.
     """
-    words = list(dict.fromkeys(_WORD.findall(text)))
+    words = [w for w in dict.fromkeys(_WORD.findall(text)) if _TERM.fullmatch(w)]
     content = [w for w in words if w.casefold() not in QUERY_STOPWORDS]
     return (content or words)[:MAX_KEYWORD_TERMS]
 
@@ -191,12 +196,12 @@ class KeywordQuery(TextQuery):  # type: ignore[misc]  # RedisVL's TextQuery is u
     were not there: on LoCoMo, BM25 recall@10 fell from 0.636 unfiltered to 0.525 filtered.
     This query puts the union on top, each term intersected with the filter, and gets every
     term's BM25 contribution back (0.626 with the filter, bench/results/locomo.md).
-    Terms must come from `keyword_terms` (word characters only: no query syntax).
+    Terms must come from `keyword_terms` (words with a letter or digit: no query syntax).
     """
 
     def __init__(self, terms: Sequence[str], fields: Sequence[str], **kwargs: object) -> None:
-        if not terms or any(not _WORD.fullmatch(t) for t in terms):
-            raise ValueError("keyword terms must be non-empty words")
+        if not terms or any(not _TERM.fullmatch(t) for t in terms):
+            raise ValueError("keyword terms must be words with a letter or digit")
         if not fields or any(not _WORD.fullmatch(f) for f in fields):
             raise ValueError("fields must be field names")
         self._keyword_terms = [t.lower() for t in terms]
