@@ -5,19 +5,24 @@ from them by adding Gaussian noise (cosine to their source ~0.8) and normalizing
 has the clustered shape of real text embeddings rather than the uniform spread of random
 vectors (the worst case for HNSW). Queries: the LoCoMo questions, embedded as queries.
 
-For each configuration (M, vector type) the index is built on an embedded Redis and every
-query runs at each EF_RUNTIME, unfiltered and with the service's tenant filter in batches
-(HYBRID_POLICY BATCHES, what SearchMemories uses for large agents). recall@10 is measured
+For each configuration (M, EF_CONSTRUCTION, vector type) the index is built on an embedded
+Redis and every query runs at each EF_RUNTIME, unfiltered and with the service's tenant filter
+in batches (HYBRID_POLICY BATCHES, what SearchMemories uses for large agents). recall@10 is measured
 against exact cosine KNN in numpy over the same vectors; latency is one FT.SEARCH from
 Python, round trip included, with raw single-query KNN as the baseline being measured.
 
-    python -m bench.hnsw [--size 100000] [--m 16,32] [--types FLOAT32,FLOAT16]
+    python -m bench.hnsw [--size 100000] [--m 16,32] [--ef-construction 100,200]
+                         [--types FLOAT32,FLOAT16]
+
+Build time is what a Redis restart spends rebuilding the index (RediSearch keeps no vector index
+on disk, and this module build has no worker threads: one core inserts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -71,14 +76,14 @@ def exact_top(data: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -
 
 
 async def build(
-    client: aioredis.Redis, data: npt.NDArray[np.float32], m: int, dtype: str
+    client: aioredis.Redis, data: npt.NDArray[np.float32], m: int, ef_construction: int, dtype: str
 ) -> tuple[float, float]:
     """Create and fill the index; (seconds to build, bytes per vector in the index)."""
     await client.flushall()
     await client.execute_command(
         "FT.CREATE", "hnsw", "ON", "HASH", "PREFIX", "1", "v:", "SCHEMA", "tenant", "TAG",
         "embedding", "VECTOR", "HNSW", "10", "TYPE", dtype, "DIM", str(data.shape[1]),
-        "DISTANCE_METRIC", "COSINE", "M", str(m), "EF_CONSTRUCTION", "200",
+        "DISTANCE_METRIC", "COSINE", "M", str(m), "EF_CONSTRUCTION", str(ef_construction),
     )  # fmt: skip
     np_type = np.float16 if dtype == "FLOAT16" else np.float32
     started = time.perf_counter()
@@ -138,34 +143,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with embedded_redis(Path(tmp), fsync="everysec") as url:
             client = aioredis.from_url(url)
-            for m in args.m:
-                for dtype in args.types:
-                    built, per_vector = await build(client, data, m, dtype)
-                    np_type = np.float16 if dtype == "FLOAT16" else np.float32
-                    config: dict[str, Any] = {
-                        "m": m,
-                        "type": dtype,
-                        "build_s": built,
-                        "index_bytes_per_vector": per_vector,
-                        "runs": [],
-                    }
-                    for filtered in (False, True):
-                        for ef in EF_RUNTIMES:
-                            found, lat = await query_all(client, queries, np_type, ef, filtered)
-                            recall = statistics.mean(
-                                len(f & t) / K for f, t in zip(found, truth, strict=True)
-                            )
-                            config["runs"].append(
-                                {
-                                    "filtered": filtered,
-                                    "ef_runtime": ef,
-                                    "recall_at_10": recall,
-                                    "p50_ms": pct(lat, 0.5),
-                                    "p99_ms": pct(lat, 0.99),
-                                }
-                            )
-                            print(m, dtype, filtered, ef, f"{recall:.3f}", f"{pct(lat, 0.5):.2f}")
-                    result["configs"].append(config)
+            for m, efc, dtype in itertools.product(args.m, args.ef_construction, args.types):
+                built, per_vector = await build(client, data, m, efc, dtype)
+                np_type = np.float16 if dtype == "FLOAT16" else np.float32
+                config: dict[str, Any] = {
+                    "m": m,
+                    "ef_construction": efc,
+                    "type": dtype,
+                    "build_s": built,
+                    "index_bytes_per_vector": per_vector,
+                    "runs": [],
+                }
+                for filtered in (False, True):
+                    for ef in EF_RUNTIMES:
+                        found, lat = await query_all(client, queries, np_type, ef, filtered)
+                        recall = statistics.mean(
+                            len(f & t) / K for f, t in zip(found, truth, strict=True)
+                        )
+                        config["runs"].append(
+                            {
+                                "filtered": filtered,
+                                "ef_runtime": ef,
+                                "recall_at_10": recall,
+                                "p50_ms": pct(lat, 0.5),
+                                "p99_ms": pct(lat, 0.99),
+                            }
+                        )
+                        print(m, efc, dtype, filtered, ef, f"{recall:.3f}", f"{pct(lat, 0.5):.2f}")
+                result["configs"].append(config)
             await client.aclose()
     return result
 
@@ -183,7 +188,8 @@ def report(result: dict[str, Any]) -> str:
     ]
     for config in result["configs"]:
         lines += [
-            f"## M={config['m']}, {config['type']}: built in {config['build_s']:.0f} s, "
+            f"## M={config['m']}, EF_CONSTRUCTION={config.get('ef_construction', 200)}, "
+            f"{config['type']}: built in {config['build_s']:.0f} s, "
             f"{config['index_bytes_per_vector']:.0f} bytes per vector in the index",
             "",
             "| EF_RUNTIME | recall@10 | p50 | p99 | filtered recall@10 | p50 | p99 |",
@@ -205,6 +211,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--m", type=lambda s: [int(x) for x in s.split(",")], default=[16])
+    parser.add_argument(
+        "--ef-construction", type=lambda s: [int(x) for x in s.split(",")], default=[200]
+    )
     parser.add_argument("--types", type=lambda s: s.split(","), default=["FLOAT32", "FLOAT16"])
     args = parser.parse_args()
     result = asyncio.run(run(args))
