@@ -237,6 +237,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             interval_s=settings.maintenance_interval_s,
             episodes=(episode_log, episode_index),
             episode_retention_s=settings.episode_retention_s,
+            access=bank.access,
         )
         tokens = PageTokens(hashlib.sha256(settings.page_token_secret.encode()).digest())
         episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)
@@ -290,6 +291,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             loops.append(episode_index.run(stop_workers))
         if archiver is not None:
             loops.append(archiver.run(stop_workers))
+        loops.append(bank.access.run(stop_workers))
         workers = asyncio.gather(*loops)
 
         async def shutdown() -> None:

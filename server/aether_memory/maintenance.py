@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
+from .access import AccessRecorder
 from .archive.mongo import MongoArchive
 from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from .domain.memory import Tier, content_fingerprint
@@ -58,9 +59,11 @@ class Maintenance:
         interval_s: float,
         episodes: tuple[RedisEpisodeLog, EpisodeIndex] | None = None,
         episode_retention_s: float | None = None,
+        access: AccessRecorder | None = None,
     ) -> None:
         self._client: Any = client
         self._store = store
+        self._access = access
         self._archive = archive
         self.policy = policy
         self._batch = batch
@@ -80,6 +83,8 @@ class Maintenance:
         return report
 
     async def _tick(self, now: float) -> TickReport:
+        if self._access is not None:  # score what this server has read, not yet written
+            await self._access.flush()
         stored = await self._client.get(CURSOR_KEY) or b"0"
         cursor = int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
         next_cursor, found = await self._store.scan(cursor, self._batch)

@@ -20,6 +20,7 @@ from ulid import ULID
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.runtime import Mode
 
+from .access import AccessRecorder
 from .archive.mongo import MongoArchive
 from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
@@ -77,6 +78,7 @@ class MemoryBank:
         summarizer: ChatSummarizer | None = None,
     ) -> None:
         self._store = store
+        self.access = AccessRecorder(store)  # its worker runs beside the service's others
         self._archive = archive
         self._summarizer = summarizer
         self._model = embedder.embedder.pack.manifest.model_name
@@ -127,14 +129,26 @@ class MemoryBank:
 
     async def get(self, keys: TenantKeys, memory_id: str, *, record_access: bool = True) -> Memory:
         """A memory from the hot tier, or rehydrated from the archive into it."""
-        found = await self._store.get_many(keys, [memory_id], record_access=record_access)
+        found = await self._read(keys, [memory_id], count=record_access)
         if memory_id in found:
             return found[memory_id]
         if await self._rehydrate(keys, memory_id):
-            found = await self._store.get_many(keys, [memory_id], record_access=record_access)
+            found = await self._read(keys, [memory_id], count=record_access)
             if memory_id in found:
                 return found[memory_id]
         raise NotFound("aether.memory.v1.Memory", memory_id, "MEMORY_NOT_FOUND")
+
+    async def _read(self, keys: TenantKeys, ids: list[str], *, count: bool) -> dict[str, Memory]:
+        """Memories by id; `count` counts this read, and their access stats include it."""
+        found = await self._store.get_many(keys, ids)
+        if count and found:
+            now = time.time()
+            self.access.record(keys, found, now)
+            for memory in found.values():
+                unwritten = self.access.unwritten(keys, memory.id, memory.last_access_time)
+                memory.access_count += unwritten
+                memory.last_access_time = now
+        return found
 
     async def _rehydrate(self, keys: TenantKeys, memory_id: str) -> bool:
         """Warm the hot tier with an archived memory (its links rebuilt from both sides, minus
@@ -168,7 +182,7 @@ class MemoryBank:
         fingerprint = content_fingerprint(draft.agent_id, draft.content)
         existing = await self._store.find_duplicate(keys, fingerprint)
         if existing:
-            found = await self._store.get_many(keys, [existing], record_access=True)
+            found = await self._read(keys, [existing], count=True)
             if existing in found:
                 instruments().dedup_hits.add(1)
                 return found[existing], True
@@ -228,7 +242,12 @@ class MemoryBank:
         facts = {**keyword_hits.facts, **vector_hits.facts}
         stats = {}
         if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stats = await self._store.access_stats(keys, list(facts))
+            stats = {
+                memory_id: (count + self.access.unwritten(keys, memory_id, last), last)
+                for memory_id, (count, last) in (
+                    await self._store.access_stats(keys, list(facts))
+                ).items()
+            }
         with tracer().start_as_current_span(
             "aether.search.fuse",
             attributes={
@@ -260,8 +279,8 @@ class MemoryBank:
             )
             span.set_attribute("aether.fuse.candidates", len(candidates))
         page = ranked[request.offset : request.offset + request.limit]
-        # Only the page is read in full, and reading it counts the access: one round trip.
-        found = await self._store.get_many(keys, [c.memory_id for c in page], record_access=True)
+        # Only the page is read in full (one round trip), and reading it counts the access.
+        found = await self._read(keys, [c.memory_id for c in page], count=True)
         results = []
         for c in page:
             memory = found.get(c.memory_id)

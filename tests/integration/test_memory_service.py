@@ -7,9 +7,11 @@ import uuid
 
 import grpc
 import pytest
+import redis.exceptions
 from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
+from aether_memory.access import AccessRecorder
 from aether_memory.app import Running
 from aether_memory.stores.redis.embedded import HASH_LISTPACK_VALUE
 from aether_memory.stores.redis.keys import TenantKeys
@@ -515,6 +517,63 @@ async def test_search_counts_each_returned_memory_once_and_full_view_has_vectors
     assert first.id == second.id and first.content == FACTS[4]
     assert (first.access_count, second.access_count) == (1, 2)
     assert len(first.embedding) == 0 and len(second.embedding) == 384
+
+
+async def test_reads_write_nothing_and_their_counts_are_written_after(
+    service: Running, client: Client
+) -> None:
+    # Under appendfsync always a read that wrote would wait for an fsync: reads write nothing,
+    # and their counts reach Redis later. With maxmemory exceeded Redis refuses every write (and
+    # every script not flagged no-writes); reads still answer, counting this server's own reads,
+    # and the counts are kept and retried until Redis takes them.
+    stored = await store(client, FACTS[3])
+    access_key = TenantKeys(client.tenant).access(stored.id)
+    await service.redis.config_set("maxmemory", 1)
+    try:
+        counts = []
+        for _ in range(2):
+            got = await client.memory.GetMemory(
+                memory_service_pb2.GetMemoryRequest(id=stored.id), metadata=client.md
+            )
+            counts.append(got.memory.access_count)
+        found = await search(client, "favourite programming language")
+        assert counts == [1, 2] and found == [FACTS[3]]
+        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
+            await service.redis.set(f"probe-{uuid.uuid4().hex}", "x")
+        assert await service.redis.hget(access_key, "count") is None
+    finally:
+        await service.redis.config_set("maxmemory", 0)
+    for _ in range(100):  # the recorder retries every 0.5 s
+        if await service.redis.hget(access_key, "count") == b"3":
+            break
+        await asyncio.sleep(0.05)
+    assert await service.redis.hget(access_key, "count") == b"3"
+    again = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=stored.id), metadata=client.md
+    )
+    assert again.memory.access_count == 4
+
+
+async def test_stopping_the_access_recorder_writes_what_it_holds(
+    service: Running, client: Client
+) -> None:
+    stored = await store(client, FACTS[4])
+    keys = TenantKeys(client.tenant)
+    memories = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
+    recorder = AccessRecorder(memories, interval_s=60)  # only stopping writes within the test
+    recorder.record(keys, [stored.id, "no-such-memory"], 1.0e9 + 5)
+    recorder.record(keys, [stored.id], 1.0e9)
+    stop = asyncio.Event()
+    running = asyncio.create_task(recorder.run(stop))
+    await asyncio.sleep(0.1)
+    assert await service.redis.exists(keys.access(stored.id)) == 0
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert await service.redis.hgetall(keys.access(stored.id)) == {
+        b"count": b"2",
+        b"last": repr(1.0e9 + 5).encode(),  # the latest read, whatever order they came in
+    }
+    assert await service.redis.exists(keys.access("no-such-memory")) == 0
 
 
 async def test_frequency_weight_lifts_an_often_read_memory(client: Client) -> None:

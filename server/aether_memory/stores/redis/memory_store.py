@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,20 +105,14 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
-# Reads memories with their links and access stats in one round trip, optionally counting the
-# read. Access stats live in their own key: writing them into the indexed hash would make
-# RediSearch re-index the document, vector included, on every read.
-# KEYS: (memory, links, access) per memory. ARGV: now, touch ("1"/"0"), ttl per memory.
-_READ_SCRIPT = """
+# Reads memories with their links and access stats in one round trip. Read-only: under
+# appendfsync always Redis answers a write only after its fsync, so reads never write (their
+# access counts go through `record_accesses`, off the reader's path).
+# KEYS: (memory, links, access) per memory.
+_READ_SCRIPT = """#!lua flags=no-writes
 local out = {}
 for i = 1, #KEYS, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    if ARGV[2] == '1' then
-      redis.call('HINCRBY', KEYS[i + 2], 'count', 1)
-      redis.call('HSET', KEYS[i + 2], 'last', ARGV[1])
-      local ttl = redis.call('TTL', KEYS[i])
-      if ttl > 0 then redis.call('EXPIRE', KEYS[i + 2], ttl) end
-    end
     table.insert(out, redis.call('HGETALL', KEYS[i]))
     table.insert(out, redis.call('SMEMBERS', KEYS[i + 1]))
     table.insert(out, redis.call('HGETALL', KEYS[i + 2]))
@@ -130,6 +123,23 @@ for i = 1, #KEYS, 3 do
   end
 end
 return out
+"""
+
+# Adds reads to memories' access stats; a memory gone since it was read is skipped. Access stats
+# live in their own key: writing them into the indexed hash would make RediSearch re-index the
+# document, vector included, on every read. The last access time never moves back.
+# KEYS: (memory, access) per memory, one tenant. ARGV: (reads, last read time) per memory.
+_TOUCH_SCRIPT = """
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i + 1], 'count', ARGV[i])
+    local last = tonumber(redis.call('HGET', KEYS[i + 1], 'last') or '0')
+    if tonumber(ARGV[i + 1]) > last then redis.call('HSET', KEYS[i + 1], 'last', ARGV[i + 1]) end
+    local ttl = redis.call('TTL', KEYS[i])
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i + 1], ttl) end
+  end
+end
+return 0
 """
 
 
@@ -176,6 +186,7 @@ class RedisMemoryStore:
         self._use_vector_type(vector_type)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
+        self._touch_script = client.register_script(_TOUCH_SCRIPT)
         self._retier_script = client.register_script(_RETIER_SCRIPT)
         self._evict_script = client.register_script(_EVICT_SCRIPT)
 
@@ -510,24 +521,34 @@ class RedisMemoryStore:
 
     # ---- reads ---------------------------------------------------------------------------
 
-    async def get_many(
-        self, keys: TenantKeys, ids: Sequence[str], *, record_access: bool = False
-    ) -> dict[str, Memory]:
-        """Memories by id in one round trip; absent ids are left out. Optionally counts the read."""
+    async def get_many(self, keys: TenantKeys, ids: Sequence[str]) -> dict[str, Memory]:
+        """Memories by id in one round trip, without writing; absent ids are left out."""
         if not ids:
             return {}
         script_keys: list[str] = []
         for memory_id in ids:
             script_keys += [keys.memory(memory_id), keys.links(memory_id), keys.access(memory_id)]
-        replies = await self._read_script(
-            keys=script_keys, args=[repr(time.time()), "1" if record_access else "0"]
-        )
+        replies = await self._read_script(keys=script_keys)
         found: dict[str, Memory] = {}
         for index, memory_id in enumerate(ids):
             raw, links, access = replies[3 * index : 3 * index + 3]
             if raw:
                 found[memory_id] = self._decode(self._pairs(raw), links, self._pairs(access))
         return found
+
+    async def record_accesses(self, reads: Mapping[str, Mapping[str, tuple[int, float]]]) -> None:
+        """Add reads to access stats: tenant -> memory id -> (reads, last read time). One script
+        call per tenant (its keys share a cluster slot), all in one round trip."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for tenant, by_id in reads.items():
+                keys = TenantKeys(tenant)
+                script_keys: list[str] = []
+                args: list[str] = []
+                for memory_id, (count, last) in by_id.items():
+                    script_keys += [keys.memory(memory_id), keys.access(memory_id)]
+                    args += [str(count), repr(last)]
+                await self._touch_script(keys=script_keys, args=args, client=pipe)
+            await pipe.execute()
 
     async def access_stats(
         self, keys: TenantKeys, ids: Sequence[str]
