@@ -4,7 +4,9 @@ For each size N (memories already stored): start Redis (embedded recipe) and the
 own process, seed N memories of 384 dims through BatchStoreMemories with precomputed vectors
 (so seeding is not embedding-bound), then run ghz (over server reflection) for:
 
-- SearchMemories, 16 concurrent callers (query embedding included);
+- SearchMemories, 16 concurrent callers (query embedding included): closed loop (each caller
+  sends its next call when the last returns, so latency is 16 / throughput), then paced at half
+  that throughput (the latency callers see below saturation), then one caller alone;
 - StoreMemory, 16 concurrent callers, new content each (embedding-bound);
 - RecordEpisodes, bidirectional: 8 concurrent streams of 20 requests of 50 episodes.
 
@@ -13,7 +15,10 @@ the same query texts), raw RedisVL KNN on the same index (16 concurrent callers,
 vectors), and raw pipelined XADD. Also bytes per memory (`INFO memory`) and the Redis restart
 time to a loaded index at each size.
 
-    python -m bench.load [--sizes 10000,100000]     # needs ghz: make bench-tools
+    python -m bench.load [--sizes 10000,100000] [--fsync everysec]   # needs ghz: make bench-tools
+
+`--fsync always` (the embedded default) writes `load-always.json`/`.md` instead: every search
+writes its results' access counts, and this measures what fsyncing them costs.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ def query_text(n: int) -> str:
     return f"what does the user think about {n} travel?"
 
 
+def seed_text(n: int) -> str:
+    return f"Note {n} about {TOPICS[n % 8]}: detail {n * 7919 % 100003}."
+
+
 async def seed(target: str, count: int, dim: int) -> float:
     rng = np.random.default_rng(11)
     started = time.perf_counter()
@@ -67,7 +76,7 @@ async def seed(target: str, count: int, dim: int) -> float:
                 memory_service_pb2.StoreMemoryRequest(
                     memory=memory_pb2.Memory(
                         agent_id="bench",
-                        content=f"Note {n} about {TOPICS[n % 8]}: detail {n * 7919 % 100003}.",
+                        content=seed_text(n),
                         embedding=vectors[i].tolist(),
                     )
                 )
@@ -84,7 +93,10 @@ async def seed(target: str, count: int, dim: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def ghz(target: str, method: str, data: Any, concurrency: int, total: int) -> dict[str, Any]:
+def ghz(
+    target: str, method: str, data: Any, concurrency: int, total: int, rps: int = 0
+) -> dict[str, Any]:
+    """One ghz run; `rps` > 0 paces the calls (open loop) instead of a closed loop."""
     service = method.split("/")[0].rsplit(".", 1)[-1]
     proto = {"MemoryService": "memory_service", "EpisodeService": "episode_service"}[service]
     command = [
@@ -108,6 +120,7 @@ def ghz(target: str, method: str, data: Any, concurrency: int, total: int) -> di
         "json",
         "--timeout",
         "60s",
+        *(["--rps", str(rps)] if rps else []),
         target,
     ]
     run = subprocess.run(command, capture_output=True, text=True)
@@ -187,16 +200,23 @@ async def footprint(redis_url: str, count: int) -> dict[str, float]:
     client = aioredis.from_url(redis_url)
     info = await client.info("memory")
     await client.aclose()
+    text = statistics.fmean(
+        len(seed_text(n).encode()) for n in range(0, count, max(1, count // 1000))
+    )
     return {
         "used_memory_bytes": info["used_memory"],
         "bytes_per_memory": info["used_memory"] / count,
+        "text_bytes_per_memory": text,
+        # The target's measure: what a memory costs beyond the bytes of its text (its keyword
+        # index entries stay in, as they would for any text).
+        "bytes_beyond_text": info["used_memory"] / count - text,
     }
 
 
-async def restart_time(data: Path) -> float:
+async def restart_time(data: Path, fsync: str) -> float:
     """Seconds from starting Redis on the AOF to a fully loaded, fully indexed memory index."""
     started = time.perf_counter()
-    async with embedded_redis(data, fsync="everysec") as url:
+    async with embedded_redis(data, fsync=fsync) as url:
         client = aioredis.from_url(url)
         while True:
             info = await client.ft("aether-memories").info()
@@ -211,7 +231,7 @@ async def restart_time(data: Path) -> float:
 async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        async with embedded_redis(data, fsync="everysec") as redis_url:
+        async with embedded_redis(data, fsync=args.fsync) as redis_url:
             async with service(redis_url, index=False) as target:
                 seeded_per_s = await seed(target, count, 384)
                 result: dict[str, Any] = {"memories": count, "seed_per_s": seeded_per_s}
@@ -221,13 +241,17 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
                     "query": "what does the user think about {{.RequestNumber}} travel?",
                     "page_size": 10,
                 }
+                search = "aether.memory.v1.MemoryService/SearchMemories"
                 result["search"] = await asyncio.to_thread(
-                    ghz,
-                    target,
-                    "aether.memory.v1.MemoryService/SearchMemories",
-                    search_data,
-                    16,
-                    args.requests,
+                    ghz, target, search, search_data, 16, args.requests
+                )
+                paced = max(1, int(result["search"]["requests_per_s"] / 2))
+                result["search_paced"] = await asyncio.to_thread(
+                    ghz, target, search, search_data, 16, min(args.requests, paced * 10), paced
+                )
+                result["search_paced"]["paced_rps"] = paced
+                result["search_one_caller"] = await asyncio.to_thread(
+                    ghz, target, search, search_data, 1, min(args.requests, 500)
                 )
                 store_data = {  # keep in step with store_text()
                     "memory": {
@@ -264,7 +288,7 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
             result["raw_knn"] = await raw_knn(redis_url, 384, 16, args.requests)
             result["raw_xadd"] = await raw_xadd(redis_url, 8, 50, 3.0)
         print(json.dumps(result), flush=True)  # a large size's restart takes long: keep these
-        result["restart_s"] = await restart_time(data)
+        result["restart_s"] = await restart_time(data, args.fsync)
     result["embed_ceiling_texts_per_s"] = await asyncio.to_thread(
         embed_ceiling, [store_text(n) for n in range(512)]
     )
@@ -274,12 +298,14 @@ async def run_size(count: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def report(results: list[dict[str, Any]]) -> str:
+def report(results: list[dict[str, Any]], fsync: str) -> str:
     columns = [
         "memories",
-        "bytes/memory",
+        "bytes/memory (beyond its text)",
         "restart to indexed",
         "SearchMemories 16c: rps, p50/p95/p99",
+        "paced 16c at half that rps: p50/p95/p99",
+        "1 caller: rps, p50/p99",
         "raw RedisVL KNN 16c: rps, p50/p99",
         "StoreMemory 16c: rps (of embed ceiling)",
         "embed ceiling b32, texts/s: store / query texts",
@@ -290,7 +316,8 @@ def report(results: list[dict[str, Any]]) -> str:
         "# Load tests (ghz) with same-run baselines",
         "",
         "Generated by `python -m bench.load`. ghz over server reflection against the service "
-        "in its own process; Redis (appendfsync everysec here) in another. Latencies in ms.",
+        "in its own process; Redis (appendfsync "
+        f"{fsync} here) in another. Latencies in ms. A dash: not measured in that row's run.",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -298,11 +325,17 @@ def report(results: list[dict[str, Any]]) -> str:
     for r in results:
         s, k, st, rec = r["search"], r["raw_knn"], r["store"], r["record"]
         ceiling = r["embed_ceiling_texts_per_s"]
+        sp, one = r.get("search_paced"), r.get("search_one_caller")
+        beyond = f" ({r['bytes_beyond_text']:.0f})" if "bytes_beyond_text" in r else ""
         cells = [
             f"{r['memories']:,}",
-            f"{r['bytes_per_memory']:.0f}",
+            f"{r['bytes_per_memory']:.0f}{beyond}",
             f"{r['restart_s']:.1f} s",
             f"{s['requests_per_s']:.0f}, {s['p50_ms']:.1f}/{s['p95_ms']:.1f}/{s['p99_ms']:.1f}",
+            f"{sp['paced_rps']} rps: {sp['p50_ms']:.1f}/{sp['p95_ms']:.1f}/{sp['p99_ms']:.1f}"
+            if sp
+            else "–",
+            f"{one['requests_per_s']:.0f}, {one['p50_ms']:.1f}/{one['p99_ms']:.1f}" if one else "–",
             f"{k['requests_per_s']:.0f}, {k['p50_ms']:.1f}/{k['p99_ms']:.1f}",
             f"{st['requests_per_s']:.0f} ({st['requests_per_s'] / ceiling:.0%} of {ceiling:.0f})",
             f"{ceiling:.0f} / {r['query_embed_ceiling_texts_per_s']:.0f}",
@@ -317,12 +350,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--fsync", choices=["always", "everysec"], default="everysec")
     args = parser.parse_args()
     if not GHZ.exists():
         raise SystemExit(f"{GHZ} is missing: run `make bench-tools`")
     # Each row carries its own same-run baselines, so a size run alone (1M takes most of an
     # hour here) replaces its row and keeps the others.
-    path = RESULTS / "load.json"
+    name = "load" if args.fsync == "everysec" else f"load-{args.fsync}"
+    path = RESULTS / f"{name}.json"
     results = {r["memories"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     for size in (int(s) for s in args.sizes.split(",")):
         results[size] = asyncio.run(run_size(size, args))
@@ -330,8 +365,8 @@ def main() -> None:
     rows = [results[size] for size in sorted(results)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2) + "\n")
-    (RESULTS / "load.md").write_text(report(rows))
-    print(report(rows))
+    (RESULTS / f"{name}.md").write_text(report(rows, args.fsync))
+    print(report(rows, args.fsync))
 
 
 if __name__ == "__main__":
