@@ -188,7 +188,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     for config in result["configs"]:
         lines += [
-            f"## M={config['m']}, EF_CONSTRUCTION={config.get('ef_construction', 200)}, "
+            f"## M={config['m']}, EF_CONSTRUCTION={config['ef_construction']}, "
             f"{config['type']}: built in {config['build_s']:.0f} s, "
             f"{config['index_bytes_per_vector']:.0f} bytes per vector in the index",
             "",

@@ -242,11 +242,10 @@ class MemoryBank:
         facts = {**keyword_hits.facts, **vector_hits.facts}
         stats = {}
         if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stats = {
+            stored = await self._store.access_stats(keys, list(facts))
+            stats = {  # with this server's reads that Redis does not hold yet
                 memory_id: (count + self.access.unwritten(keys, memory_id, last), last)
-                for memory_id, (count, last) in (
-                    await self._store.access_stats(keys, list(facts))
-                ).items()
+                for memory_id, (count, last) in stored.items()
             }
         with tracer().start_as_current_span(
             "aether.search.fuse",
