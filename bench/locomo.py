@@ -1,15 +1,25 @@
-"""Retrieval quality on LoCoMo: recall@5/10/25 of evidence turns, through the real service.
+"""Retrieval quality on LoCoMo: recall@k of evidence turns through the real service, with 95%
+bootstrap intervals, by category, and a leave-one-conversation-out figure for the re-ranker.
 
 Each conversation of ../shared/data/locomo-dev (LoCoMo, Maharana et al. 2024, CC BY-NC 4.0,
 evaluation only) goes into its own tenant: every dialog turn is a memory (content = "speaker:
-text", plus its shared image's caption; context = the turn before it in the same session, the
-one it answers, as a client that stores a conversation has it at hand; event_time = the session's
-date; speaker and dia_id as metadata). `--no-context` stores turns without it. Every question of
-categories 1-4 is asked through SearchMemories in vector-only, keyword-only (BM25) and the
-default hybrid mode. recall@k = |evidence ∩ top-k turns| / |evidence|, averaged over questions.
-No LLM anywhere.
+text", plus its shared image's caption; session_id = its session; event_time = the session's date;
+speaker and dia_id as metadata), stored in order. Two clients are measured: the plain one, and
+one that also sends the turn before as `context` (as a client storing a conversation has it at
+hand). Every question of categories 1-4 is asked through SearchMemories: vector-only,
+keyword-only, hybrid fused without re-ranking, and the default (hybrid, re-ranked).
+recall@k = |evidence ∩ top-k turns| / |evidence|, averaged over questions. No LLM anywhere.
 
-    python -m bench.locomo          # writes bench/results/locomo.json and .md
+The re-ranker's weights are the one thing fitted to data. Leave-one-conversation-out: for each
+conversation, a model is fitted on the other two (features read through the service's own
+retrieval, `MemoryBank.retrieve`), the service is started with that model, and the held-out
+conversation is searched through gRPC; the figure is the mean over all held-out questions. The
+bundled model (`--train`) is fitted on all three; its dev figures are optimistic by construction
+and the leave-one-out figure is the honest one.
+
+    python -m bench.locomo            # writes bench/results/locomo.json and .md
+    python -m bench.locomo --train    # refits server/aether_memory/rerank_model.json (needs the
+                                      # bench extra: pip install -e '.[bench]')
 """
 
 from __future__ import annotations
@@ -23,26 +33,44 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from aether_memory.app import serve
+from aether_memory.app import Running, serve
+from aether_memory.domain.memory import MemoryFilter
+from aether_memory.domain.rerank import FEATURES, LinearModel
+from aether_memory.domain.scoring import Weights
+from aether_memory.memories import RERANK_MODEL, SearchRequest
 from aether_memory.settings import Settings
+from aether_memory.stores.redis.keys import TenantKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
 RESULTS = ROOT / "bench" / "results"
 KS = (5, 10, 25)
-MODES = {
-    "vector": memory_service_pb2.SEARCH_MODE_VECTOR,
-    "keyword": memory_service_pb2.SEARCH_MODE_KEYWORD,
-    "hybrid (default)": memory_service_pb2.SEARCH_MODE_UNSPECIFIED,
+AGENT = "locomo"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+S = memory_service_pb2
+MODES = {  # name -> (SearchMode, RerankMode)
+    "vector": (S.SEARCH_MODE_VECTOR, S.RERANK_MODE_UNSPECIFIED),
+    "keyword": (S.SEARCH_MODE_KEYWORD, S.RERANK_MODE_UNSPECIFIED),
+    "hybrid fused": (S.SEARCH_MODE_HYBRID, S.RERANK_MODE_NONE),
+    "hybrid re-ranked (default)": (S.SEARCH_MODE_UNSPECIFIED, S.RERANK_MODE_UNSPECIFIED),
 }
+DEFAULT = "hybrid re-ranked (default)"
+CLIENTS = {"plain": False, "context": True}  # name -> sends the turn before as context
+BOOTSTRAP = 2000
+
+
+# ---- the data ----------------------------------------------------------------------------
 
 
 def session_time(text: str) -> timestamp_pb2.Timestamp:
@@ -79,206 +107,387 @@ def content_of(turn: dict[str, Any]) -> str:
     return f"{text} [shared an image: {caption}]" if caption else text
 
 
-async def evaluate(channel: grpc.aio.Channel, path: Path, with_context: bool) -> dict[str, Any]:
-    conversation = json.loads(await asyncio.to_thread(path.read_text))
-    stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
-    md = (("aether-tenant", f"locomo-{path.stem}-{uuid.uuid4().hex[:6]}"),)
-    dia_ids: dict[str, list[str]] = defaultdict(list)
+def evidence_of(question: dict[str, Any]) -> set[str]:
+    return {e for item in question["evidence"] for e in re.split(r"[;,\s]+", item) if e}
+
+
+def load(path: Path) -> dict[str, Any]:
+    raw = json.loads(path.read_text())
+    answerable = [q for q in raw["qa"] if q["category"] in CATEGORIES]
+    return {
+        "name": path.stem,
+        "turns": turns(raw.get("conversation", raw)),
+        "questions": [q for q in answerable if evidence_of(q)],  # a few list no evidence turn
+        "without_evidence": sum(1 for q in answerable if not evidence_of(q)),
+    }
+
+
+# ---- through the service -----------------------------------------------------------------
+
+
+class Stored:
+    """One conversation stored into its own tenant: which dia_ids each memory id holds."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.metadata = (("aether-tenant", tenant),)
+        self.dia_ids: dict[str, list[str]] = defaultdict(list)
+        self.ingest_s = 0.0
+
+    def recall(self, ranked: Sequence[str], evidence: set[str], k: int) -> float:
+        hit = {d for memory_id in ranked[:k] for d in self.dia_ids[memory_id]}
+        return len(evidence & hit) / len(evidence)
+
+
+async def ingest(
+    stub: memory_service_pb2_grpc.MemoryServiceStub, conversation: dict[str, Any], context: bool
+) -> Stored:
+    stored = Stored(f"locomo-{conversation['name']}-{uuid.uuid4().hex[:6]}")
     requests = []
     previous: tuple[str, str] | None = None  # (session, content) of the last turn stored
-    for session, turn, when in turns(conversation.get("conversation", conversation)):
-        context = previous[1] if with_context and previous and previous[0] == session else ""
+    for session, turn, when in conversation["turns"]:
+        before = previous[1] if context and previous and previous[0] == session else ""
         previous = (session, content_of(turn))
         metadata = struct_pb2.Struct()
         metadata.update({"speaker": turn["speaker"], "dia_id": turn["dia_id"]})
-        requests.append(
-            (
-                turn["dia_id"],
-                memory_service_pb2.StoreMemoryRequest(
-                    memory=memory_pb2.Memory(
-                        agent_id="locomo",
-                        session_id=session,
-                        content=content_of(turn),
-                        context=context,
-                        event_time=when,
-                        type=memory_pb2.MEMORY_TYPE_OBSERVATION,
-                        metadata=metadata,
-                    )
-                ),
-            )
+        memory = memory_pb2.Memory(
+            agent_id=AGENT,
+            session_id=session,
+            content=content_of(turn),
+            context=before,
+            event_time=when,
+            type=memory_pb2.MEMORY_TYPE_OBSERVATION,
+            metadata=metadata,
         )
+        requests.append((turn["dia_id"], S.StoreMemoryRequest(memory=memory)))
     started = time.perf_counter()
     for start in range(0, len(requests), 100):
         chunk = requests[start : start + 100]
         response = await stub.BatchStoreMemories(
-            memory_service_pb2.BatchStoreMemoriesRequest(requests=[r for _, r in chunk]),
-            metadata=md,
+            S.BatchStoreMemoriesRequest(requests=[r for _, r in chunk]), metadata=stored.metadata
         )
-        for (dia_id, _), stored in zip(chunk, response.responses, strict=True):
-            dia_ids[stored.memory.id].append(dia_id)
-    ingest_s = time.perf_counter() - started
+        for (dia_id, _), result in zip(chunk, response.responses, strict=True):
+            stored.dia_ids[result.memory.id].append(dia_id)
+    stored.ingest_s = time.perf_counter() - started
+    return stored
 
-    def evidence_of(question: dict[str, Any]) -> set[str]:
-        return {e for item in question["evidence"] for e in re.split(r"[;,\s]+", item) if e}
 
-    answerable = [q for q in conversation["qa"] if q["category"] != 5]
-    questions = [q for q in answerable if evidence_of(q)]  # a few list no evidence turn at all
-    recalls: dict[str, dict[int, list[float]]] = {m: {k: [] for k in KS} for m in MODES}
-    by_category: dict[str, dict[int, list[float]]] = {m: defaultdict(list) for m in MODES}
-    latencies: dict[str, list[float]] = {m: [] for m in MODES}
-    for question in questions:
+async def ask(
+    stub: memory_service_pb2_grpc.MemoryServiceStub,
+    stored: Stored,
+    conversation: dict[str, Any],
+    modes: Sequence[str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Per mode, one row per question: category, recall@k and the call's latency."""
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for question in conversation["questions"]:
         evidence = evidence_of(question)
-        for name, mode in MODES.items():
+        for name in modes:
+            mode, rerank = MODES[name]
             started = time.perf_counter()
             response = await stub.SearchMemories(
-                memory_service_pb2.SearchMemoriesRequest(
-                    agent_id="locomo",
+                S.SearchMemoriesRequest(
+                    agent_id=AGENT,
                     query=question["question"],
                     page_size=max(KS),
                     mode=mode,
+                    rerank=rerank,
                 ),
-                metadata=md,
+                metadata=stored.metadata,
             )
-            latencies[name].append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
             ranked = [r.memory.id for r in response.results]
-            for k in KS:
-                hit = {d for memory_id in ranked[:k] for d in dia_ids[memory_id]}
-                recalls[name][k].append(len(evidence & hit) / len(evidence))
-            hit10 = {d for memory_id in ranked[:10] for d in dia_ids[memory_id]}
-            by_category[name][question["category"]].append(len(evidence & hit10) / len(evidence))
+            rows[name].append(
+                {
+                    "conversation": conversation["name"],
+                    "category": question["category"],
+                    "latency_s": elapsed,
+                    **{f"recall@{k}": stored.recall(ranked, evidence, k) for k in KS},
+                }
+            )
+    return rows
+
+
+def _settings(tmp: Path, variant: str, model: Path | None, overrides: dict[str, Any]) -> Settings:
+    return Settings(
+        port=0,
+        data_dir=tmp,
+        redis_url=None,
+        model_variant=variant,
+        rerank_model=model,
+        **overrides,
+    )
+
+
+async def measure(
+    conversations: list[dict[str, Any]],
+    variant: str,
+    model: Path | None,
+    modes: Sequence[str],
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per client, per mode, one row per question of every conversation given."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(Path(tmp), variant, model, overrides or {})
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            for client, context in CLIENTS.items():
+                out[client] = {m: [] for m in modes}
+                for conversation in conversations:
+                    stored = await ingest(stub, conversation, context)
+                    for mode, rows in (await ask(stub, stored, conversation, modes)).items():
+                        out[client][mode] += rows
+                    out[client].setdefault("_ingest", []).append(
+                        {"turns": len(conversation["turns"]), "seconds": stored.ingest_s}
+                    )
+    return out
+
+
+# ---- the re-ranker's training data and fit ------------------------------------------------
+
+
+async def training_rows(
+    running: Running, stored: Stored, conversation: dict[str, Any]
+) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """(features, labels) per question, from the service's own retrieval (default depth)."""
+    keys = TenantKeys(stored.tenant)
+    rows = []
+    for question in conversation["questions"]:
+        found = await running.memories.retrieve(
+            keys,
+            SearchRequest(
+                filter=MemoryFilter(agent_id=AGENT),
+                query=question["question"],
+                query_vector=None,
+                use_vector=True,
+                use_keywords=True,
+                weights=Weights(),
+                offset=0,
+                limit=10,
+            ),
+            expand=True,
+        )
+        evidence = evidence_of(question)
+        labels = np.array(
+            [
+                float(any(d in evidence for d in stored.dia_ids[c.memory_id]))
+                for c in found.candidates
+            ]
+        )
+        rows.append((found.features(), labels))
+    return rows
+
+
+async def collect(
+    conversations: list[dict[str, Any]], variant: str
+) -> dict[str, list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]]:
+    """Training rows per conversation, stored by the plain client (no context)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        unfitted = Path(tmp) / "unfitted.json"  # retrieval does not use it; start-up loads it
+        zeros = np.zeros(len(FEATURES))
+        unfitted.write_text(
+            json.dumps(LinearModel(FEATURES, zeros, zeros + 1, zeros, 0.0, {}).to_dict())
+        )
+        settings = _settings(Path(tmp), variant, unfitted, {})
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            for conversation in conversations:
+                stored = await ingest(stub, conversation, context=False)
+                out[conversation["name"]] = await training_rows(running, stored, conversation)
+    return out
+
+
+def fit(
+    rows: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]], trained_on: list[str]
+) -> LinearModel:
+    """L2-regularized logistic regression (C=1, not tuned) on standardized features."""
+    from sklearn.linear_model import LogisticRegression  # the bench extra; not a service dep
+
+    x = np.vstack([features for features, _ in rows])
+    y = np.concatenate([labels for _, labels in rows])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    regression = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
+    return LinearModel(
+        FEATURES,
+        mean,
+        scale,
+        regression.coef_[0],
+        float(regression.intercept_[0]),
+        {
+            "method": "logistic regression, L2, C=1, standardized features",
+            "data": "LoCoMo dev conversations " + ", ".join(trained_on) + " (bench/locomo.py)",
+            "rows": len(y),
+            "positives": int(y.sum()),
+        },
+    )
+
+
+# ---- figures -----------------------------------------------------------------------------
+
+
+def interval(values: Sequence[float], seed: int = 7) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean, questions resampled."""
+    data = np.asarray(values, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(data), (BOOTSTRAP, len(data)))
+    means = data[draws].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    r10 = [r["recall@10"] for r in rows]
+    latencies = sorted(r["latency_s"] for r in rows)
+    by_category: dict[str, Any] = {}
+    for number, name in CATEGORIES.items():
+        values = [r["recall@10"] for r in rows if r["category"] == number]
+        if values:
+            by_category[name] = {
+                "n": len(values),
+                "recall@10": statistics.fmean(values),
+                "ci95": interval(values),
+            }
     return {
-        "conversation": path.stem,
-        "turns": len(requests),
-        "memories": len(dia_ids),
-        "questions": len(questions),
-        "without_evidence": len(answerable) - len(questions),
-        "ingest_s": ingest_s,
-        "recalls": recalls,
+        "questions": len(rows),
+        **{f"recall@{k}": statistics.fmean(r[f"recall@{k}"] for r in rows) for k in KS},
+        "recall@10_ci95": interval(r10),
         "by_category": by_category,
-        "latencies": latencies,
+        "search_p50_ms": statistics.median(latencies) * 1e3,
+        "search_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
     }
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"modes": {}}
-    for mode in MODES:
-        pooled = {k: [r for run in runs for r in run["recalls"][mode][k]] for k in KS}
-        categories: dict[int, list[float]] = defaultdict(list)
-        for run in runs:
-            for category, values in run["by_category"][mode].items():
-                categories[category] += values
-        lat = sorted(x for run in runs for x in run["latencies"][mode])
-        summary["modes"][mode] = {
-            **{f"recall@{k}": statistics.fmean(pooled[k]) for k in KS},
-            "recall@10_by_category": {
-                str(c): statistics.fmean(v) for c, v in sorted(categories.items())
-            },
-            "search_p50_ms": statistics.median(lat) * 1e3,
-            "search_p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
-        }
-    summary["questions"] = sum(run["questions"] for run in runs)
-    summary["without_evidence"] = sum(run["without_evidence"] for run in runs)
-    summary["turns"] = sum(run["turns"] for run in runs)
-    summary["ingest_turns_per_s"] = summary["turns"] / sum(run["ingest_s"] for run in runs)
-    return summary
+def _ci(row: dict[str, Any]) -> str:
+    low, high = row["ci95"] if "ci95" in row else row["recall@10_ci95"]
+    return f"{row['recall@10']:.3f} ({low:.2f}-{high:.2f})"
 
 
-def report(summary: dict[str, Any], settings: dict[str, Any]) -> str:
+def report(result: dict[str, Any]) -> str:
+    conversations = result["conversations"]
     lines = [
-        "# LoCoMo retrieval (conversations 26, 30, 41)",
+        f"# LoCoMo retrieval (conversations {', '.join(conversations)})",
         "",
-        f"{summary['turns']} turns stored, {summary['questions']} questions (categories 1-4; "
-        f"{summary['without_evidence']} list no evidence and are skipped), "
-        f"model pack `{settings['model_variant']}`, ingestion "
-        f"{summary['ingest_turns_per_s']:.0f} turns/s through BatchStoreMemories"
-        + (", each turn with the one before it as context" if settings.get("context") else "")
-        + ". Search latency is one SearchMemories call over gRPC on loopback, query embedding "
-        "included.",
+        f"{result['turns']} turns stored, {result['questions']} questions (categories 1-4; "
+        f"{result['without_evidence']} list no evidence and are skipped), model pack "
+        f"`{result['variant']}`, ingestion {result['ingest_turns_per_s']:.0f} turns/s through "
+        "BatchStoreMemories. Search latency is one SearchMemories call over gRPC on loopback, "
+        "query embedding included. recall@10 with its 95% bootstrap interval (questions "
+        "resampled). Produced by `python -m bench.locomo`.",
         "",
-        "| mode | recall@5 | recall@10 | recall@25 | r@10 cat 1 multi-hop | cat 2 temporal "
-        "| cat 3 open-domain | cat 4 single-hop | search p50 | search p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "## Leave one conversation out (the honest figure)",
+        "",
+        "A re-ranker fitted on two conversations, the service started with it, the third "
+        "searched; every held-out question pooled.",
+        "",
+        "| client | recall@10 | "
+        + " | ".join(CATEGORIES.values())
+        + " | per held-out conversation |",
+        "|---|---|" + "---|" * len(CATEGORIES) + "---|",
     ]
-    for mode, row in summary["modes"].items():
-        cats = row["recall@10_by_category"]
-        lines.append(
-            f"| {mode} | {row['recall@5']:.3f} | {row['recall@10']:.3f} | {row['recall@25']:.3f} "
-            f"| {cats.get('1', 0):.3f} | {cats.get('2', 0):.3f} | {cats.get('3', 0):.3f} "
-            f"| {cats.get('4', 0):.3f} | {row['search_p50_ms']:.1f} ms "
-            f"| {row['search_p99_ms']:.1f} ms |"
-        )
-    return "\n".join(lines) + "\n"
+    for client, row in result["leave_one_out"].items():
+        cats = [_ci(row["by_category"][c]) for c in CATEGORIES.values()]
+        per = ", ".join(f"{k} {v:.3f}" for k, v in row["per_conversation"].items())
+        lines.append(f"| {client} | {_ci(row)} | " + " | ".join(cats) + f" | {per} |")
+    lines += [
+        "",
+        "## The bundled model and every mode (dev figures: the model was fitted on these "
+        "conversations)",
+        "",
+    ]
+    for client, modes in result["clients"].items():
+        lines += [
+            f"### {client} client" + (" (the turn before as `context`)" if CLIENTS[client] else ""),
+            "",
+            "| mode | recall@5 | recall@10 | recall@25 | "
+            + " | ".join(CATEGORIES.values())
+            + " | p50 | p99 |",
+            "|---|---|---|---|" + "---|" * len(CATEGORIES) + "---|---|",
+        ]
+        for mode, row in modes.items():
+            cats = [_ci(row["by_category"][c]) for c in CATEGORIES.values()]
+            lines.append(
+                f"| {mode} | {row['recall@5']:.3f} | {_ci(row)} | {row['recall@25']:.3f} | "
+                + " | ".join(cats)
+                + f" | {row['search_p50_ms']:.1f} ms | {row['search_p99_ms']:.1f} ms |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
-async def run(variant: str, overrides: dict[str, Any], with_context: bool = True) -> dict[str, Any]:
+async def leave_one_out(
+    conversations: list[dict[str, Any]], variant: str
+) -> dict[str, dict[str, Any]]:
+    rows = await collect(conversations, variant)
+    pooled: dict[str, list[dict[str, Any]]] = {client: [] for client in CLIENTS}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            port=0, data_dir=Path(tmp), redis_url=None, model_variant=variant, **overrides
-        )
-        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
-            runs = [await evaluate(ch, p, with_context) for p in sorted(DATA.glob("*.json"))]
-    summary = summarize(runs)
-    summary["settings"] = {"model_variant": variant, "context": with_context, **overrides}
-    return summary
+        for held_out in conversations:
+            others = [c["name"] for c in conversations if c is not held_out]
+            model = fit([r for name in others for r in rows[name]], others)
+            path = Path(tmp) / f"without-{held_out['name']}.json"
+            path.write_text(json.dumps(model.to_dict()))
+            measured = await measure([held_out], variant, path, [DEFAULT])
+            for client in CLIENTS:
+                pooled[client] += measured[client][DEFAULT]
+    out = {}
+    for client, client_rows in pooled.items():
+        out[client] = summarize(client_rows)
+        out[client]["per_conversation"] = {
+            c["name"]: statistics.fmean(
+                r["recall@10"] for r in client_rows if r["conversation"] == c["name"]
+            )
+            for c in conversations
+        }
+    return out
 
 
-async def main_async(variant: str, overrides: dict[str, Any], with_context: bool) -> None:
-    summary = await run(variant, overrides, with_context)
-    print(report(summary, summary["settings"]))
-    if not overrides and with_context:  # the report of record is the defaults'
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "locomo.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (RESULTS / "locomo.md").write_text(report(summary, summary["settings"]))
-
-
-async def sweep(variant: str, settings: list[str]) -> None:
-    """One run per NAME=VALUE, hybrid mode only, into locomo-sweep.md beside the defaults."""
-    rows = []
-    for item in ["", "no context", *settings]:
-        overrides = dict([item.split("=", 1)]) if "=" in item else {}
-        summary = await run(variant, overrides, with_context=item != "no context")
-        hybrid = summary["modes"]["hybrid (default)"]
-        rows.append(
-            f"| {item or 'defaults'} | {hybrid['recall@5']:.3f} | {hybrid['recall@10']:.3f} "
-            f"| {hybrid['recall@25']:.3f} |"
-        )
-        print(rows[-1], flush=True)
-    lines = [
-        "# LoCoMo hybrid recall, one setting changed at a time",
-        "",
-        "Same data as locomo.md; one run each. "
-        f"Produced by `python -m bench.locomo --sweep {' '.join(settings)}`.",
-        "",
-        "| setting | recall@5 | recall@10 | recall@25 |",
-        "|---|---|---|---|",
-        *rows,
-    ]
-    (RESULTS / "locomo-sweep.md").write_text("\n".join(lines) + "\n")
+async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> None:
+    conversations = [load(p) for p in sorted(DATA.glob("*.json"))]
+    if train:
+        rows = await collect(conversations, variant)
+        model = fit([r for name in rows for r in rows[name]], list(rows))
+        RERANK_MODEL.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+        print(f"wrote {RERANK_MODEL}")
+        return
+    measured = await measure(conversations, variant, None, list(MODES), overrides)
+    ingest = measured["plain"]["_ingest"]
+    result = {
+        "conversations": [c["name"] for c in conversations],
+        "variant": variant,
+        "turns": sum(len(c["turns"]) for c in conversations),
+        "questions": sum(len(c["questions"]) for c in conversations),
+        "without_evidence": sum(c["without_evidence"] for c in conversations),
+        "ingest_turns_per_s": sum(i["turns"] for i in ingest) / sum(i["seconds"] for i in ingest),
+        "leave_one_out": await leave_one_out(conversations, variant),
+        "clients": {
+            client: {mode: summarize(rows) for mode, rows in modes.items() if mode in MODES}
+            for client, modes in measured.items()
+        },
+    }
+    print(report(result))
+    if overrides:  # the report of record is the defaults'
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "locomo.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "locomo.md").write_text(report(result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variant", choices=["fp32", "int8"], default="fp32")
+    parser.add_argument("--variant", choices=["fp32", "int8"], default="int8")
+    parser.add_argument(
+        "--train", action="store_true", help="refit the bundled re-ranker on every conversation"
+    )
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a Settings field to override, e.g. --set rrf_k=20",
-    )
-    parser.add_argument("--no-context", action="store_true", help="store turns without context")
-    parser.add_argument(
-        "--sweep",
-        nargs="+",
-        metavar="NAME=VALUE",
-        help="one hybrid run per setting (and one with the defaults) into locomo-sweep.md",
+        help="a Settings field to override for the per-mode tables, e.g. --set search_depth=50",
     )
     args = parser.parse_args()
-    if args.sweep:
-        asyncio.run(sweep(args.variant, args.sweep))
-        return
     overrides = dict(item.split("=", 1) for item in args.set)
-    asyncio.run(main_async(args.variant, overrides, not args.no_context))
+    asyncio.run(main_async(args.variant, args.train, overrides))
 
 
 if __name__ == "__main__":

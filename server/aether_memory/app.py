@@ -69,6 +69,7 @@ class Running:
     server: grpc.aio.Server
     archiver: Archiver | None
     maintenance: Maintenance
+    memories: MemoryBank
 
 
 async def _watch_health(
@@ -323,4 +324,5 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             server,
             archiver,
             maintenance,
+            bank,
         )

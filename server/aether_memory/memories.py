@@ -6,10 +6,12 @@ Coordinates the embedder and the stores; the rules themselves live in `domain/`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,9 @@ from .access import AccessRecorder
 from .archive.mongo import MongoArchive
 from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
+from .domain.rerank import Facts, LinearModel, features, rerank
 from .domain.scoring import Candidate, Weights, fuse, rescore
+from .domain.temporal import DateCue, date_cues
 from .settings import Settings
 from .stores.redis.keys import TenantKeys
 from .stores.redis.memory_store import Hits, RedisMemoryStore
@@ -34,6 +38,8 @@ from .telemetry import instruments, tracer
 log = logging.getLogger(__name__)
 
 MAX_SEARCH_DEPTH = 1000
+# The re-ranker's weights, fitted by `python -m bench.locomo --train`.
+RERANK_MODEL = Path(__file__).with_name("rerank_model.json")
 MUTABLE_PATHS = frozenset(
     {
         "content",
@@ -60,6 +66,26 @@ class SearchRequest:
     weights: Weights
     offset: int
     limit: int
+    rerank: bool | None = None  # None: the server's setting; only hybrid searches re-rank
+
+
+@dataclass
+class Retrieved:
+    """What a search found before re-scoring: fused candidates (with the session neighbours of
+    the hits when re-ranking), and what is known of each."""
+
+    candidates: list[Candidate]
+    facts: dict[str, Facts]
+    cosines: dict[str, float] = field(default_factory=dict)
+    cues: list[DateCue] = field(default_factory=list)
+
+    def features(self) -> npt.NDArray[np.float64]:
+        """The re-ranker's feature rows, one per candidate (bench.locomo trains on these)."""
+        return features(self.candidates, self.cosines, self.facts, self.cues)
+
+
+def load_rerank_model(path: Path = RERANK_MODEL) -> LinearModel:
+    return LinearModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,8 @@ class MemoryBank:
         self._batches_above = settings.knn_batches_above
         self._agent_sizes: TTLCache[tuple[str, str, str], int] = TTLCache(10_000, 30)
         self._keyword_weight = settings.keyword_weight
+        self._reranker = load_rerank_model(settings.rerank_model or RERANK_MODEL)
+        self._rerank_by_default = settings.rerank == "learned"
         self._ttl = {
             Tier.SCRATCHPAD: settings.scratchpad_ttl_s,
             Tier.WORKING: settings.working_ttl_s,
@@ -212,6 +240,60 @@ class MemoryBank:
         self, keys: TenantKeys, request: SearchRequest
     ) -> tuple[list[ScoredMemory], bool]:
         """A page of memories best first, and whether more results follow."""
+        found = await self.retrieve(keys, request, expand=self._reranks(request))
+        stats = {}
+        if request.weights.frequency:  # the only score that needs the candidates' access counts
+            stored = await self._store.access_stats(keys, [c.memory_id for c in found.candidates])
+            stats = {  # with this server's reads that Redis does not hold yet
+                memory_id: (count + self.access.unwritten(keys, memory_id, last), last)
+                for memory_id, (count, last) in stored.items()
+            }
+        with tracer().start_as_current_span(
+            "aether.search.fuse",
+            attributes={
+                "aether.fuse.candidates": len(found.candidates),
+                "aether.fuse.method": self._fusion,
+                "aether.fuse.rerank": self._reranks(request),
+                "aether.rescore.weights": [
+                    request.weights.relevance,
+                    request.weights.recency,
+                    request.weights.importance,
+                    request.weights.frequency,
+                ],
+            },
+        ):
+            if self._reranks(request):
+                rerank(found.candidates, self._reranker, found.cosines, found.facts, found.cues)
+            ranked = rescore(
+                found.candidates,
+                request.weights,
+                now=time.time(),
+                event_times={i: f.event_time for i, f in found.facts.items()},
+                importances={i: f.importance for i, f in found.facts.items()},
+                access_counts={i: count for i, (count, _) in stats.items()},
+            )
+        page = ranked[request.offset : request.offset + request.limit]
+        # Only the page is read in full (one round trip), and reading it counts the access.
+        memories = await self._read(keys, [c.memory_id for c in page], count=True)
+        results = []
+        for c in page:
+            memory = memories.get(c.memory_id)
+            if memory is None:  # forgotten since the search ran
+                continue
+            memory.related_ids = []  # links are returned by GetMemory, not by search
+            results.append(ScoredMemory(memory, c))
+        return results, len(ranked) > request.offset + request.limit
+
+    def _reranks(self, request: SearchRequest) -> bool:
+        """Re-rank hybrid searches when the request, or else the server's setting, says so."""
+        wanted = self._rerank_by_default if request.rerank is None else request.rerank
+        return wanted and request.use_vector and request.use_keywords
+
+    async def retrieve(
+        self, keys: TenantKeys, request: SearchRequest, *, expand: bool
+    ) -> Retrieved:
+        """Vector and keyword hits fused; with `expand` (what re-ranking needs), also the hits'
+        session neighbours and every candidate's cosine similarity, from one more query."""
         # Deeper lists do not help on LoCoMo (bench/results/locomo-sweep.md: recall@10 0.720 at
         # 25 and 50 candidates, 0.715 at 100) and cost more to fetch and fuse.
         depth = min(MAX_SEARCH_DEPTH, max(self._search_depth, request.offset + request.limit + 1))
@@ -225,6 +307,7 @@ class MemoryBank:
         )
         if keyword is not None:  # its error is re-raised below, or dropped with a failed embed
             keyword.add_done_callback(lambda task: task.cancelled() or task.exception())
+        vector = None
         try:
             vector_hits = Hits([], {})
             if request.use_vector:
@@ -239,55 +322,40 @@ class MemoryBank:
         finally:
             if keyword is not None and not keyword.done():
                 keyword.cancel()
-        facts = {**keyword_hits.facts, **vector_hits.facts}
-        stats = {}
-        if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stored = await self._store.access_stats(keys, list(facts))
-            stats = {  # with this server's reads that Redis does not hold yet
-                memory_id: (count + self.access.unwritten(keys, memory_id, last), last)
-                for memory_id, (count, last) in stored.items()
-            }
-        with tracer().start_as_current_span(
-            "aether.search.fuse",
-            attributes={
-                "aether.fuse.vector_hits": len(vector_hits.scores),
-                "aether.fuse.keyword_hits": len(keyword_hits.scores),
-                "aether.fuse.method": self._fusion,
-                "aether.rescore.weights": [
-                    request.weights.relevance,
-                    request.weights.recency,
-                    request.weights.importance,
-                    request.weights.frequency,
-                ],
-            },
-        ) as span:
-            candidates = fuse(
+        found = Retrieved(
+            fuse(
                 vector_hits.scores,
                 keyword_hits.scores,
                 method=self._fusion,
                 rrf_k=self._rrf_k,
                 keyword_weight=self._keyword_weight,
-            )
-            ranked = rescore(
-                candidates,
-                request.weights,
-                now=time.time(),
-                event_times={i: event_time for i, (event_time, _) in facts.items()},
-                importances={i: importance for i, (_, importance) in facts.items()},
-                access_counts={i: count for i, (count, _) in stats.items()},
-            )
-            span.set_attribute("aether.fuse.candidates", len(candidates))
-        page = ranked[request.offset : request.offset + request.limit]
-        # Only the page is read in full (one round trip), and reading it counts the access.
-        found = await self._read(keys, [c.memory_id for c in page], count=True)
-        results = []
-        for c in page:
-            memory = found.get(c.memory_id)
-            if memory is None:  # forgotten since the search ran
-                continue
-            memory.related_ids = []  # links are returned by GetMemory, not by search
-            results.append(ScoredMemory(memory, c))
-        return results, len(ranked) > request.offset + request.limit
+            ),
+            {**keyword_hits.facts, **vector_hits.facts},
+        )
+        if expand and vector is not None:
+            await self._add_neighbors(keys, request, vector, found, dict(vector_hits.scores))
+        return found
+
+    async def _add_neighbors(
+        self,
+        keys: TenantKeys,
+        request: SearchRequest,
+        vector: npt.NDArray[np.float32],
+        found: Retrieved,
+        cosines: dict[str, float],
+    ) -> None:
+        """Add the hits' session neighbours as candidates, and every candidate's cosine."""
+        hits = {c.memory_id for c in found.candidates}
+        before = {f.previous for i, f in found.facts.items() if f.previous and i in hits}
+        unscored = sorted((hits - set(cosines)) | (before - hits))
+        more = await self._store.neighbors(keys, request.filter, vector, unscored, sorted(hits))
+        cosines.update(more.scores)
+        for memory_id, _ in more.scores:
+            if memory_id not in hits:
+                found.candidates.append(Candidate(memory_id))
+            found.facts.setdefault(memory_id, more.facts[memory_id])
+        found.cosines = cosines
+        found.cues = date_cues(request.query)
 
     async def _many_memories(self, keys: TenantKeys, flt: MemoryFilter) -> bool:
         """Whether the KNN filter keeps a large set (the agent's memories, no narrower filter),

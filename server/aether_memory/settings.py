@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         "float16", description="Vector type of a new memory index (an existing one keeps its own)."
     )
 
+    rerank: Literal["learned", "none"] = Field(
+        "learned",
+        description="Re-rank hybrid searches with the learned model (requests may say otherwise).",
+    )
+    rerank_model: Path | None = Field(
+        None, description="Re-ranker weights (JSON); unset uses the bundled LoCoMo-fitted model."
+    )
     search_depth: int = Field(
         25,
         ge=1,

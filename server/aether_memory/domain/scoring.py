@@ -31,6 +31,7 @@ class Candidate:
     vector_rank: int | None = None
     keyword_rank: int | None = None
     fused: float = 0.0
+    rerank: float = 0.0  # P(relevant) from the learned re-ranker; 0 when it did not run
     relevance: float = 0.0
     recency: float = 0.0
     importance: float = 0.0
@@ -60,8 +61,8 @@ def fuse(
     if method not in FUSION_METHODS:
         raise ValueError(f"unknown fusion method {method!r}")
     candidates: dict[str, Candidate] = {}
-    vector_part = _convex_parts(vector_hits, minimum=True) if method == "convex" else {}
-    keyword_part = _convex_parts(keyword_hits, minimum=False) if method == "convex" else {}
+    vector_part = convex_parts(vector_hits, minimum=True) if method == "convex" else {}
+    keyword_part = convex_parts(keyword_hits, minimum=False) if method == "convex" else {}
     for rank, (memory_id, similarity) in enumerate(vector_hits, start=1):
         c = candidates.setdefault(memory_id, Candidate(memory_id))
         c.vector_similarity, c.vector_rank = similarity, rank
@@ -79,7 +80,7 @@ def fuse(
     return list(candidates.values())
 
 
-def _convex_parts(hits: list[tuple[str, float]], *, minimum: bool) -> dict[str, float]:
+def convex_parts(hits: list[tuple[str, float]], *, minimum: bool) -> dict[str, float]:
     """Scores scaled to 0..1: by (s - min) / (max - min), or by s / max; all equal -> 1."""
     if not hits:
         return {}

@@ -38,6 +38,11 @@ MAX_QUERY_BYTES = 8192
 MAX_STATE_BYTES = 64 * 1024
 MAX_TOOL_RESULT_BYTES = 256 * 1024
 MAX_APPEND = 100
+# RerankMode -> SearchRequest.rerank (unset: the server's setting).
+RERANK_CHOICES = {
+    memory_service_pb2.RERANK_MODE_LEARNED: True,
+    memory_service_pb2.RERANK_MODE_NONE: False,
+}
 
 
 def _fingerprint(request: Message) -> bytes:
@@ -193,6 +198,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         size = c.page_size("page_size", request.page_size, 10, 100, v)
         v.enum("mode", request.mode, {1: None, 2: None, 3: None}, allow_unset=True)
         v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
+        v.enum("rerank", request.rerank, RERANK_CHOICES, allow_unset=True)
         mode = request.mode or memory_service_pb2.SEARCH_MODE_HYBRID
         if not request.query.strip() and not request.query_embedding:
             v.add("query", "is required unless query_embedding is given")
@@ -218,6 +224,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 weights=weights,
                 offset=offset,
                 limit=size,
+                rerank=RERANK_CHOICES.get(request.rerank),
             ),
         )
         full = request.view == memory_pb2.MEMORY_VIEW_FULL
@@ -233,6 +240,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                         recency=r.candidate.recency,
                         importance=r.candidate.importance,
                         frequency=r.candidate.frequency,
+                        rerank_score=r.candidate.rerank,
                     ),
                 )
                 for r in results

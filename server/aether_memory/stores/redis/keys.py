@@ -44,6 +44,10 @@ class TenantKeys:
     def session(self, session_id: str) -> str:
         return self._key("ws", session_id)
 
+    def session_tail(self, agent_id: str, session_id: str) -> str:
+        """The id of the memory last stored into an agent's session (its next one's neighbour)."""
+        return self._key("stail", agent_id, session_id)
+
     def checkpoint(self, session_id: str, number: int) -> str:
         return self._key("cp", session_id, str(number))
 

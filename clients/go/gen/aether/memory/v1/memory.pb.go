@@ -519,7 +519,7 @@ func (x *MemoryFilter) GetMinImportance() float64 {
 type ScoreBreakdown struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Cosine similarity between the query and the memory's embedding, -1.0..1.0; 0 when the
-	// memory was found by keywords alone.
+	// memory was found by keywords alone and the search did not re-rank.
 	VectorSimilarity float64 `protobuf:"fixed64,1,opt,name=vector_similarity,json=vectorSimilarity,proto3" json:"vector_similarity,omitempty"`
 	// Full-text relevance (BM25) of the query against the content and context, >= 0; 0 when
 	// not matched.
@@ -532,7 +532,10 @@ type ScoreBreakdown struct {
 	// The memory's importance, 0.0..1.0.
 	Importance float64 `protobuf:"fixed64,5,opt,name=importance,proto3" json:"importance,omitempty"`
 	// Access frequency, 0.0..1.0: log-scaled access count.
-	Frequency     float64 `protobuf:"fixed64,6,opt,name=frequency,proto3" json:"frequency,omitempty"`
+	Frequency float64 `protobuf:"fixed64,6,opt,name=frequency,proto3" json:"frequency,omitempty"`
+	// The learned re-ranker's estimate that the memory is relevant, 0.0..1.0; 0 when the search
+	// did not re-rank. When it ran, the relevance the score weighs is this over the best one's.
+	RerankScore   float64 `protobuf:"fixed64,7,opt,name=rerank_score,json=rerankScore,proto3" json:"rerank_score,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -609,6 +612,13 @@ func (x *ScoreBreakdown) GetFrequency() float64 {
 	return 0
 }
 
+func (x *ScoreBreakdown) GetRerankScore() float64 {
+	if x != nil {
+		return x.RerankScore
+	}
+	return 0
+}
+
 var File_aether_memory_v1_memory_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_memory_proto_rawDesc = "" +
@@ -653,7 +663,7 @@ const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12*\n" +
 	"\x0emin_importance\x18\a \x01(\x01H\x00R\rminImportance\x88\x01\x01B\x11\n" +
-	"\x0f_min_importance\"\xe4\x01\n" +
+	"\x0f_min_importance\"\x87\x02\n" +
 	"\x0eScoreBreakdown\x12+\n" +
 	"\x11vector_similarity\x18\x01 \x01(\x01R\x10vectorSimilarity\x12#\n" +
 	"\rkeyword_score\x18\x02 \x01(\x01R\fkeywordScore\x12(\n" +
@@ -662,7 +672,8 @@ const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"\n" +
 	"importance\x18\x05 \x01(\x01R\n" +
 	"importance\x12\x1c\n" +
-	"\tfrequency\x18\x06 \x01(\x01R\tfrequency*\xaf\x01\n" +
+	"\tfrequency\x18\x06 \x01(\x01R\tfrequency\x12!\n" +
+	"\frerank_score\x18\a \x01(\x01R\vrerankScore*\xaf\x01\n" +
 	"\n" +
 	"MemoryTier\x12\x1b\n" +
 	"\x17MEMORY_TIER_UNSPECIFIED\x10\x00\x12\x1a\n" +

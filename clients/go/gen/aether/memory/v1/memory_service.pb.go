@@ -30,7 +30,7 @@ type SearchMode int32
 const (
 	// Default; means SEARCH_MODE_HYBRID.
 	SearchMode_SEARCH_MODE_UNSPECIFIED SearchMode = 0
-	// Vector similarity and keyword relevance fused by reciprocal rank.
+	// Vector similarity and keyword relevance fused (and re-ranked, see RerankMode).
 	SearchMode_SEARCH_MODE_HYBRID SearchMode = 1
 	// Vector similarity only.
 	SearchMode_SEARCH_MODE_VECTOR SearchMode = 2
@@ -79,6 +79,60 @@ func (x SearchMode) Number() protoreflect.EnumNumber {
 // Deprecated: Use SearchMode.Descriptor instead.
 func (SearchMode) EnumDescriptor() ([]byte, []int) {
 	return file_aether_memory_v1_memory_service_proto_rawDescGZIP(), []int{0}
+}
+
+// Whether a hybrid search re-ranks its candidates before re-scoring.
+type RerankMode int32
+
+const (
+	// The server's setting (AETHER_RERANK; learned by default).
+	RerankMode_RERANK_MODE_UNSPECIFIED RerankMode = 0
+	// The learned re-ranker: a logistic model over each candidate's vector and keyword scores,
+	// its neighbours in its session (which join the candidates) and the dates the query names.
+	RerankMode_RERANK_MODE_LEARNED RerankMode = 1
+	// The fused score alone.
+	RerankMode_RERANK_MODE_NONE RerankMode = 2
+)
+
+// Enum value maps for RerankMode.
+var (
+	RerankMode_name = map[int32]string{
+		0: "RERANK_MODE_UNSPECIFIED",
+		1: "RERANK_MODE_LEARNED",
+		2: "RERANK_MODE_NONE",
+	}
+	RerankMode_value = map[string]int32{
+		"RERANK_MODE_UNSPECIFIED": 0,
+		"RERANK_MODE_LEARNED":     1,
+		"RERANK_MODE_NONE":        2,
+	}
+)
+
+func (x RerankMode) Enum() *RerankMode {
+	p := new(RerankMode)
+	*p = x
+	return p
+}
+
+func (x RerankMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RerankMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_aether_memory_v1_memory_service_proto_enumTypes[1].Descriptor()
+}
+
+func (RerankMode) Type() protoreflect.EnumType {
+	return &file_aether_memory_v1_memory_service_proto_enumTypes[1]
+}
+
+func (x RerankMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RerankMode.Descriptor instead.
+func (RerankMode) EnumDescriptor() ([]byte, []int) {
+	return file_aether_memory_v1_memory_service_proto_rawDescGZIP(), []int{1}
 }
 
 // Request for MemoryService.StoreMemory.
@@ -627,7 +681,10 @@ type SearchMemoriesRequest struct {
 	// Re-scoring weights. Unset means the defaults.
 	Weights *SearchWeights `protobuf:"bytes,8,opt,name=weights,proto3" json:"weights,omitempty"`
 	// How much of each memory to return. Unspecified means MEMORY_VIEW_BASIC.
-	View          MemoryView `protobuf:"varint,9,opt,name=view,proto3,enum=aether.memory.v1.MemoryView" json:"view,omitempty"`
+	View MemoryView `protobuf:"varint,9,opt,name=view,proto3,enum=aether.memory.v1.MemoryView" json:"view,omitempty"`
+	// Whether to re-rank. Applies to hybrid searches only; vector-only and keyword-only searches
+	// rank by their one method.
+	Rerank        RerankMode `protobuf:"varint,10,opt,name=rerank,proto3,enum=aether.memory.v1.RerankMode" json:"rerank,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,6 +780,13 @@ func (x *SearchMemoriesRequest) GetView() MemoryView {
 		return x.View
 	}
 	return MemoryView_MEMORY_VIEW_UNSPECIFIED
+}
+
+func (x *SearchMemoriesRequest) GetRerank() RerankMode {
+	if x != nil {
+		return x.Rerank
+	}
+	return RerankMode_RERANK_MODE_UNSPECIFIED
 }
 
 // One search hit.
@@ -2502,7 +2566,7 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"\b_recencyB\r\n" +
 	"\v_importanceB\f\n" +
 	"\n" +
-	"_frequency\"\x84\x03\n" +
+	"_frequency\"\xba\x03\n" +
 	"\x15SearchMemoriesRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12'\n" +
@@ -2513,7 +2577,9 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\x120\n" +
 	"\x04mode\x18\a \x01(\x0e2\x1c.aether.memory.v1.SearchModeR\x04mode\x129\n" +
 	"\aweights\x18\b \x01(\v2\x1f.aether.memory.v1.SearchWeightsR\aweights\x120\n" +
-	"\x04view\x18\t \x01(\x0e2\x1c.aether.memory.v1.MemoryViewR\x04view\"\x9e\x01\n" +
+	"\x04view\x18\t \x01(\x0e2\x1c.aether.memory.v1.MemoryViewR\x04view\x124\n" +
+	"\x06rerank\x18\n" +
+	" \x01(\x0e2\x1c.aether.memory.v1.RerankModeR\x06rerank\"\x9e\x01\n" +
 	"\x14SearchMemoriesResult\x120\n" +
 	"\x06memory\x18\x01 \x01(\v2\x18.aether.memory.v1.MemoryR\x06memory\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12>\n" +
@@ -2636,7 +2702,12 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SEARCH_MODE_HYBRID\x10\x01\x12\x16\n" +
 	"\x12SEARCH_MODE_VECTOR\x10\x02\x12\x17\n" +
-	"\x13SEARCH_MODE_KEYWORD\x10\x032\xf8\x0f\n" +
+	"\x13SEARCH_MODE_KEYWORD\x10\x03*X\n" +
+	"\n" +
+	"RerankMode\x12\x1b\n" +
+	"\x17RERANK_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13RERANK_MODE_LEARNED\x10\x01\x12\x14\n" +
+	"\x10RERANK_MODE_NONE\x10\x022\xf8\x0f\n" +
 	"\rMemoryService\x12_\n" +
 	"\vStoreMemory\x12$.aether.memory.v1.StoreMemoryRequest\x1a%.aether.memory.v1.StoreMemoryResponse\"\x03\x90\x02\x02\x12t\n" +
 	"\x12BatchStoreMemories\x12+.aether.memory.v1.BatchStoreMemoriesRequest\x1a,.aether.memory.v1.BatchStoreMemoriesResponse\"\x03\x90\x02\x02\x12Y\n" +
@@ -2670,154 +2741,156 @@ func file_aether_memory_v1_memory_service_proto_rawDescGZIP() []byte {
 	return file_aether_memory_v1_memory_service_proto_rawDescData
 }
 
-var file_aether_memory_v1_memory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_aether_memory_v1_memory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_aether_memory_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_aether_memory_v1_memory_service_proto_goTypes = []any{
 	(SearchMode)(0),                     // 0: aether.memory.v1.SearchMode
-	(*StoreMemoryRequest)(nil),          // 1: aether.memory.v1.StoreMemoryRequest
-	(*StoreMemoryResponse)(nil),         // 2: aether.memory.v1.StoreMemoryResponse
-	(*BatchStoreMemoriesRequest)(nil),   // 3: aether.memory.v1.BatchStoreMemoriesRequest
-	(*BatchStoreMemoriesResponse)(nil),  // 4: aether.memory.v1.BatchStoreMemoriesResponse
-	(*GetMemoryRequest)(nil),            // 5: aether.memory.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),           // 6: aether.memory.v1.GetMemoryResponse
-	(*ListMemoriesRequest)(nil),         // 7: aether.memory.v1.ListMemoriesRequest
-	(*ListMemoriesResponse)(nil),        // 8: aether.memory.v1.ListMemoriesResponse
-	(*SearchWeights)(nil),               // 9: aether.memory.v1.SearchWeights
-	(*SearchMemoriesRequest)(nil),       // 10: aether.memory.v1.SearchMemoriesRequest
-	(*SearchMemoriesResult)(nil),        // 11: aether.memory.v1.SearchMemoriesResult
-	(*SearchMemoriesResponse)(nil),      // 12: aether.memory.v1.SearchMemoriesResponse
-	(*UpdateMemoryRequest)(nil),         // 13: aether.memory.v1.UpdateMemoryRequest
-	(*UpdateMemoryResponse)(nil),        // 14: aether.memory.v1.UpdateMemoryResponse
-	(*MemoryIds)(nil),                   // 15: aether.memory.v1.MemoryIds
-	(*ForgetMemoriesRequest)(nil),       // 16: aether.memory.v1.ForgetMemoriesRequest
-	(*ForgetMemoriesResponse)(nil),      // 17: aether.memory.v1.ForgetMemoriesResponse
-	(*SummarizeMemoriesRequest)(nil),    // 18: aether.memory.v1.SummarizeMemoriesRequest
-	(*SummarizeMemoriesResponse)(nil),   // 19: aether.memory.v1.SummarizeMemoriesResponse
-	(*GetWorkingMemoryRequest)(nil),     // 20: aether.memory.v1.GetWorkingMemoryRequest
-	(*GetWorkingMemoryResponse)(nil),    // 21: aether.memory.v1.GetWorkingMemoryResponse
-	(*PutWorkingMemoryRequest)(nil),     // 22: aether.memory.v1.PutWorkingMemoryRequest
-	(*PutWorkingMemoryResponse)(nil),    // 23: aether.memory.v1.PutWorkingMemoryResponse
-	(*AppendWorkingMemoryRequest)(nil),  // 24: aether.memory.v1.AppendWorkingMemoryRequest
-	(*AppendWorkingMemoryResponse)(nil), // 25: aether.memory.v1.AppendWorkingMemoryResponse
-	(*CreateCheckpointRequest)(nil),     // 26: aether.memory.v1.CreateCheckpointRequest
-	(*CreateCheckpointResponse)(nil),    // 27: aether.memory.v1.CreateCheckpointResponse
-	(*ListCheckpointsRequest)(nil),      // 28: aether.memory.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),     // 29: aether.memory.v1.ListCheckpointsResponse
-	(*RestoreCheckpointRequest)(nil),    // 30: aether.memory.v1.RestoreCheckpointRequest
-	(*RestoreCheckpointResponse)(nil),   // 31: aether.memory.v1.RestoreCheckpointResponse
-	(*GetToolResultRequest)(nil),        // 32: aether.memory.v1.GetToolResultRequest
-	(*GetToolResultResponse)(nil),       // 33: aether.memory.v1.GetToolResultResponse
-	(*PutToolResultRequest)(nil),        // 34: aether.memory.v1.PutToolResultRequest
-	(*PutToolResultResponse)(nil),       // 35: aether.memory.v1.PutToolResultResponse
-	(*GetAgentStateRequest)(nil),        // 36: aether.memory.v1.GetAgentStateRequest
-	(*GetAgentStateResponse)(nil),       // 37: aether.memory.v1.GetAgentStateResponse
-	(*UpdateAgentStateRequest)(nil),     // 38: aether.memory.v1.UpdateAgentStateRequest
-	(*UpdateAgentStateResponse)(nil),    // 39: aether.memory.v1.UpdateAgentStateResponse
-	(*DescribeSelfRequest)(nil),         // 40: aether.memory.v1.DescribeSelfRequest
-	(*DescribeSelfResponse)(nil),        // 41: aether.memory.v1.DescribeSelfResponse
-	(*Memory)(nil),                      // 42: aether.memory.v1.Memory
-	(MemoryView)(0),                     // 43: aether.memory.v1.MemoryView
-	(*MemoryFilter)(nil),                // 44: aether.memory.v1.MemoryFilter
-	(*durationpb.Duration)(nil),         // 45: google.protobuf.Duration
-	(*ScoreBreakdown)(nil),              // 46: aether.memory.v1.ScoreBreakdown
-	(*fieldmaskpb.FieldMask)(nil),       // 47: google.protobuf.FieldMask
-	(*Session)(nil),                     // 48: aether.memory.v1.Session
-	(*ContextMessage)(nil),              // 49: aether.memory.v1.ContextMessage
-	(*Checkpoint)(nil),                  // 50: aether.memory.v1.Checkpoint
-	(*structpb.Struct)(nil),             // 51: google.protobuf.Struct
-	(*ToolResult)(nil),                  // 52: aether.memory.v1.ToolResult
-	(*AgentState)(nil),                  // 53: aether.memory.v1.AgentState
-	(*MemoryCount)(nil),                 // 54: aether.memory.v1.MemoryCount
-	(*EpisodeStats)(nil),                // 55: aether.memory.v1.EpisodeStats
+	(RerankMode)(0),                     // 1: aether.memory.v1.RerankMode
+	(*StoreMemoryRequest)(nil),          // 2: aether.memory.v1.StoreMemoryRequest
+	(*StoreMemoryResponse)(nil),         // 3: aether.memory.v1.StoreMemoryResponse
+	(*BatchStoreMemoriesRequest)(nil),   // 4: aether.memory.v1.BatchStoreMemoriesRequest
+	(*BatchStoreMemoriesResponse)(nil),  // 5: aether.memory.v1.BatchStoreMemoriesResponse
+	(*GetMemoryRequest)(nil),            // 6: aether.memory.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),           // 7: aether.memory.v1.GetMemoryResponse
+	(*ListMemoriesRequest)(nil),         // 8: aether.memory.v1.ListMemoriesRequest
+	(*ListMemoriesResponse)(nil),        // 9: aether.memory.v1.ListMemoriesResponse
+	(*SearchWeights)(nil),               // 10: aether.memory.v1.SearchWeights
+	(*SearchMemoriesRequest)(nil),       // 11: aether.memory.v1.SearchMemoriesRequest
+	(*SearchMemoriesResult)(nil),        // 12: aether.memory.v1.SearchMemoriesResult
+	(*SearchMemoriesResponse)(nil),      // 13: aether.memory.v1.SearchMemoriesResponse
+	(*UpdateMemoryRequest)(nil),         // 14: aether.memory.v1.UpdateMemoryRequest
+	(*UpdateMemoryResponse)(nil),        // 15: aether.memory.v1.UpdateMemoryResponse
+	(*MemoryIds)(nil),                   // 16: aether.memory.v1.MemoryIds
+	(*ForgetMemoriesRequest)(nil),       // 17: aether.memory.v1.ForgetMemoriesRequest
+	(*ForgetMemoriesResponse)(nil),      // 18: aether.memory.v1.ForgetMemoriesResponse
+	(*SummarizeMemoriesRequest)(nil),    // 19: aether.memory.v1.SummarizeMemoriesRequest
+	(*SummarizeMemoriesResponse)(nil),   // 20: aether.memory.v1.SummarizeMemoriesResponse
+	(*GetWorkingMemoryRequest)(nil),     // 21: aether.memory.v1.GetWorkingMemoryRequest
+	(*GetWorkingMemoryResponse)(nil),    // 22: aether.memory.v1.GetWorkingMemoryResponse
+	(*PutWorkingMemoryRequest)(nil),     // 23: aether.memory.v1.PutWorkingMemoryRequest
+	(*PutWorkingMemoryResponse)(nil),    // 24: aether.memory.v1.PutWorkingMemoryResponse
+	(*AppendWorkingMemoryRequest)(nil),  // 25: aether.memory.v1.AppendWorkingMemoryRequest
+	(*AppendWorkingMemoryResponse)(nil), // 26: aether.memory.v1.AppendWorkingMemoryResponse
+	(*CreateCheckpointRequest)(nil),     // 27: aether.memory.v1.CreateCheckpointRequest
+	(*CreateCheckpointResponse)(nil),    // 28: aether.memory.v1.CreateCheckpointResponse
+	(*ListCheckpointsRequest)(nil),      // 29: aether.memory.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),     // 30: aether.memory.v1.ListCheckpointsResponse
+	(*RestoreCheckpointRequest)(nil),    // 31: aether.memory.v1.RestoreCheckpointRequest
+	(*RestoreCheckpointResponse)(nil),   // 32: aether.memory.v1.RestoreCheckpointResponse
+	(*GetToolResultRequest)(nil),        // 33: aether.memory.v1.GetToolResultRequest
+	(*GetToolResultResponse)(nil),       // 34: aether.memory.v1.GetToolResultResponse
+	(*PutToolResultRequest)(nil),        // 35: aether.memory.v1.PutToolResultRequest
+	(*PutToolResultResponse)(nil),       // 36: aether.memory.v1.PutToolResultResponse
+	(*GetAgentStateRequest)(nil),        // 37: aether.memory.v1.GetAgentStateRequest
+	(*GetAgentStateResponse)(nil),       // 38: aether.memory.v1.GetAgentStateResponse
+	(*UpdateAgentStateRequest)(nil),     // 39: aether.memory.v1.UpdateAgentStateRequest
+	(*UpdateAgentStateResponse)(nil),    // 40: aether.memory.v1.UpdateAgentStateResponse
+	(*DescribeSelfRequest)(nil),         // 41: aether.memory.v1.DescribeSelfRequest
+	(*DescribeSelfResponse)(nil),        // 42: aether.memory.v1.DescribeSelfResponse
+	(*Memory)(nil),                      // 43: aether.memory.v1.Memory
+	(MemoryView)(0),                     // 44: aether.memory.v1.MemoryView
+	(*MemoryFilter)(nil),                // 45: aether.memory.v1.MemoryFilter
+	(*durationpb.Duration)(nil),         // 46: google.protobuf.Duration
+	(*ScoreBreakdown)(nil),              // 47: aether.memory.v1.ScoreBreakdown
+	(*fieldmaskpb.FieldMask)(nil),       // 48: google.protobuf.FieldMask
+	(*Session)(nil),                     // 49: aether.memory.v1.Session
+	(*ContextMessage)(nil),              // 50: aether.memory.v1.ContextMessage
+	(*Checkpoint)(nil),                  // 51: aether.memory.v1.Checkpoint
+	(*structpb.Struct)(nil),             // 52: google.protobuf.Struct
+	(*ToolResult)(nil),                  // 53: aether.memory.v1.ToolResult
+	(*AgentState)(nil),                  // 54: aether.memory.v1.AgentState
+	(*MemoryCount)(nil),                 // 55: aether.memory.v1.MemoryCount
+	(*EpisodeStats)(nil),                // 56: aether.memory.v1.EpisodeStats
 }
 var file_aether_memory_v1_memory_service_proto_depIdxs = []int32{
-	42, // 0: aether.memory.v1.StoreMemoryRequest.memory:type_name -> aether.memory.v1.Memory
-	42, // 1: aether.memory.v1.StoreMemoryResponse.memory:type_name -> aether.memory.v1.Memory
-	1,  // 2: aether.memory.v1.BatchStoreMemoriesRequest.requests:type_name -> aether.memory.v1.StoreMemoryRequest
-	2,  // 3: aether.memory.v1.BatchStoreMemoriesResponse.responses:type_name -> aether.memory.v1.StoreMemoryResponse
-	43, // 4: aether.memory.v1.GetMemoryRequest.view:type_name -> aether.memory.v1.MemoryView
-	42, // 5: aether.memory.v1.GetMemoryResponse.memory:type_name -> aether.memory.v1.Memory
-	44, // 6: aether.memory.v1.ListMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
-	43, // 7: aether.memory.v1.ListMemoriesRequest.view:type_name -> aether.memory.v1.MemoryView
-	42, // 8: aether.memory.v1.ListMemoriesResponse.memories:type_name -> aether.memory.v1.Memory
-	45, // 9: aether.memory.v1.SearchWeights.recency_half_life:type_name -> google.protobuf.Duration
-	44, // 10: aether.memory.v1.SearchMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
+	43, // 0: aether.memory.v1.StoreMemoryRequest.memory:type_name -> aether.memory.v1.Memory
+	43, // 1: aether.memory.v1.StoreMemoryResponse.memory:type_name -> aether.memory.v1.Memory
+	2,  // 2: aether.memory.v1.BatchStoreMemoriesRequest.requests:type_name -> aether.memory.v1.StoreMemoryRequest
+	3,  // 3: aether.memory.v1.BatchStoreMemoriesResponse.responses:type_name -> aether.memory.v1.StoreMemoryResponse
+	44, // 4: aether.memory.v1.GetMemoryRequest.view:type_name -> aether.memory.v1.MemoryView
+	43, // 5: aether.memory.v1.GetMemoryResponse.memory:type_name -> aether.memory.v1.Memory
+	45, // 6: aether.memory.v1.ListMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
+	44, // 7: aether.memory.v1.ListMemoriesRequest.view:type_name -> aether.memory.v1.MemoryView
+	43, // 8: aether.memory.v1.ListMemoriesResponse.memories:type_name -> aether.memory.v1.Memory
+	46, // 9: aether.memory.v1.SearchWeights.recency_half_life:type_name -> google.protobuf.Duration
+	45, // 10: aether.memory.v1.SearchMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
 	0,  // 11: aether.memory.v1.SearchMemoriesRequest.mode:type_name -> aether.memory.v1.SearchMode
-	9,  // 12: aether.memory.v1.SearchMemoriesRequest.weights:type_name -> aether.memory.v1.SearchWeights
-	43, // 13: aether.memory.v1.SearchMemoriesRequest.view:type_name -> aether.memory.v1.MemoryView
-	42, // 14: aether.memory.v1.SearchMemoriesResult.memory:type_name -> aether.memory.v1.Memory
-	46, // 15: aether.memory.v1.SearchMemoriesResult.breakdown:type_name -> aether.memory.v1.ScoreBreakdown
-	11, // 16: aether.memory.v1.SearchMemoriesResponse.results:type_name -> aether.memory.v1.SearchMemoriesResult
-	42, // 17: aether.memory.v1.UpdateMemoryRequest.memory:type_name -> aether.memory.v1.Memory
-	47, // 18: aether.memory.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	42, // 19: aether.memory.v1.UpdateMemoryResponse.memory:type_name -> aether.memory.v1.Memory
-	15, // 20: aether.memory.v1.ForgetMemoriesRequest.ids:type_name -> aether.memory.v1.MemoryIds
-	44, // 21: aether.memory.v1.ForgetMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
-	42, // 22: aether.memory.v1.SummarizeMemoriesResponse.summary:type_name -> aether.memory.v1.Memory
-	48, // 23: aether.memory.v1.GetWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
-	48, // 24: aether.memory.v1.PutWorkingMemoryRequest.session:type_name -> aether.memory.v1.Session
-	48, // 25: aether.memory.v1.PutWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
-	49, // 26: aether.memory.v1.AppendWorkingMemoryRequest.messages:type_name -> aether.memory.v1.ContextMessage
-	48, // 27: aether.memory.v1.AppendWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
-	50, // 28: aether.memory.v1.CreateCheckpointResponse.checkpoint:type_name -> aether.memory.v1.Checkpoint
-	50, // 29: aether.memory.v1.ListCheckpointsResponse.checkpoints:type_name -> aether.memory.v1.Checkpoint
-	48, // 30: aether.memory.v1.RestoreCheckpointResponse.session:type_name -> aether.memory.v1.Session
-	51, // 31: aether.memory.v1.GetToolResultRequest.arguments:type_name -> google.protobuf.Struct
-	52, // 32: aether.memory.v1.GetToolResultResponse.tool_result:type_name -> aether.memory.v1.ToolResult
-	52, // 33: aether.memory.v1.PutToolResultRequest.tool_result:type_name -> aether.memory.v1.ToolResult
-	45, // 34: aether.memory.v1.PutToolResultRequest.ttl:type_name -> google.protobuf.Duration
-	52, // 35: aether.memory.v1.PutToolResultResponse.tool_result:type_name -> aether.memory.v1.ToolResult
-	53, // 36: aether.memory.v1.GetAgentStateResponse.agent_state:type_name -> aether.memory.v1.AgentState
-	53, // 37: aether.memory.v1.UpdateAgentStateRequest.agent_state:type_name -> aether.memory.v1.AgentState
-	47, // 38: aether.memory.v1.UpdateAgentStateRequest.update_mask:type_name -> google.protobuf.FieldMask
-	53, // 39: aether.memory.v1.UpdateAgentStateResponse.agent_state:type_name -> aether.memory.v1.AgentState
-	11, // 40: aether.memory.v1.DescribeSelfResponse.memories:type_name -> aether.memory.v1.SearchMemoriesResult
-	54, // 41: aether.memory.v1.DescribeSelfResponse.memory_counts:type_name -> aether.memory.v1.MemoryCount
-	55, // 42: aether.memory.v1.DescribeSelfResponse.episode_stats:type_name -> aether.memory.v1.EpisodeStats
-	53, // 43: aether.memory.v1.DescribeSelfResponse.agent_state:type_name -> aether.memory.v1.AgentState
-	1,  // 44: aether.memory.v1.MemoryService.StoreMemory:input_type -> aether.memory.v1.StoreMemoryRequest
-	3,  // 45: aether.memory.v1.MemoryService.BatchStoreMemories:input_type -> aether.memory.v1.BatchStoreMemoriesRequest
-	5,  // 46: aether.memory.v1.MemoryService.GetMemory:input_type -> aether.memory.v1.GetMemoryRequest
-	7,  // 47: aether.memory.v1.MemoryService.ListMemories:input_type -> aether.memory.v1.ListMemoriesRequest
-	10, // 48: aether.memory.v1.MemoryService.SearchMemories:input_type -> aether.memory.v1.SearchMemoriesRequest
-	13, // 49: aether.memory.v1.MemoryService.UpdateMemory:input_type -> aether.memory.v1.UpdateMemoryRequest
-	16, // 50: aether.memory.v1.MemoryService.ForgetMemories:input_type -> aether.memory.v1.ForgetMemoriesRequest
-	18, // 51: aether.memory.v1.MemoryService.SummarizeMemories:input_type -> aether.memory.v1.SummarizeMemoriesRequest
-	20, // 52: aether.memory.v1.MemoryService.GetWorkingMemory:input_type -> aether.memory.v1.GetWorkingMemoryRequest
-	22, // 53: aether.memory.v1.MemoryService.PutWorkingMemory:input_type -> aether.memory.v1.PutWorkingMemoryRequest
-	24, // 54: aether.memory.v1.MemoryService.AppendWorkingMemory:input_type -> aether.memory.v1.AppendWorkingMemoryRequest
-	26, // 55: aether.memory.v1.MemoryService.CreateCheckpoint:input_type -> aether.memory.v1.CreateCheckpointRequest
-	28, // 56: aether.memory.v1.MemoryService.ListCheckpoints:input_type -> aether.memory.v1.ListCheckpointsRequest
-	30, // 57: aether.memory.v1.MemoryService.RestoreCheckpoint:input_type -> aether.memory.v1.RestoreCheckpointRequest
-	32, // 58: aether.memory.v1.MemoryService.GetToolResult:input_type -> aether.memory.v1.GetToolResultRequest
-	34, // 59: aether.memory.v1.MemoryService.PutToolResult:input_type -> aether.memory.v1.PutToolResultRequest
-	36, // 60: aether.memory.v1.MemoryService.GetAgentState:input_type -> aether.memory.v1.GetAgentStateRequest
-	38, // 61: aether.memory.v1.MemoryService.UpdateAgentState:input_type -> aether.memory.v1.UpdateAgentStateRequest
-	40, // 62: aether.memory.v1.MemoryService.DescribeSelf:input_type -> aether.memory.v1.DescribeSelfRequest
-	2,  // 63: aether.memory.v1.MemoryService.StoreMemory:output_type -> aether.memory.v1.StoreMemoryResponse
-	4,  // 64: aether.memory.v1.MemoryService.BatchStoreMemories:output_type -> aether.memory.v1.BatchStoreMemoriesResponse
-	6,  // 65: aether.memory.v1.MemoryService.GetMemory:output_type -> aether.memory.v1.GetMemoryResponse
-	8,  // 66: aether.memory.v1.MemoryService.ListMemories:output_type -> aether.memory.v1.ListMemoriesResponse
-	12, // 67: aether.memory.v1.MemoryService.SearchMemories:output_type -> aether.memory.v1.SearchMemoriesResponse
-	14, // 68: aether.memory.v1.MemoryService.UpdateMemory:output_type -> aether.memory.v1.UpdateMemoryResponse
-	17, // 69: aether.memory.v1.MemoryService.ForgetMemories:output_type -> aether.memory.v1.ForgetMemoriesResponse
-	19, // 70: aether.memory.v1.MemoryService.SummarizeMemories:output_type -> aether.memory.v1.SummarizeMemoriesResponse
-	21, // 71: aether.memory.v1.MemoryService.GetWorkingMemory:output_type -> aether.memory.v1.GetWorkingMemoryResponse
-	23, // 72: aether.memory.v1.MemoryService.PutWorkingMemory:output_type -> aether.memory.v1.PutWorkingMemoryResponse
-	25, // 73: aether.memory.v1.MemoryService.AppendWorkingMemory:output_type -> aether.memory.v1.AppendWorkingMemoryResponse
-	27, // 74: aether.memory.v1.MemoryService.CreateCheckpoint:output_type -> aether.memory.v1.CreateCheckpointResponse
-	29, // 75: aether.memory.v1.MemoryService.ListCheckpoints:output_type -> aether.memory.v1.ListCheckpointsResponse
-	31, // 76: aether.memory.v1.MemoryService.RestoreCheckpoint:output_type -> aether.memory.v1.RestoreCheckpointResponse
-	33, // 77: aether.memory.v1.MemoryService.GetToolResult:output_type -> aether.memory.v1.GetToolResultResponse
-	35, // 78: aether.memory.v1.MemoryService.PutToolResult:output_type -> aether.memory.v1.PutToolResultResponse
-	37, // 79: aether.memory.v1.MemoryService.GetAgentState:output_type -> aether.memory.v1.GetAgentStateResponse
-	39, // 80: aether.memory.v1.MemoryService.UpdateAgentState:output_type -> aether.memory.v1.UpdateAgentStateResponse
-	41, // 81: aether.memory.v1.MemoryService.DescribeSelf:output_type -> aether.memory.v1.DescribeSelfResponse
-	63, // [63:82] is the sub-list for method output_type
-	44, // [44:63] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	10, // 12: aether.memory.v1.SearchMemoriesRequest.weights:type_name -> aether.memory.v1.SearchWeights
+	44, // 13: aether.memory.v1.SearchMemoriesRequest.view:type_name -> aether.memory.v1.MemoryView
+	1,  // 14: aether.memory.v1.SearchMemoriesRequest.rerank:type_name -> aether.memory.v1.RerankMode
+	43, // 15: aether.memory.v1.SearchMemoriesResult.memory:type_name -> aether.memory.v1.Memory
+	47, // 16: aether.memory.v1.SearchMemoriesResult.breakdown:type_name -> aether.memory.v1.ScoreBreakdown
+	12, // 17: aether.memory.v1.SearchMemoriesResponse.results:type_name -> aether.memory.v1.SearchMemoriesResult
+	43, // 18: aether.memory.v1.UpdateMemoryRequest.memory:type_name -> aether.memory.v1.Memory
+	48, // 19: aether.memory.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 20: aether.memory.v1.UpdateMemoryResponse.memory:type_name -> aether.memory.v1.Memory
+	16, // 21: aether.memory.v1.ForgetMemoriesRequest.ids:type_name -> aether.memory.v1.MemoryIds
+	45, // 22: aether.memory.v1.ForgetMemoriesRequest.filter:type_name -> aether.memory.v1.MemoryFilter
+	43, // 23: aether.memory.v1.SummarizeMemoriesResponse.summary:type_name -> aether.memory.v1.Memory
+	49, // 24: aether.memory.v1.GetWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
+	49, // 25: aether.memory.v1.PutWorkingMemoryRequest.session:type_name -> aether.memory.v1.Session
+	49, // 26: aether.memory.v1.PutWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
+	50, // 27: aether.memory.v1.AppendWorkingMemoryRequest.messages:type_name -> aether.memory.v1.ContextMessage
+	49, // 28: aether.memory.v1.AppendWorkingMemoryResponse.session:type_name -> aether.memory.v1.Session
+	51, // 29: aether.memory.v1.CreateCheckpointResponse.checkpoint:type_name -> aether.memory.v1.Checkpoint
+	51, // 30: aether.memory.v1.ListCheckpointsResponse.checkpoints:type_name -> aether.memory.v1.Checkpoint
+	49, // 31: aether.memory.v1.RestoreCheckpointResponse.session:type_name -> aether.memory.v1.Session
+	52, // 32: aether.memory.v1.GetToolResultRequest.arguments:type_name -> google.protobuf.Struct
+	53, // 33: aether.memory.v1.GetToolResultResponse.tool_result:type_name -> aether.memory.v1.ToolResult
+	53, // 34: aether.memory.v1.PutToolResultRequest.tool_result:type_name -> aether.memory.v1.ToolResult
+	46, // 35: aether.memory.v1.PutToolResultRequest.ttl:type_name -> google.protobuf.Duration
+	53, // 36: aether.memory.v1.PutToolResultResponse.tool_result:type_name -> aether.memory.v1.ToolResult
+	54, // 37: aether.memory.v1.GetAgentStateResponse.agent_state:type_name -> aether.memory.v1.AgentState
+	54, // 38: aether.memory.v1.UpdateAgentStateRequest.agent_state:type_name -> aether.memory.v1.AgentState
+	48, // 39: aether.memory.v1.UpdateAgentStateRequest.update_mask:type_name -> google.protobuf.FieldMask
+	54, // 40: aether.memory.v1.UpdateAgentStateResponse.agent_state:type_name -> aether.memory.v1.AgentState
+	12, // 41: aether.memory.v1.DescribeSelfResponse.memories:type_name -> aether.memory.v1.SearchMemoriesResult
+	55, // 42: aether.memory.v1.DescribeSelfResponse.memory_counts:type_name -> aether.memory.v1.MemoryCount
+	56, // 43: aether.memory.v1.DescribeSelfResponse.episode_stats:type_name -> aether.memory.v1.EpisodeStats
+	54, // 44: aether.memory.v1.DescribeSelfResponse.agent_state:type_name -> aether.memory.v1.AgentState
+	2,  // 45: aether.memory.v1.MemoryService.StoreMemory:input_type -> aether.memory.v1.StoreMemoryRequest
+	4,  // 46: aether.memory.v1.MemoryService.BatchStoreMemories:input_type -> aether.memory.v1.BatchStoreMemoriesRequest
+	6,  // 47: aether.memory.v1.MemoryService.GetMemory:input_type -> aether.memory.v1.GetMemoryRequest
+	8,  // 48: aether.memory.v1.MemoryService.ListMemories:input_type -> aether.memory.v1.ListMemoriesRequest
+	11, // 49: aether.memory.v1.MemoryService.SearchMemories:input_type -> aether.memory.v1.SearchMemoriesRequest
+	14, // 50: aether.memory.v1.MemoryService.UpdateMemory:input_type -> aether.memory.v1.UpdateMemoryRequest
+	17, // 51: aether.memory.v1.MemoryService.ForgetMemories:input_type -> aether.memory.v1.ForgetMemoriesRequest
+	19, // 52: aether.memory.v1.MemoryService.SummarizeMemories:input_type -> aether.memory.v1.SummarizeMemoriesRequest
+	21, // 53: aether.memory.v1.MemoryService.GetWorkingMemory:input_type -> aether.memory.v1.GetWorkingMemoryRequest
+	23, // 54: aether.memory.v1.MemoryService.PutWorkingMemory:input_type -> aether.memory.v1.PutWorkingMemoryRequest
+	25, // 55: aether.memory.v1.MemoryService.AppendWorkingMemory:input_type -> aether.memory.v1.AppendWorkingMemoryRequest
+	27, // 56: aether.memory.v1.MemoryService.CreateCheckpoint:input_type -> aether.memory.v1.CreateCheckpointRequest
+	29, // 57: aether.memory.v1.MemoryService.ListCheckpoints:input_type -> aether.memory.v1.ListCheckpointsRequest
+	31, // 58: aether.memory.v1.MemoryService.RestoreCheckpoint:input_type -> aether.memory.v1.RestoreCheckpointRequest
+	33, // 59: aether.memory.v1.MemoryService.GetToolResult:input_type -> aether.memory.v1.GetToolResultRequest
+	35, // 60: aether.memory.v1.MemoryService.PutToolResult:input_type -> aether.memory.v1.PutToolResultRequest
+	37, // 61: aether.memory.v1.MemoryService.GetAgentState:input_type -> aether.memory.v1.GetAgentStateRequest
+	39, // 62: aether.memory.v1.MemoryService.UpdateAgentState:input_type -> aether.memory.v1.UpdateAgentStateRequest
+	41, // 63: aether.memory.v1.MemoryService.DescribeSelf:input_type -> aether.memory.v1.DescribeSelfRequest
+	3,  // 64: aether.memory.v1.MemoryService.StoreMemory:output_type -> aether.memory.v1.StoreMemoryResponse
+	5,  // 65: aether.memory.v1.MemoryService.BatchStoreMemories:output_type -> aether.memory.v1.BatchStoreMemoriesResponse
+	7,  // 66: aether.memory.v1.MemoryService.GetMemory:output_type -> aether.memory.v1.GetMemoryResponse
+	9,  // 67: aether.memory.v1.MemoryService.ListMemories:output_type -> aether.memory.v1.ListMemoriesResponse
+	13, // 68: aether.memory.v1.MemoryService.SearchMemories:output_type -> aether.memory.v1.SearchMemoriesResponse
+	15, // 69: aether.memory.v1.MemoryService.UpdateMemory:output_type -> aether.memory.v1.UpdateMemoryResponse
+	18, // 70: aether.memory.v1.MemoryService.ForgetMemories:output_type -> aether.memory.v1.ForgetMemoriesResponse
+	20, // 71: aether.memory.v1.MemoryService.SummarizeMemories:output_type -> aether.memory.v1.SummarizeMemoriesResponse
+	22, // 72: aether.memory.v1.MemoryService.GetWorkingMemory:output_type -> aether.memory.v1.GetWorkingMemoryResponse
+	24, // 73: aether.memory.v1.MemoryService.PutWorkingMemory:output_type -> aether.memory.v1.PutWorkingMemoryResponse
+	26, // 74: aether.memory.v1.MemoryService.AppendWorkingMemory:output_type -> aether.memory.v1.AppendWorkingMemoryResponse
+	28, // 75: aether.memory.v1.MemoryService.CreateCheckpoint:output_type -> aether.memory.v1.CreateCheckpointResponse
+	30, // 76: aether.memory.v1.MemoryService.ListCheckpoints:output_type -> aether.memory.v1.ListCheckpointsResponse
+	32, // 77: aether.memory.v1.MemoryService.RestoreCheckpoint:output_type -> aether.memory.v1.RestoreCheckpointResponse
+	34, // 78: aether.memory.v1.MemoryService.GetToolResult:output_type -> aether.memory.v1.GetToolResultResponse
+	36, // 79: aether.memory.v1.MemoryService.PutToolResult:output_type -> aether.memory.v1.PutToolResultResponse
+	38, // 80: aether.memory.v1.MemoryService.GetAgentState:output_type -> aether.memory.v1.GetAgentStateResponse
+	40, // 81: aether.memory.v1.MemoryService.UpdateAgentState:output_type -> aether.memory.v1.UpdateAgentStateResponse
+	42, // 82: aether.memory.v1.MemoryService.DescribeSelf:output_type -> aether.memory.v1.DescribeSelfResponse
+	64, // [64:83] is the sub-list for method output_type
+	45, // [45:64] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_aether_memory_v1_memory_service_proto_init() }
@@ -2839,7 +2912,7 @@ func file_aether_memory_v1_memory_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aether_memory_v1_memory_service_proto_rawDesc), len(file_aether_memory_v1_memory_service_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,

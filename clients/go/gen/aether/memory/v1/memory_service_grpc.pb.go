@@ -68,7 +68,8 @@ type MemoryServiceClient interface {
 	// Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT.
 	ListMemories(ctx context.Context, in *ListMemoriesRequest, opts ...grpc.CallOption) (*ListMemoriesResponse, error)
 	// Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-	// fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+	// fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+	// importance and access frequency. Errors: INVALID_ARGUMENT.
 	SearchMemories(ctx context.Context, in *SearchMemoriesRequest, opts ...grpc.CallOption) (*SearchMemoriesResponse, error)
 	// Changes the fields named in update_mask; a content change re-embeds. Errors: NOT_FOUND,
 	// INVALID_ARGUMENT (unknown or immutable mask path), ALREADY_EXISTS (request_id reused).
@@ -333,7 +334,8 @@ type MemoryServiceServer interface {
 	// Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT.
 	ListMemories(context.Context, *ListMemoriesRequest) (*ListMemoriesResponse, error)
 	// Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-	// fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+	// fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+	// importance and access frequency. Errors: INVALID_ARGUMENT.
 	SearchMemories(context.Context, *SearchMemoriesRequest) (*SearchMemoriesResponse, error)
 	// Changes the fields named in update_mask; a content change re-embeds. Errors: NOT_FOUND,
 	// INVALID_ARGUMENT (unknown or immutable mask path), ALREADY_EXISTS (request_id reused).

@@ -310,9 +310,10 @@ class ScoreBreakdown(_message.Message):
     RECENCY_FIELD_NUMBER: _builtins.int
     IMPORTANCE_FIELD_NUMBER: _builtins.int
     FREQUENCY_FIELD_NUMBER: _builtins.int
+    RERANK_SCORE_FIELD_NUMBER: _builtins.int
     vector_similarity: _builtins.float
     """Cosine similarity between the query and the memory's embedding, -1.0..1.0; 0 when the
-    memory was found by keywords alone.
+    memory was found by keywords alone and the search did not re-rank.
     """
     keyword_score: _builtins.float
     """Full-text relevance (BM25) of the query against the content and context, >= 0; 0 when
@@ -328,6 +329,10 @@ class ScoreBreakdown(_message.Message):
     """The memory's importance, 0.0..1.0."""
     frequency: _builtins.float
     """Access frequency, 0.0..1.0: log-scaled access count."""
+    rerank_score: _builtins.float
+    """The learned re-ranker's estimate that the memory is relevant, 0.0..1.0; 0 when the search
+    did not re-rank. When it ran, the relevance the score weighs is this over the best one's.
+    """
     def __init__(
         self,
         *,
@@ -337,10 +342,11 @@ class ScoreBreakdown(_message.Message):
         recency: _builtins.float = ...,
         importance: _builtins.float = ...,
         frequency: _builtins.float = ...,
+        rerank_score: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "fused_rank_score", b"fused_rank_score", "importance", b"importance", "keyword_score", b"keyword_score", "recency", b"recency", "vector_similarity", b"vector_similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "fused_rank_score", b"fused_rank_score", "importance", b"importance", "keyword_score", b"keyword_score", "recency", b"recency", "rerank_score", b"rerank_score", "vector_similarity", b"vector_similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

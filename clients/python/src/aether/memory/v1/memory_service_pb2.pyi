@@ -34,7 +34,7 @@ class _SearchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchMode
     SEARCH_MODE_UNSPECIFIED: _SearchMode.ValueType  # 0
     """Default; means SEARCH_MODE_HYBRID."""
     SEARCH_MODE_HYBRID: _SearchMode.ValueType  # 1
-    """Vector similarity and keyword relevance fused by reciprocal rank."""
+    """Vector similarity and keyword relevance fused (and re-ranked, see RerankMode)."""
     SEARCH_MODE_VECTOR: _SearchMode.ValueType  # 2
     """Vector similarity only."""
     SEARCH_MODE_KEYWORD: _SearchMode.ValueType  # 3
@@ -46,12 +46,40 @@ class SearchMode(_SearchMode, metaclass=_SearchModeEnumTypeWrapper):
 SEARCH_MODE_UNSPECIFIED: SearchMode.ValueType  # 0
 """Default; means SEARCH_MODE_HYBRID."""
 SEARCH_MODE_HYBRID: SearchMode.ValueType  # 1
-"""Vector similarity and keyword relevance fused by reciprocal rank."""
+"""Vector similarity and keyword relevance fused (and re-ranked, see RerankMode)."""
 SEARCH_MODE_VECTOR: SearchMode.ValueType  # 2
 """Vector similarity only."""
 SEARCH_MODE_KEYWORD: SearchMode.ValueType  # 3
 """Keyword relevance (BM25) only."""
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
+
+class _RerankMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RerankModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RerankMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RERANK_MODE_UNSPECIFIED: _RerankMode.ValueType  # 0
+    """The server's setting (AETHER_RERANK; learned by default)."""
+    RERANK_MODE_LEARNED: _RerankMode.ValueType  # 1
+    """The learned re-ranker: a logistic model over each candidate's vector and keyword scores,
+    its neighbours in its session (which join the candidates) and the dates the query names.
+    """
+    RERANK_MODE_NONE: _RerankMode.ValueType  # 2
+    """The fused score alone."""
+
+class RerankMode(_RerankMode, metaclass=_RerankModeEnumTypeWrapper):
+    """Whether a hybrid search re-ranks its candidates before re-scoring."""
+
+RERANK_MODE_UNSPECIFIED: RerankMode.ValueType  # 0
+"""The server's setting (AETHER_RERANK; learned by default)."""
+RERANK_MODE_LEARNED: RerankMode.ValueType  # 1
+"""The learned re-ranker: a logistic model over each candidate's vector and keyword scores,
+its neighbours in its session (which join the candidates) and the dates the query names.
+"""
+RERANK_MODE_NONE: RerankMode.ValueType  # 2
+"""The fused score alone."""
+Global___RerankMode: _TypeAlias = RerankMode  # noqa: Y015
 
 @_typing.final
 class StoreMemoryRequest(_message.Message):
@@ -349,6 +377,7 @@ class SearchMemoriesRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    RERANK_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Required. The agent whose memories to search."""
     query: _builtins.str
@@ -363,6 +392,10 @@ class SearchMemoriesRequest(_message.Message):
     """Which retrieval methods to use. Unspecified means hybrid."""
     view: _memory_pb2.MemoryView.ValueType
     """How much of each memory to return. Unspecified means MEMORY_VIEW_BASIC."""
+    rerank: Global___RerankMode.ValueType
+    """Whether to re-rank. Applies to hybrid searches only; vector-only and keyword-only searches
+    rank by their one method.
+    """
     @_builtins.property
     def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Optional precomputed query vector of the service's dimension; used instead of embedding
@@ -389,10 +422,11 @@ class SearchMemoriesRequest(_message.Message):
         mode: Global___SearchMode.ValueType = ...,
         weights: Global___SearchWeights | None = ...,
         view: _memory_pb2.MemoryView.ValueType = ...,
+        rerank: Global___RerankMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "filter", b"filter", "mode", b"mode", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "query_embedding", b"query_embedding", "view", b"view", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "filter", b"filter", "mode", b"mode", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "query_embedding", b"query_embedding", "rerank", b"rerank", "view", b"view", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -186,7 +186,8 @@ class MemoryServiceServicer:
 
     def SearchMemories(self, request, context):
         """Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-        fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+        fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+        importance and access frequency. Errors: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

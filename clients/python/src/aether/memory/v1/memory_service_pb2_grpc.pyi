@@ -60,7 +60,8 @@ class MemoryServiceStub:
     """Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT."""
     SearchMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.SearchMemoriesRequest, _memory_service_pb2.SearchMemoriesResponse]
     """Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-    fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+    fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+    importance and access frequency. Errors: INVALID_ARGUMENT.
     """
     UpdateMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.UpdateMemoryRequest, _memory_service_pb2.UpdateMemoryResponse]
     """Changes the fields named in update_mask; a content change re-embeds. Errors: NOT_FOUND,
@@ -136,7 +137,8 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Lists an agent's memories, newest first, with filters. Errors: INVALID_ARGUMENT."""
     SearchMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.SearchMemoriesRequest, _memory_service_pb2.SearchMemoriesResponse]  # type: ignore[assignment]
     """Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-    fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+    fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+    importance and access frequency. Errors: INVALID_ARGUMENT.
     """
     UpdateMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.UpdateMemoryRequest, _memory_service_pb2.UpdateMemoryResponse]  # type: ignore[assignment]
     """Changes the fields named in update_mask; a content change re-embeds. Errors: NOT_FOUND,
@@ -239,7 +241,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.SearchMemoriesResponse, _abc.Awaitable[_memory_service_pb2.SearchMemoriesResponse]]:
         """Finds an agent's memories most relevant to a query: vector similarity and keyword relevance
-        fused, then re-scored by recency, importance and access frequency. Errors: INVALID_ARGUMENT.
+        fused, re-ranked by the learned model (hybrid searches), then re-scored by recency,
+        importance and access frequency. Errors: INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,171 @@
+"""The learned re-ranker: a logistic model over what hybrid retrieval already knows of each
+candidate, its neighbours in its session, and the dates the query names.
+
+No model runs per candidate: the features are numbers the two searches and one neighbour query
+return, so re-ranking 50-75 candidates costs microseconds of numpy. The weights are fitted by
+`python -m bench.locomo --train` (see bench/results/locomo.md for the leave-one-conversation-out
+figures) and shipped as data beside the service.
+
+Neighbours: a memory stored into a session records the one stored there before it. A question
+often matches the turn that asked ("What did you do last weekend?") while the answer is the turn
+after; a memory whose neighbour is a strong hit is pulled up, and a neighbour that neither search
+returned joins the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .scoring import Candidate, convex_parts
+from .temporal import DateCue, fits_any
+
+FEATURES = (
+    "vector",  # cosine min-max scaled over the vector hits; 0 if not one
+    "keyword",  # BM25 over the best BM25 of the keyword hits; 0 if not one
+    "cosine",  # raw cosine similarity to the query (neighbours and keyword hits included)
+    "vector_rank",  # 1 / (1 + rank / 5) in the vector hits; 0 if not one
+    "keyword_rank",  # the same in the keyword hits
+    "neighbor",  # the best vector + keyword of the memories before and after it
+    "neighbor_keyword",  # the best keyword of the same two
+    "previous",  # vector + keyword of the memory before it in its session
+    "next",  # vector + keyword of the memory after it
+    "asks",  # 1 if its content has a question mark: a question is seldom the answer
+    "log_words",  # log(1 + words in its content)
+    "date_fit",  # 1 if its event time falls in a date the query names (+ 7 days)
+)
+_RANK_SCALE = 5.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a search hit carries about a memory besides its score."""
+
+    event_time: float = 0.0
+    importance: float = 0.0
+    previous: str = ""  # the memory stored before it in its session; "" if none
+    words: int | None = None  # None: stored before these were recorded
+    asks: bool | None = None
+
+
+def content_facts(content: str, in_session: bool) -> tuple[int | None, bool]:
+    """(words, asks) of a memory's content, recorded when it is written.
+
+    The length is recorded for memories in a session only: in a conversation a short turn
+    ("Thanks!") is seldom what a question is about, which the model learned from LoCoMo; a
+    fact stored on its own is no less relevant for being short, and its length stays unknown,
+    which the model treats as average.
+    """
+    return (len(content.split()) if in_session else None), "?" in content
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """Standardized features, one weight each, a bias; the logistic of the sum is the score."""
+
+    features: tuple[str, ...]
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float64]
+    bias: float
+    about: Mapping[str, Any]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LinearModel:
+        features = tuple(raw["features"])
+        if features != FEATURES:
+            raise ValueError(f"re-ranker features {features} are not this version's {FEATURES}")
+        mean, scale, weights = (
+            np.asarray(raw[k], dtype=np.float64) for k in ("mean", "scale", "weights")
+        )
+        if any(a.shape != (len(FEATURES),) for a in (mean, scale, weights)) or np.any(scale <= 0):
+            raise ValueError("re-ranker mean, scale and weights need one value per feature")
+        return cls(features, mean, scale, weights, float(raw["bias"]), dict(raw.get("about", {})))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "mean": self.mean.round(6).tolist(),
+            "scale": self.scale.round(6).tolist(),
+            "weights": self.weights.round(6).tolist(),
+            "bias": round(self.bias, 6),
+            "about": dict(self.about),
+        }
+
+    def probabilities(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """P(relevant) per row; a missing value (NaN) counts as the training mean."""
+        z = (x - self.mean) / self.scale
+        z = np.where(np.isnan(z), 0.0, z)
+        logits = z @ self.weights + self.bias
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+
+def features(
+    candidates: Sequence[Candidate],
+    cosines: Mapping[str, float],
+    facts: Mapping[str, Facts],
+    cues: list[DateCue],
+) -> npt.NDArray[np.float64]:
+    """One row of FEATURES per candidate, in order."""
+    vector = convex_parts(
+        [(c.memory_id, c.vector_similarity) for c in candidates if c.vector_rank is not None],
+        minimum=True,
+    )
+    keyword = convex_parts(
+        [(c.memory_id, c.keyword_score) for c in candidates if c.keyword_rank is not None],
+        minimum=False,
+    )
+    ids = {c.memory_id for c in candidates}
+    following: dict[str, str] = {}
+    for c in candidates:
+        before = facts.get(c.memory_id, Facts()).previous
+        if before in ids:
+            following[before] = c.memory_id
+    rows = np.zeros((len(candidates), len(FEATURES)))
+    for i, c in enumerate(candidates):
+        fact = facts.get(c.memory_id, Facts())
+        before = fact.previous if fact.previous in ids else ""
+        after = following.get(c.memory_id, "")
+        both = [vector.get(n, 0.0) + keyword.get(n, 0.0) for n in (before, after) if n]
+        rows[i] = (
+            vector.get(c.memory_id, 0.0),
+            keyword.get(c.memory_id, 0.0),
+            cosines.get(c.memory_id, c.vector_similarity),
+            _rank(c.vector_rank),
+            _rank(c.keyword_rank),
+            max(both, default=0.0),
+            max((keyword.get(n, 0.0) for n in (before, after) if n), default=0.0),
+            vector.get(before, 0.0) + keyword.get(before, 0.0) if before else 0.0,
+            vector.get(after, 0.0) + keyword.get(after, 0.0) if after else 0.0,
+            math.nan if fact.asks is None else float(fact.asks),
+            math.nan if fact.words is None else math.log1p(fact.words),
+            float(bool(cues) and fits_any(cues, fact.event_time)),
+        )
+    return rows
+
+
+def rerank(
+    candidates: Sequence[Candidate],
+    model: LinearModel,
+    cosines: Mapping[str, float],
+    facts: Mapping[str, Facts],
+    cues: list[DateCue],
+) -> None:
+    """Set each candidate's `rerank` (P(relevant)) and `relevance` (that over the best one's)."""
+    if not candidates:
+        return
+    scores = model.probabilities(features(candidates, cosines, facts, cues))
+    best = float(scores.max())
+    for c, p in zip(candidates, scores, strict=True):
+        c.rerank = float(p)
+        c.relevance = float(p) / best if best > 0 else 0.0
+        c.vector_similarity = cosines.get(c.memory_id, c.vector_similarity)
+
+
+def _rank(rank: int | None) -> float:
+    return 0.0 if rank is None else 1.0 / (1.0 + (rank - 1) / _RANK_SCALE)
