@@ -17,7 +17,8 @@ conversation is searched through gRPC; the figure is the mean over all held-out 
 bundled model (`--train`) is fitted on all three; its dev figures are optimistic by construction
 and the leave-one-out figure is the honest one.
 
-    python -m bench.locomo            # writes bench/results/locomo.json and .md
+    python -m bench.locomo            # writes bench/results/locomo.json and .md (int8 pack)
+    python -m bench.locomo --variant fp32   # writes locomo-fp32.json and .md
     python -m bench.locomo --train    # refits server/aether_memory/rerank_model.json (needs the
                                       # bench extra: pip install -e '.[bench]')
 """
@@ -467,9 +468,10 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
     print(report(result))
     if overrides:  # the report of record is the defaults'
         return
+    name = "locomo" if variant == "int8" else f"locomo-{variant}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "locomo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "locomo.md").write_text(report(result))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(report(result))
 
 
 def main() -> None:

@@ -46,6 +46,12 @@ class Manifest:
     input_names: tuple[str, ...] = field(default=("input_ids", "attention_mask"))
     output_name: str = "embedding"
 
+    @property
+    def vector_space(self) -> str:
+        """What this pack's vectors can be compared with: those of the same weights, pooled the
+        same way. The variants of one model (fp32, int8) share it; any other model does not."""
+        return f"{self.model_name}/{self.pooling}/{self.source_weights_sha256[:16]}"
+
     def to_json(self) -> str:
         data = asdict(self)
         data["input_names"] = list(self.input_names)

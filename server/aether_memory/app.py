@@ -220,6 +220,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             )
             stack.push_async_callback(summarizer.aclose)
         bank = MemoryBank(memory_store, batcher, settings, archive, summarizer)
+        await bank.claim_vector_space(pack.manifest.vector_space)
         archiver = None
         if archive is not None:
             archiver = Archiver(client, archive, batch=settings.archive_batch)

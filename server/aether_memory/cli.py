@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .app import serve
+from .domain.errors import StartupError
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys, Role
 from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
@@ -200,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             pass
         assert settings is not None
-        asyncio.run(_serve(settings))
+        try:
+            asyncio.run(_serve(settings))
+        except StartupError as error:
+            print(f"aether-memory: {error}", file=sys.stderr)
+            return 2
         return 0
     try:
         return _client_call(args)

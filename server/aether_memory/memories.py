@@ -24,7 +24,7 @@ from aether_embeddings.runtime import Mode
 
 from .access import AccessRecorder
 from .archive.mongo import MongoArchive
-from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize
+from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize, StartupError
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
 from .domain.rerank import Facts, LinearModel, features, rerank
 from .domain.scoring import Candidate, Weights, fuse, rescore
@@ -38,6 +38,8 @@ from .telemetry import instruments, tracer
 log = logging.getLogger(__name__)
 
 MAX_SEARCH_DEPTH = 1000
+SPACE_SAMPLE = 8  # memories re-embedded to tell which model wrote an unrecorded index
+SAME_SPACE_COSINE = 0.95  # fp32 and int8 vectors of one model agree to >= 0.99
 # The re-ranker's weights, fitted by `python -m bench.locomo --train`.
 RERANK_MODEL = Path(__file__).with_name("rerank_model.json")
 MUTABLE_PATHS = frozenset(
@@ -128,6 +130,39 @@ class MemoryBank:
     @property
     def dimension(self) -> int:
         return self._store.dimension
+
+    async def claim_vector_space(self, space: str) -> None:
+        """Refuse to serve vectors of one model against queries of another.
+
+        The index records the vector space of the pack that writes it. An index from before that
+        record is checked by re-embedding a sample of its memories: most must match what this
+        pack makes of their content, or the service does not start.
+        """
+        held = await self._store.vector_space()
+        if held == space:
+            return
+        index = self._store.schema.index.name
+        if held is not None:
+            raise StartupError(
+                f"index {index} holds vectors of {held}, but the model pack makes {space}: "
+                "searches would compare vectors of two models. Start with the pack that wrote "
+                "them, or set AETHER_INDEX_NAME to a new index and store the memories again"
+            )
+        sample = [m for m in await self._store.sample(SPACE_SAMPLE) if m.embedding is not None]
+        if sample:
+            ours = await self._embedder.embed_many([m.content for m in sample])
+            agree = [
+                float(np.dot(ours[i], m.embedding)) >= SAME_SPACE_COSINE  # type: ignore[arg-type]
+                for i, m in enumerate(sample)
+            ]
+            if sum(agree) * 2 <= len(agree):
+                raise StartupError(
+                    f"index {index} holds vectors that the model pack {space} does not make "
+                    f"({sum(agree)} of {len(agree)} sampled memories agree): start with the "
+                    "pack that wrote them, or set AETHER_INDEX_NAME to a new index"
+                )
+        await self._store.record_vector_space(space)
+        log.info("index %s records vector space %s", index, space)
 
     def _check_vector(self, field: str, vector: npt.NDArray[np.float32]) -> None:
         if vector.shape != (self.dimension,):

@@ -3,17 +3,22 @@ the learned re-ranker per request, and the dates a query names."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
+import numpy as np
 import pytest
 from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import timestamp_pb2
 
-from aether_memory.app import Running
-from aether_memory.domain.memory import MemoryFilter
+from aether_memory.app import Running, serve
+from aether_memory.domain.errors import StartupError
+from aether_memory.domain.memory import Memory, MemoryFilter
 from aether_memory.domain.rerank import FEATURES
 from aether_memory.domain.scoring import Weights
 from aether_memory.memories import SearchRequest
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.settings import Settings
+from aether_memory.stores.redis.keys import TenantKeys, index_meta
 
 from .conftest import Client, failure
 
@@ -151,3 +156,32 @@ async def test_a_date_in_the_question_prefers_memories_of_that_time(
     response = await search(client, f"Where did Maria go hiking in {asked}?", page_size=2)
     # Asked both ways: a re-ranker blind to dates would put the same one first both times.
     assert response.results[0].memory.id == (may.id if month == 5 else october.id)
+
+
+async def test_the_index_records_its_model_and_refuses_another(service: Running) -> None:
+    space = await service.memories._store.vector_space()
+    assert space is not None and space.startswith("all-minilm-l6-v2/mean/53aa51172d142c89")
+    with pytest.raises(StartupError, match="searches would compare vectors of two models") as info:
+        await service.memories.claim_vector_space("bge-small-en-v1.5/cls/0123456789abcdef")
+    assert space in str(info.value) and "bge-small-en-v1.5" in str(info.value)
+    await service.memories.claim_vector_space(space)  # the same model: nothing to say
+
+
+async def test_an_unrecorded_index_is_checked_by_re_embedding_a_sample(tmp_path: Path) -> None:
+    settings = Settings(port=0, data_dir=tmp_path, redis_url=None, grace_s=1.0)
+    async with serve(settings) as running:
+        bank, keys = running.memories, TenantKeys("space-check")
+        space = await bank._store.vector_space()
+        assert space is not None
+        rng = np.random.default_rng(3)
+        for i in range(6):  # vectors no model of ours made, as another pack would have written
+            foreign = rng.standard_normal(384).astype(np.float32)
+            await bank.store(keys, Memory("", "a", f"Note {i} on the garden."), foreign)
+        await running.redis.delete(index_meta(settings.index_name))  # as before the record
+        with pytest.raises(StartupError, match="0 of 6 sampled memories agree"):
+            await bank.claim_vector_space(space)
+        assert await bank._store.vector_space() is None
+        await bank.forget(keys, "a", None, MemoryFilter(agent_id="a"), cascade=False)
+        await bank.store(keys, Memory("", "a", "A note the pack itself embedded."))
+        await bank.claim_vector_space(space)
+        assert await bank._store.vector_space() == space

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class StartupError(Exception):
+    """The service cannot start as configured; the message says why and what to do."""
+
+
 class DomainError(Exception):
     """Base of every error with a meaning for the caller."""
 

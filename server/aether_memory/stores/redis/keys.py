@@ -19,6 +19,12 @@ def _part(value: str) -> str:
     return quote(value, safe="-._~")
 
 
+def index_meta(index_name: str) -> str:
+    """What the service records about its indexes (named by AETHER_INDEX_NAME): which model's
+    vectors they hold. Not a tenant's key."""
+    return "aether:meta:" + _part(index_name)
+
+
 class TenantKeys:
     def __init__(self, tenant: str) -> None:
         if not TENANT_PATTERN.match(tenant):

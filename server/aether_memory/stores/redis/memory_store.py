@@ -21,12 +21,13 @@ from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
+from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...domain.rerank import Facts, content_facts
 from ...telemetry import tracer
 from . import outbox
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MEMORY_PREFIX, TenantKeys
+from .keys import MEMORY_PREFIX, TenantKeys, index_meta
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 
 log = logging.getLogger(__name__)
@@ -297,9 +298,10 @@ class RedisMemoryStore:
                         self._use_vector_type(held)
                     dim = int(attrs.get("dim", self.dimension))
                     if dim != self.dimension:
-                        raise RuntimeError(
+                        raise StartupError(
                             f"index {self.schema.index.name} holds {dim}-d vectors but the model "
-                            f"pack produces {self.dimension}-d; re-embed or use another index_name"
+                            f"pack produces {self.dimension}-d: use the pack that wrote them, or "
+                            "another AETHER_INDEX_NAME"
                         )
             for name, spec in ADDED_FIELDS.items():
                 if name not in present:
@@ -326,6 +328,28 @@ class RedisMemoryStore:
                 vector_bytes,
                 HASH_LISTPACK_VALUE,
             )
+
+    async def vector_space(self) -> str | None:
+        """The vector space recorded for this index (see ModelPack's manifest), if any."""
+        held = await self._client.hget(index_meta(self._index_name), "vector_space")
+        return held.decode() if held is not None else None
+
+    async def record_vector_space(self, space: str) -> None:
+        await self._client.hset(
+            index_meta(self._index_name),
+            mapping={"vector_space": space, "dimension": str(self.dimension)},
+        )
+
+    async def sample(self, limit: int) -> list[Memory]:
+        """Up to `limit` memories of any tenant, with their vectors (a start-up check)."""
+        _, found = await self.scan(0, limit)
+        by_tenant: dict[str, list[str]] = {}
+        for keys, memory in found[:limit]:
+            by_tenant.setdefault(keys.tenant, []).append(memory.id)
+        sampled = []
+        for tenant, ids in by_tenant.items():
+            sampled += list((await self.get_many(TenantKeys(tenant), ids)).values())
+        return sampled
 
     # ---- filters -------------------------------------------------------------------------
 
