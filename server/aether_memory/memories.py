@@ -379,16 +379,33 @@ class MemoryBank:
         found: Retrieved,
         cosines: dict[str, float],
     ) -> None:
-        """Add the hits' session neighbours as candidates, and every candidate's cosine."""
+        """Add the hits' session neighbours as candidates, and every candidate's cosine: the
+        neighbours from one KNN query under the request's filter, the keyword-only hits' from
+        their vectors (both round trips at once)."""
         hits = {c.memory_id for c in found.candidates}
-        before = {f.previous for i, f in found.facts.items() if f.previous and i in hits}
-        unscored = sorted((hits - set(cosines)) | (before - hits))
-        more = await self._store.neighbors(keys, request.filter, vector, unscored, sorted(hits))
-        cosines.update(more.scores)
-        for memory_id, _ in more.scores:
+        held: set[tuple[str, int]] = set()
+        for memory_id in hits:
+            fact = found.facts.get(memory_id)
+            if fact is not None and fact.seq is not None:
+                held.add((fact.session, fact.seq))
+        positions: dict[str, set[int]] = {}
+        for session, seq in held:
+            for near in (seq - 1, seq + 1):
+                if (session, near) not in held and near > 0:
+                    positions.setdefault(session, set()).add(near)
+        unscored = sorted(hits - set(cosines))
+        around, vectors = await asyncio.gather(
+            self._store.neighbors(
+                keys, request.filter, vector, {s: sorted(q) for s, q in positions.items()}
+            ),
+            self._store.vectors(keys, unscored),
+        )
+        cosines.update({i: float(np.dot(v, vector)) for i, v in vectors.items()})
+        cosines.update(around.scores)
+        for memory_id, _ in around.scores:
             if memory_id not in hits:
                 found.candidates.append(Candidate(memory_id))
-            found.facts.setdefault(memory_id, more.facts[memory_id])
+                found.facts[memory_id] = around.facts[memory_id]
         found.cosines = cosines
         found.cues = date_cues(request.query)
 

@@ -452,7 +452,7 @@ async def test_an_index_made_before_context_existed_gains_the_fields(
     await store_.ensure_index()
     info = await store_.index.info()
     names = {dict(zip(a[::2], a[1::2], strict=False)).get("identifier") for a in info["attributes"]}
-    assert {"context", "lead", "memory_id", "previous"} <= names
+    assert {"context", "lead", "seq"} <= names
     await store_.ensure_index()  # already there: nothing to add, no error
     await service.redis.execute_command("FT.DROPINDEX", name)
 

@@ -41,7 +41,7 @@ async def search(client: Client, query: str, **fields: object) -> S.SearchMemori
     return response
 
 
-async def test_a_memory_in_a_session_records_the_one_before_and_its_words(
+async def test_a_memory_in_a_session_takes_its_position_and_the_text_before_it(
     service: Running, client: Client
 ) -> None:
     keys = TenantKeys(client.tenant)
@@ -53,15 +53,16 @@ async def test_a_memory_in_a_session_records_the_one_before_and_its_words(
     elsewhere = await store(client, "Another session starts here.", session_id="s2")
     loose = await store(client, "No session at all.")
     fields = {
-        m.id: await service.redis.hmget(keys.memory(m.id), ["previous", "lead", "words"])
+        m.id: await service.redis.hmget(keys.memory(m.id), ["seq", "lead", "words"])
         for m in (first, second, answered, elsewhere, loose)
     }
-    assert fields[first.id] == [None, None, b"6"]
-    assert fields[second.id] == [first.id.encode(), first.content.encode(), b"6"]
-    assert fields[answered.id] == [second.id.encode(), None, b"5"]  # it has its own context
-    assert fields[elsewhere.id] == [None, None, b"4"]
+    assert fields[first.id] == [b"1", None, b"6"]
+    assert fields[second.id] == [b"2", first.content.encode(), b"6"]
+    assert fields[answered.id] == [b"3", None, b"5"]  # it has its own context
+    assert fields[elsewhere.id] == [b"1", None, b"4"]
     assert fields[loose.id] == [None, None, None]  # a fact alone: its length is no evidence
-    assert await service.redis.get(keys.session_tail("a", "s1")) == answered.id.encode()
+    tail = keys.session_tail("a", "s1")
+    assert await service.redis.hmget(tail, ["id", "seq"]) == [answered.id.encode(), b"3"]
     # The lead is keyword-searched: "pottery" is only in the memory before the reply.
     keyword = await search(client, "pottery", mode=S.SEARCH_MODE_KEYWORD)
     assert {r.memory.id for r in keyword.results} == {first.id, second.id}
@@ -116,7 +117,8 @@ async def test_the_hits_neighbours_join_the_candidates_with_their_cosine(
     assert answer.id not in {c.memory_id for c in plain.candidates}
     joined = {c.memory_id: c for c in expanded.candidates}
     assert answer.id in joined and joined[answer.id].vector_rank is None
-    assert expanded.facts[answer.id].previous == question.id
+    asked, answered = expanded.facts[question.id], expanded.facts[answer.id]
+    assert (answered.session, answered.seq) == (asked.session, (asked.seq or 0) + 1)
     assert -1.0 <= expanded.cosines[answer.id] <= 1.0 and expanded.cosines[question.id] > 0.3
     rows = expanded.features()
     assert rows.shape == (len(expanded.candidates), len(FEATURES))

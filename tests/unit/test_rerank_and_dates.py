@@ -64,16 +64,16 @@ def test_features_read_neighbours_in_the_candidate_set_only() -> None:
     answer = _candidate("a")  # found by neither search: a neighbour
     other = _candidate("o", vector=0.4, keyword=2.0, v=2, k=2)
     facts = {
-        "q": Facts(words=6, asks=True),
-        "a": Facts(previous="q", words=20, asks=False),
-        "o": Facts(previous="gone", words=3, asks=False),
+        "q": Facts(session="s", seq=4, words=6, asks=True),
+        "a": Facts(session="s", seq=5, words=20, asks=False),
+        "o": Facts(session="t", seq=5, words=3, asks=False),  # its seq 4 is no candidate
     }
     rows = features([question, answer, other], {"a": 0.3}, facts, [])
     col = {name: rows[:, i] for i, name in enumerate(FEATURES)}
     assert col["vector"].tolist() == [1.0, 0.0, 0.0]  # min-max over the vector hits
     assert col["keyword"].tolist() == [1.0, 0.0, 0.5]  # over the best BM25
     assert col["cosine"].tolist() == [0.8, 0.3, 0.4]
-    assert col["previous"].tolist() == [0.0, 2.0, 0.0]  # "gone" is no candidate
+    assert col["previous"].tolist() == [0.0, 2.0, 0.0]
     assert col["next"].tolist() == [0.0, 0.0, 0.0]  # the answer after "q" scored nothing
     assert col["neighbor"].tolist() == [0.0, 2.0, 0.0]
     assert col["asks"].tolist() == [1.0, 0.0, 0.0]
@@ -86,13 +86,17 @@ def test_a_question_before_lifts_its_answer_and_unknown_facts_are_neutral() -> N
     question = _candidate("q", vector=0.8, keyword=4.0, v=1, k=1)
     other = _candidate("o", vector=0.5, keyword=1.0, v=2, k=2)
     answer = _candidate("a")
-    facts = {"q": Facts(words=8), "o": Facts(words=8), "a": Facts(previous="q", words=8)}
+    facts = {
+        "q": Facts(session="s", seq=1, words=8),
+        "o": Facts(session="s", seq=7, words=8),
+        "a": Facts(session="s", seq=2, words=8),
+    }
     cosines = {"q": 0.8, "o": 0.5, "a": 0.5}
     rerank([question, other, answer], model, cosines, facts, [])
     # Same cosine, same length, no keyword hit: the turn after the best hit beats the other.
     assert answer.rerank > 0 and question.relevance == 1.0
     lone = _candidate("a")
-    rerank([question, other, lone], model, cosines, {**facts, "a": Facts(words=8)}, [])
+    rerank([question, other, lone], model, cosines, {**facts, "a": Facts(words=8)}, [])  # no seq
     assert answer.rerank > lone.rerank
     # A memory stored before words were recorded scores as if it had the average length.
     unknown = model.probabilities(np.full((1, len(FEATURES)), np.nan))

@@ -6,7 +6,7 @@ return, so re-ranking 50-75 candidates costs microseconds of numpy. The weights 
 `python -m bench.locomo --train` (see bench/results/locomo.md for the leave-one-conversation-out
 figures) and shipped as data beside the service.
 
-Neighbours: a memory stored into a session records the one stored there before it. A question
+Neighbours: a memory stored into a session takes the next position there (`seq`). A question
 often matches the turn that asked ("What did you do last weekend?") while the answer is the turn
 after; a memory whose neighbour is a strong hit is pulled up, and a neighbour that neither search
 returned joins the candidates.
@@ -48,7 +48,8 @@ class Facts:
 
     event_time: float = 0.0
     importance: float = 0.0
-    previous: str = ""  # the memory stored before it in its session; "" if none
+    session: str = ""
+    seq: int | None = None  # its position in its session; None outside one
     words: int | None = None  # None: stored before these were recorded
     asks: bool | None = None
 
@@ -120,17 +121,18 @@ def features(
         [(c.memory_id, c.keyword_score) for c in candidates if c.keyword_rank is not None],
         minimum=False,
     )
-    ids = {c.memory_id for c in candidates}
-    following: dict[str, str] = {}
+    at: dict[tuple[str, int], str] = {}
     for c in candidates:
-        before = facts.get(c.memory_id, Facts()).previous
-        if before in ids:
-            following[before] = c.memory_id
+        fact = facts.get(c.memory_id, Facts())
+        if fact.seq is not None:
+            at[(fact.session, fact.seq)] = c.memory_id
     rows = np.zeros((len(candidates), len(FEATURES)))
     for i, c in enumerate(candidates):
         fact = facts.get(c.memory_id, Facts())
-        before = fact.previous if fact.previous in ids else ""
-        after = following.get(c.memory_id, "")
+        before = after = ""
+        if fact.seq is not None:
+            before = at.get((fact.session, fact.seq - 1), "")
+            after = at.get((fact.session, fact.seq + 1), "")
         both = [vector.get(n, 0.0) + keyword.get(n, 0.0) for n in (before, after) if n]
         rows[i] = (
             vector.get(c.memory_id, 0.0),

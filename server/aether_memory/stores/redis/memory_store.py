@@ -42,8 +42,7 @@ MAX_LEAD_BYTES = 2048  # a longer memory before it is no lead
 ADDED_FIELDS = {
     "context": ["TEXT"],
     "lead": ["TEXT"],
-    "memory_id": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
-    "previous": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
+    "seq": ["NUMERIC"],
 }
 
 # RedisVL reports each document's key as "id", so the memory's own id is stored as "memory_id".
@@ -65,16 +64,17 @@ _SCALAR_FIELDS = [
 ]
 
 # What a search hit carries: re-scoring and the re-ranker's facts about the memory.
-_HIT_FIELDS = ["memory_id", "event_time", "importance", "previous", "words", "asks"]
+_HIT_FIELDS = ["memory_id", "event_time", "importance", "session_id", "seq", "words", "asks"]
 
 # Stores a memory unless the agent already holds identical content (the dedup key names it).
 # KEYS: memory, dedup, links, outbox, and the session's tail key when the memory joins a session.
 # ARGV: id, ttl (0 = none), memory-key prefix, the number of field arguments, the number of link
 # ids, the lead's byte limit, then the field/value pairs, the link ids, and the outbox entry's
-# field/value pairs (none without an archive). A memory joining a session records the memory
-# stored there before it as `previous` and, when it has no context, that memory's content as its
-# `lead`; it becomes the session's tail, which lives as long as the longest-lived memory that set
-# it. Returns the id of the memory that holds the content.
+# field/value pairs (none without an archive). A memory joining a session takes the session's
+# next position (`seq`: its neighbours are seq - 1 and seq + 1) and, when it has no context, the
+# content of the memory stored there before it as its `lead`; the tail (last id and position)
+# lives as long as the longest-lived memory that set it. Returns the id of the memory that holds
+# the content.
 _STORE_SCRIPT = """
 local existing = redis.call('GET', KEYS[2])
 if existing and redis.call('EXISTS', ARGV[3] .. existing) == 1 then
@@ -85,23 +85,25 @@ local nf, nl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local first = 7
 local fields = {unpack(ARGV, first, first - 1 + nf)}
 if #KEYS >= 5 then
-  local previous = redis.call('GET', KEYS[5])
+  local previous = redis.call('HGET', KEYS[5], 'id')
   local left = redis.call('TTL', KEYS[5])
-  if previous then
-    table.insert(fields, 'previous')
-    table.insert(fields, previous)
-    local context = ''
-    for i = 1, #fields, 2 do
-      if fields[i] == 'context' then context = fields[i + 1] end
-    end
-    local lead = redis.call('HGET', ARGV[3] .. previous, 'content')
-    if context == '' and lead and #lead <= tonumber(ARGV[6]) then
-      table.insert(fields, 'lead')
-      table.insert(fields, lead)
-    end
+  table.insert(fields, 'seq')
+  table.insert(fields, redis.call('HINCRBY', KEYS[5], 'seq', 1))
+  local context = ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'context' then context = fields[i + 1] end
   end
-  redis.call('SET', KEYS[5], ARGV[1])
-  if ttl > 0 and left ~= -1 then redis.call('EXPIRE', KEYS[5], math.max(ttl, left)) end
+  local lead = previous and redis.call('HGET', ARGV[3] .. previous, 'content')
+  if context == '' and lead and #lead <= tonumber(ARGV[6]) then
+    table.insert(fields, 'lead')
+    table.insert(fields, lead)
+  end
+  redis.call('HSET', KEYS[5], 'id', ARGV[1])
+  if ttl > 0 and left ~= -1 then
+    redis.call('EXPIRE', KEYS[5], math.max(ttl, left))
+  else
+    redis.call('PERSIST', KEYS[5])
+  end
 end
 -- One HSET: a second write to the hash would index the memory twice, and until RediSearch's
 -- garbage collection the stale copy skews BM25 (LoCoMo keyword recall@10 0.633 -> 0.570).
@@ -246,8 +248,6 @@ class RedisMemoryStore:
                 },
                 "fields": [
                     {"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE},
-                    {"name": "memory_id", "type": "tag", "attrs": SINGLE_VALUE},
-                    {"name": "previous", "type": "tag", "attrs": SINGLE_VALUE},
                     {"name": "agent_id", "type": "tag", "attrs": SINGLE_VALUE},
                     {"name": "session_id", "type": "tag", "attrs": SINGLE_VALUE},
                     {"name": "tier", "type": "tag"},
@@ -263,6 +263,7 @@ class RedisMemoryStore:
                     {"name": "importance", "type": "numeric"},
                     {"name": "event_time", "type": "numeric"},
                     {"name": "create_time", "type": "numeric", "attrs": {"sortable": True}},
+                    {"name": "seq", "type": "numeric"},
                     {
                         "name": "embedding",
                         "type": "vector",
@@ -727,7 +728,8 @@ class RedisMemoryStore:
                 doc["memory_id"]: Facts(
                     event_time=_num(doc.get("event_time")),
                     importance=_num(doc.get("importance")),
-                    previous=doc.get("previous") or "",
+                    session=doc.get("session_id") or "",
+                    seq=int(_num(doc["seq"])) if doc.get("seq") else None,
                     words=int(_num(doc["words"])) if doc.get("words") else None,
                     asks=doc["asks"] == "1" if doc.get("asks") else None,
                 )
@@ -774,21 +776,23 @@ class RedisMemoryStore:
         keys: TenantKeys,
         flt: MemoryFilter,
         vector: npt.NDArray[np.float32],
-        ids: Sequence[str],
-        following: Sequence[str],
+        positions: Mapping[str, Sequence[int]],
     ) -> Hits:
-        """Cosine similarity to `vector` and the facts of the memories `ids`, and of those stored
-        into a session right after any of `following`, that pass the filter: one KNN query
-        over a set small enough for RediSearch to score it exactly."""
-        clauses = []
-        if ids:
-            clauses.append(tag_in("memory_id", list(ids)))
-        if following:
-            clauses.append(tag_in("previous", list(following)))
-        if not clauses:
+        """Cosine similarity to `vector` and the facts of the memories at these positions of
+        these sessions (session id -> seqs) that pass the filter: one KNN query over a set small
+        enough for RediSearch to score it exactly."""
+        wanted: FilterExpression | None = None
+        k = 0
+        for session, seqs in positions.items():
+            at: FilterExpression | None = None
+            for seq in seqs:
+                at = Num("seq") == seq if at is None else at | (Num("seq") == seq)
+                k += 1
+            if at is not None:
+                clause = tag_in("session_id", session) & at
+                wanted = clause if wanted is None else wanted | clause
+        if wanted is None:
             return Hits([], {})
-        wanted = clauses[0] if len(clauses) == 1 else clauses[0] | clauses[1]
-        k = len(ids) + 2 * len(following)
         query = VectorQuery(
             vector=np.asarray(vector).astype(self._np_type).tobytes(),
             vector_field_name="embedding",
@@ -805,6 +809,20 @@ class RedisMemoryStore:
             )
             span.set_attribute("aether.hits", len(hits.scores))
         return hits
+
+    async def vectors(
+        self, keys: TenantKeys, ids: Sequence[str]
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """The vectors of these memories in one round trip; absent ones are left out."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for memory_id in ids:
+                pipe.hget(keys.memory(memory_id), "embedding")
+            replies = await pipe.execute()
+        return {
+            memory_id: np.frombuffer(raw, dtype=self._np_type).astype(np.float32)
+            for memory_id, raw in zip(ids, replies, strict=True)
+            if isinstance(raw, bytes)
+        }
 
     async def keyword_search(self, keys: TenantKeys, flt: MemoryFilter, text: str, k: int) -> Hits:
         """Top-k by BM25 over content and context, pre-filtered inside the index."""
