@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from aether_embeddings.runtime import Embedder
 
 from .archive.archiver import Archiver
 from .archive.mongo import MongoArchive
+from .domain.errors import StartupError
 from .domain.lifecycle import LifecyclePolicy
 from .domain.paging import PageTokens
 from .episodes import EpisodeIndex
@@ -38,7 +40,7 @@ from .memories import MemoryBank
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
-from .stores.redis.embedded import embedded_redis
+from .stores.redis.embedded import data_dir_lock, embedded_redis
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.memory_store import RedisMemoryStore
@@ -96,6 +98,22 @@ async def _watch_health(
             await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)
 
 
+def _claim_port(host: str, port: int) -> None:
+    """Fail at once, with the port's name, when something already listens on it."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StartupError(
+                f"port {port} on {host} is taken ({error.strerror}): another aether-memory "
+                "server or another program listens there; stop it or set AETHER_PORT"
+            ) from None
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -139,7 +157,10 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 "AETHER_REQUIRE_API_KEYS=true (keys: `aether-memory keys create`) or bind loopback"
             )
         log.warning("API keys are not required: serving on loopback only (%s)", settings.host)
+    _claim_port(settings.host, settings.port)  # a clash fails before anything starts
     async with contextlib.AsyncExitStack() as stack:
+        if settings.redis_url is None:
+            stack.enter_context(data_dir_lock(settings.data_dir))
         telemetry.install()
         stack.callback(telemetry.uninstall)  # last out: spans of the shutdown are exported too
         pack = await asyncio.to_thread(_load_pack, settings)  # fails here, never at first use
@@ -267,6 +288,9 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.max_pings_without_data", 0),
+                # gRPC shares a port between processes by default (SO_REUSEPORT): a second
+                # server would take half the calls to another data set.
+                ("grpc.so_reuseport", 0),
             ],
         )
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memories, server)
@@ -277,11 +301,14 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{settings.host}:{settings.port}"
-        port = (
-            server.add_secure_port(address, _tls_credentials(settings))
-            if settings.tls_cert_file
-            else server.add_insecure_port(address)
-        )
+        try:
+            port = (
+                server.add_secure_port(address, _tls_credentials(settings))
+                if settings.tls_cert_file
+                else server.add_insecure_port(address)
+            )
+        except RuntimeError as error:  # taken since _claim_port looked
+            raise StartupError(f"cannot listen on {address}: {error}") from None
         await server.start()
 
         stop_workers = asyncio.Event()

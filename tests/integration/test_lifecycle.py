@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from aether.memory.v1 import episode_service_pb2, memory_pb2, memory_service_pb2
 
 from aether_memory.app import serve
+from aether_memory.domain.errors import StartupError
 from aether_memory.settings import Settings
+from aether_memory.stores.redis.embedded import data_dir_lock, embedded_redis, redis_command
+from bench.servers import free_port
 
 from .conftest import failure, new_client
 from .test_episode_service import episode, list_all, record
@@ -111,3 +119,77 @@ async def test_tier_ttls_expire_memories_from_get_list_and_search(tmp_path: Path
             "temporary scratch note about parsing", memory_pb2.MEMORY_TIER_SCRATCHPAD
         )
         assert again.id != scratch.id
+
+
+async def test_a_second_server_on_a_data_dir_in_use_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    first = Settings(port=0, data_dir=tmp_path / "data", redis_url=None, grace_s=1.0)
+    async with serve(first) as running, grpc.aio.insecure_channel(running.address) as channel:
+        client = new_client(channel, "one-data-dir")
+        stored = await client.memory.StoreMemory(
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(agent_id="a", content="Only one server owns this.")
+            ),
+            metadata=client.md,
+        )
+        redis_log = (tmp_path / "data" / "redis.log").read_bytes()
+        # Redis runs in its own session: a terminal's Ctrl-C reaches the server, which drains
+        # its calls before it stops Redis.
+        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
+        assert os.getsid(redis_pid) == redis_pid != os.getsid(0)
+        with pytest.raises(
+            StartupError, match=f"in use by another aether-memory server \\(pid {os.getpid()}\\)"
+        ):
+            async with serve(first.model_copy(update={"port": 0})):
+                pass
+        assert (tmp_path / "data" / "redis.log").read_bytes() == redis_log  # no second Redis
+        got = await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=stored.memory.id), metadata=client.md
+        )
+        assert got.memory.content == "Only one server owns this."
+
+
+async def test_a_taken_port_is_refused_by_name_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        settings = Settings(port=port, data_dir=tmp_path / "data", redis_url=None)
+        with pytest.raises(StartupError, match=f"port {port} on 127.0.0.1 is taken"):
+            async with serve(settings):
+                pass
+    assert not (tmp_path / "data").exists()  # neither the model nor Redis was started
+
+
+async def test_an_embedded_redis_left_by_a_killed_server_is_stopped_and_its_data_kept(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    orphan = await asyncio.create_subprocess_exec(
+        *redis_command(data.resolve(), port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (data / "redis.pid").write_text(f"{orphan.pid}\n")  # as the killed server left it
+    try:
+        direct = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+        for _ in range(100):
+            with contextlib.suppress(aioredis.ConnectionError, aioredis.BusyLoadingError):
+                if await direct.set("acked-before-the-kill", "1"):
+                    break
+            await asyncio.sleep(0.1)
+        await direct.aclose()
+        with data_dir_lock(data):
+            async with embedded_redis(data) as url:
+                assert orphan.returncode is not None  # stopped before the new Redis started
+                fresh = aioredis.from_url(url)
+                assert await fresh.get("acked-before-the-kill") == b"1"
+                await fresh.aclose()
+    finally:
+        if orphan.returncode is None:
+            orphan.kill()
+        await orphan.wait()

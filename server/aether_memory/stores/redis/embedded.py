@@ -9,12 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from filelock import FileLock, Timeout
+
+from ...domain.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,71 @@ def _prepare(data_dir: Path, port: int, fsync: str) -> list[str]:
     return redis_command(data_dir.resolve(), port, fsync)
 
 
+LOCK_FILE = "aether.lock"
+SERVER_PID_FILE = "server.pid"
+REDIS_PID_FILE = "redis.pid"
+ORPHAN_STOP_S = 30.0
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory for this server's life: two embedded Redis processes on one AOF
+    lose acknowledged writes. The lock is an flock, so a killed server leaves it free."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(data_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = _read_pid(data_dir / SERVER_PID_FILE)
+        raise StartupError(
+            f"data directory {data_dir} is in use by another aether-memory server"
+            + (f" (pid {owner})" if owner else "")
+            + ": stop it, or set AETHER_DATA_DIR to another directory"
+        ) from None
+    try:
+        (data_dir / SERVER_PID_FILE).write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _ours(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live redis-server working in this data directory (`--dir` makes it
+    its working directory; Redis rewrites its command line, so that cannot tell)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # gone, a zombie, or not ours to look at
+        return False
+    return Path(exe).name.startswith("redis-server") and Path(cwd) == data_dir
+
+
+def stop_orphan(data_dir: Path) -> int | None:
+    """Stop an embedded Redis that a killed server left running on this data directory (it
+    would keep writing the AOF beside the new one); returns its pid if there was one. Only
+    call with the data directory's lock held: then no live server owns that Redis."""
+    pid = _read_pid(data_dir / REDIS_PID_FILE)
+    if pid is None or not _ours(pid, data_dir.resolve()):
+        return None
+    log.warning("stopping the embedded Redis (pid %d) a stopped server left running", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)  # Redis finishes its AOF write and exits
+    deadline = time.monotonic() + ORPHAN_STOP_S
+    while _ours(pid, data_dir.resolve()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _ours(pid, data_dir.resolve()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 STARTUP_S = 30.0  # to accept connections; loading the data set after that may take much longer
 
 
@@ -109,6 +180,7 @@ async def embedded_redis(
     data_dir: Path, port: int = 0, fsync: str = "always"
 ) -> AsyncIterator[str]:
     """Run Redis for the life of the context; yields its URL. Stops it with SHUTDOWN on exit.
+    The caller holds `data_dir_lock(data_dir)`.
 
     `fsync="always"` (the default) makes Redis fsync its AOF before it answers a write, so an
     acknowledged write survives even `kill -9` of Redis; "everysec" may lose the last second.
@@ -116,9 +188,15 @@ async def embedded_redis(
     port = port or _free_port()
     log_path = data_dir / "redis.log"
     command = await asyncio.to_thread(_prepare, data_dir, port, fsync)
+    await asyncio.to_thread(stop_orphan, data_dir)
     log_file = await asyncio.to_thread(log_path.open, "ab")
     with log_file:
-        process = await asyncio.create_subprocess_exec(*command, stdout=log_file, stderr=log_file)
+        # Its own session: Ctrl-C in a terminal reaches the server, which drains its calls and
+        # then stops Redis, not Redis in the middle of the drain.
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+    await asyncio.to_thread((data_dir / REDIS_PID_FILE).write_text, f"{process.pid}\n")
     url = f"redis://127.0.0.1:{port}/0"
     client = aioredis.from_url(url)
     try:
