@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
-from aether.memory.v1 import memory_pb2, memory_service_pb2
+from aether.memory.v1 import episode_service_pb2, memory_pb2, memory_service_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from aether_memory.domain.paging import MAX_OFFSET, PageTokens
+from aether_memory.settings import Settings
+from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.transport.paging import page_fingerprint
 
 from .conftest import Client, failure
 from .test_memory_service import count, search, store
@@ -249,3 +257,83 @@ async def test_any_agent_id_and_tag_round_trip_as_exact_filters(
     )
     assert stored.id in [m.id for m in listed.memories]
     assert all(m.agent_id == agent and tag in m.tags for m in listed.memories)
+
+
+FORGED = [(1 << 63, b""), (1 << 32, b""), (MAX_OFFSET + 1, b""), (0, b"zz"), (0, b"1-2-3")]
+FORGED += [(0, b"99999999999999999999-0"), (0, "\u00e9-1".encode())]
+
+
+@pytest.mark.parametrize(("offset", "position"), FORGED)
+async def test_a_token_forged_with_the_default_secret_is_invalid_not_internal(
+    client: Client, offset: int, position: bytes
+) -> None:
+    """The default secret is in the source, so anyone can seal a token; what it says is checked."""
+    tokens = PageTokens(hashlib.sha256(Settings().page_token_secret.encode()).digest())
+    keys = TenantKeys(client.tenant)
+    await store(client, "A memory to list.")
+    calls = [
+        (client.memory.ListMemories, memory_service_pb2.ListMemoriesRequest(agent_id="agent-1")),
+        (
+            client.memory.SearchMemories,
+            memory_service_pb2.SearchMemoriesRequest(agent_id="agent-1", query="memory"),
+        ),
+        (
+            client.memory.ListCheckpoints,
+            memory_service_pb2.ListCheckpointsRequest(session_id="s"),
+        ),
+        (client.episodes.ListEpisodes, episode_service_pb2.ListEpisodesRequest()),
+    ]
+    for method, request in calls:
+        request.page_token = tokens.encode(
+            page_fingerprint(tokens, keys, request), offset, position
+        )
+        await expect(
+            method(request, metadata=client.md),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_PAGE_TOKEN",
+            ["page_token"],
+        )
+
+
+@pytest.mark.parametrize("cursor", ["99999999999999999999-0", "0-18446744073709551616", "1-x"])
+async def test_a_cursor_redis_cannot_read_is_invalid_argument(client: Client, cursor: str) -> None:
+    call = client.episodes.SubscribeEpisodes(
+        episode_service_pb2.SubscribeEpisodesRequest(after_cursor=cursor), metadata=client.md
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    refused = failure(info.value)
+    assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["after_cursor"])
+
+
+@pytest.mark.parametrize(
+    ("method", "shape"),
+    [
+        ("/aether.memory.v1.MemoryService/GetMemory", "unary"),
+        ("/aether.memory.v1.MemoryService/StoreMemory", "unary"),
+        ("/aether.memory.v1.EpisodeService/SubscribeEpisodes", "server-stream"),
+        ("/aether.memory.v1.EpisodeService/RecordEpisodes", "bidi"),
+    ],
+)
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument(
+    channel: grpc.aio.Channel, client: Client, method: str, shape: str
+) -> None:
+    garbage = b"\xff\xff\xff"  # not a protobuf message of any type
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if shape == "unary":
+            await channel.unary_unary(method)(garbage, metadata=client.md)
+        elif shape == "server-stream":
+            async for _ in channel.unary_stream(method)(garbage, metadata=client.md):
+                pass
+        else:
+
+            async def requests() -> AsyncIterator[bytes]:
+                yield garbage
+
+            async for _ in channel.stream_stream(method)(requests(), metadata=client.md):
+                pass
+    refused = failure(info.value)
+    assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+    for internal in ("DecodeError", "Traceback", "Wire format", "Unexpected"):
+        assert internal not in (info.value.details() or "")

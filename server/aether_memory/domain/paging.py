@@ -10,12 +10,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import struct
 
 from .errors import InvalidPageToken
 
 _MAC_BYTES = 12
 _FINGERPRINT_BYTES = 16
+# The deepest offset a token may carry: no listing pages further (RediSearch answers at most
+# MAXSEARCHRESULTS, 1,000,000 by default, and search stops at 1,000). A token sealed with a
+# known secret (the default one) can say anything; anything beyond is no token of ours.
+MAX_OFFSET = 1_000_000
+_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_U64 = 1 << 64
+
+
+def is_stream_id(text: str) -> bool:
+    """Whether `text` is a Redis stream id ("ms-seq", each an unsigned 64-bit number)."""
+    match = _STREAM_ID.match(text)
+    return match is not None and all(int(part) < _U64 for part in match.groups())
 
 
 class PageTokens:
@@ -51,4 +64,14 @@ class PageTokens:
         if payload[:_FINGERPRINT_BYTES] != fingerprint:
             raise InvalidPageToken("page_token belongs to a request with different fields")
         (offset,) = struct.unpack(">Q", payload[_FINGERPRINT_BYTES : _FINGERPRINT_BYTES + 8])
-        return offset, payload[_FINGERPRINT_BYTES + 8 :]
+        position = payload[_FINGERPRINT_BYTES + 8 :]
+        if offset > MAX_OFFSET or not (position == b"" or _is_stream_id_bytes(position)):
+            raise InvalidPageToken("page_token is not a token this service issued")
+        return offset, position
+
+
+def _is_stream_id_bytes(raw: bytes) -> bool:
+    try:
+        return is_stream_id(raw.decode("ascii"))
+    except UnicodeDecodeError:
+        return False

@@ -6,7 +6,9 @@ metadata, checks the role the method needs, and records the principal in a conte
 that `tenancy.tenant_keys` reads, so a key can only ever act for its own tenant. Failures are
 statuses with ErrorInfo reasons: UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
 PERMISSION_DENIED (ROLE_FORBIDDEN, TENANT_FORBIDDEN), RESOURCE_EXHAUSTED (RATE_LIMITED with
-RetryInfo, TOO_MANY_STREAMS).
+RetryInfo, TOO_MANY_STREAMS). It also parses requests itself: bytes that are not the method's
+request message are INVALID_ARGUMENT (field "request"), not gRPC's UNKNOWN with a Python
+exception's text.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 import grpc
 from cachetools import TTLCache
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from ..domain.errors import (
     DomainError,
+    InvalidField,
     PermissionDenied,
     RateLimited,
     TooManyStreams,
@@ -36,6 +40,31 @@ PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 OPEN_PREFIXES = ("/grpc.",)  # health checks and reflection need no key
 READ_VERBS = ("Get", "List", "Search", "Subscribe", "Describe")
+UNPARSED = object()  # what a request that is not its message deserializes to
+NOT_A_REQUEST = InvalidField.one("request", "is not a valid message of this method's request type")
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, answering UNPARSED instead of raising on bad bytes."""
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def lenient(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return UNPARSED
+
+    return lenient
+
+
+async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose unparsable message ends the call with INVALID_ARGUMENT."""
+    async for request in requests:
+        if request is UNPARSED:
+            raise NOT_A_REQUEST
+        yield request
 
 
 def required_role(method: str) -> Role:
@@ -148,15 +177,18 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def refuse(context: Any, error: DomainError) -> None:
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
 
+        streamed = handler.request_streaming
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary(request: Any, context: Any) -> Any:
                 try:
                     await self._enter(method, context)
+                    if request is UNPARSED:
+                        raise NOT_A_REQUEST
                 except DomainError as error:
                     await refuse(context, error)
-                return await inner(request, context)
+                return await inner(_parsed(request) if streamed else request, context)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -165,7 +197,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             return factory(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
 
@@ -174,6 +206,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
                 _, tenant = await self._enter(method, context)
+                if request is UNPARSED:
+                    raise NOT_A_REQUEST
                 if self._streams[tenant] >= self._max_streams:
                     raise TooManyStreams(self._max_streams)
             except DomainError as error:
@@ -181,8 +215,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return
             self._streams[tenant] += 1
             try:
-                async for response in streaming(request, context):
+                async for response in streaming(_parsed(request) if streamed else request, context):
                     yield response
+            except DomainError as error:  # an unparsable message in the request stream
+                await refuse(context, error)
             finally:
                 self._streams[tenant] -= 1
                 if not self._streams[tenant]:
@@ -195,6 +231,6 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         return factory(
             stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
 from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
-from ..domain.paging import PageTokens
+from ..domain.paging import PageTokens, is_stream_id
 from ..episodes import EpisodeIndex, EpisodeQuery
 from ..memories import MemoryBank
 from ..settings import Settings
@@ -39,7 +39,6 @@ RECORD_WINDOW = 4  # requests of one RecordEpisodes stream appended at once
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 8192
 MAX_SEQ = 18446744073709551615
-CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 STATS_WINDOW = 1000
 EPISODE_TYPES = frozenset(episode_pb2.EpisodeType.values()) - {0}
@@ -310,7 +309,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             if not 1 <= interval <= 300:
                 v.add("heartbeat_interval", "must be between 1 s and 300 s")
         start = request.WhichOneof("start")
-        if start == "after_cursor" and not CURSOR.match(request.after_cursor):
+        if start == "after_cursor" and not is_stream_id(request.after_cursor):
             v.add("after_cursor", "is not a cursor this service issued")
         if request.max_batch > MAX_SUBSCRIBE_BATCH:
             v.add("max_batch", f"must be at most {MAX_SUBSCRIBE_BATCH}")
