@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .stores.redis.documents import DocumentStore
 from .stores.redis.embedded import data_dir_lock, embedded_redis
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
+from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
 from .summarizer import ChatSummarizer
 from .telemetry import Telemetry, instruments
@@ -96,6 +98,19 @@ async def _watch_health(
             log.warning("Redis is %s: health %s", "back" if up else "unreachable", status)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)
+
+
+async def _page_token_key(client: aioredis.Redis, settings: Settings) -> bytes:
+    """The configured secret, or (unset or empty) one made once for this Redis: a key written
+    in the source would let anyone seal page tokens that say what they like."""
+    configured = settings.page_token_secret
+    if configured is not None and configured.get_secret_value():
+        secret = configured.get_secret_value().encode()
+    else:
+        await client.set(PAGE_TOKEN_SECRET_KEY, secrets.token_hex(32), nx=True)
+        stored = await client.get(PAGE_TOKEN_SECRET_KEY) or b""
+        secret = stored.encode() if isinstance(stored, str) else stored
+    return hashlib.sha256(secret).digest()
 
 
 def _claim_port(host: str, port: int) -> None:
@@ -262,7 +277,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             episode_retention_s=settings.episode_retention_s,
             access=bank.access,
         )
-        tokens = PageTokens(hashlib.sha256(settings.page_token_secret.encode()).digest())
+        tokens = PageTokens(await _page_token_key(client, settings))
         episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)
         memories = MemoryServicer(
             bank,

@@ -171,9 +171,10 @@ class MemoryBank:
     async def _vector(
         self, text: str, given: npt.NDArray[np.float32] | None, mode: str = "document"
     ) -> npt.NDArray[np.float32]:
-        if given is not None:
-            norm = float(np.linalg.norm(given))
-            return (given / norm).astype(np.float32) if norm > 0 else given
+        if given is not None:  # finite (checked at the edge)
+            wide = given.astype(np.float64)  # 3e38 squared overflows float32
+            norm = float(np.linalg.norm(wide))
+            return (wide / norm).astype(np.float32) if norm > 0 else given
         return await self.embed_text(text, "query" if mode == "query" else "document")
 
     async def embed_text(self, text: str, mode: Mode) -> npt.NDArray[np.float32]:

@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     )
     grace_s: float = Field(10.0, ge=0, description="Shutdown grace for in-flight calls, seconds.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Max gRPC message size.")
-    page_token_secret: str = Field(
-        "aether-page-tokens", description="Key that seals page tokens; set it per deployment."
+    page_token_secret: SecretStr | None = Field(
+        None,
+        description="Key that seals page tokens; unset: a random one made once and kept in Redis.",
     )
     default_tenant: str = Field(
         "default", description="Tenant used when a call carries no aether-tenant metadata."

@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from aether.memory.v1 import episode_service_pb2, memory_pb2, memory_service_pb2
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aether_memory.app import Running
 from aether_memory.domain.paging import MAX_OFFSET, PageTokens
-from aether_memory.settings import Settings
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.keys import PAGE_TOKEN_SECRET_KEY, TenantKeys
+from aether_memory.transport.convert import MAX_STRUCT_DEPTH, dict_to_struct
 from aether_memory.transport.paging import page_fingerprint
 
 from .conftest import Client, failure
@@ -264,11 +266,14 @@ FORGED += [(0, b"99999999999999999999-0"), (0, "\u00e9-1".encode())]
 
 
 @pytest.mark.parametrize(("offset", "position"), FORGED)
-async def test_a_token_forged_with_the_default_secret_is_invalid_not_internal(
-    client: Client, offset: int, position: bytes
+async def test_a_token_sealed_with_the_right_key_is_still_checked_for_what_it_says(
+    service: Running, client: Client, offset: int, position: bytes
 ) -> None:
-    """The default secret is in the source, so anyone can seal a token; what it says is checked."""
-    tokens = PageTokens(hashlib.sha256(Settings().page_token_secret.encode()).digest())
+    """Were the key ever known (a configured secret leaked), a sealed token could say anything;
+    what it says is checked before any of it reaches Redis."""
+    secret = await service.redis.get(PAGE_TOKEN_SECRET_KEY)
+    assert secret is not None and len(secret) == 64  # made for this Redis, in no source file
+    tokens = PageTokens(hashlib.sha256(secret).digest())
     keys = TenantKeys(client.tenant)
     await store(client, "A memory to list.")
     calls = [
@@ -337,3 +342,55 @@ async def test_bytes_that_are_not_the_request_message_are_invalid_argument(
     assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
     for internal in ("DecodeError", "Traceback", "Wire format", "Unexpected"):
         assert internal not in (info.value.details() or "")
+
+
+def nested(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+async def test_metadata_nested_past_the_limit_is_refused_and_the_limit_reads_back(
+    client: Client,
+) -> None:
+    deepest = nested(MAX_STRUCT_DEPTH)
+    stored = await client.memory.StoreMemory(
+        store_request(metadata=dict_to_struct(deepest)), metadata=client.md
+    )
+    found = await client.memory.SearchMemories(
+        memory_service_pb2.SearchMemoriesRequest(agent_id="agent-1", query="valid content"),
+        metadata=client.md,
+    )
+    assert [r.memory.id for r in found.results] == [stored.memory.id]
+    assert json_format.MessageToDict(found.results[0].memory.metadata) == deepest
+    for levels in (MAX_STRUCT_DEPTH + 1, 33):
+        request = store_request(content=f"deeper {levels}", metadata=dict_to_struct(nested(levels)))
+        await expect(
+            client.memory.StoreMemory(request, metadata=client.md),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+            ["memory.metadata" + ".a" * MAX_STRUCT_DEPTH],
+        )
+    assert await count(client) == 1
+
+
+async def test_an_embedding_near_the_float32_limit_is_normalized_and_zeros_are_refused(
+    client: Client,
+) -> None:
+    huge = [0.0] * 384
+    huge[3] = 3e38  # its square overflows float32
+    stored = await client.memory.StoreMemory(store_request(embedding=huge), metadata=client.md)
+    full = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=stored.memory.id, view=memory_pb2.MEMORY_VIEW_FULL),
+        metadata=client.md,
+    )
+    assert full.memory.embedding[3] == pytest.approx(1.0, abs=1e-3)  # not stored as zeros
+    await expect(
+        client.memory.StoreMemory(
+            store_request(content="zeros", embedding=[0.0] * 384), metadata=client.md
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["memory.embedding"],
+    )

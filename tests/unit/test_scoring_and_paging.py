@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from aether_memory.domain.errors import InvalidPageToken
 from aether_memory.domain.memory import content_fingerprint, normalize_content
-from aether_memory.domain.paging import PageTokens
+from aether_memory.domain.paging import MAX_OFFSET, PageTokens, is_stream_id
 from aether_memory.domain.scoring import Weights, frequency, fuse, recency, rescore
 
 ids = st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=20)
@@ -115,10 +115,30 @@ def test_identical_content_after_normalization_has_one_fingerprint() -> None:
 tokens = PageTokens(b"k" * 32)
 
 
-@given(st.integers(0, 2**40), st.binary(max_size=40))
+STREAM_IDS = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)).map(
+    lambda p: f"{p[0]}-{p[1]}".encode()
+)
+
+
+@given(st.integers(0, MAX_OFFSET), st.one_of(st.just(b""), STREAM_IDS))
 def test_page_tokens_round_trip_for_the_same_request(offset: int, position: bytes) -> None:
     fp = tokens.fingerprint("tenant", "List", b"request")
     assert tokens.decode(tokens.encode(fp, offset, position), fp) == (offset, position)
+
+
+@given(
+    st.one_of(
+        st.tuples(st.integers(MAX_OFFSET + 1, 2**64 - 1), st.just(b"")),
+        st.tuples(st.just(0), st.binary(min_size=1, max_size=40)),
+    )
+)
+def test_sealed_tokens_that_say_what_no_page_is_are_refused(case: tuple[int, bytes]) -> None:
+    offset, position = case
+    fp = tokens.fingerprint("tenant", "List", b"request")
+    if position and is_stream_id(position.decode("latin-1")):
+        return  # a real stream id: a page this service could have issued
+    with pytest.raises(InvalidPageToken, match="not a token this service issued"):
+        tokens.decode(tokens.encode(fp, offset, position), fp)
 
 
 def test_page_tokens_reject_other_requests_tampering_and_other_keys() -> None:

@@ -108,24 +108,36 @@ MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_DURATION_S = 315_576_000_000  # 10,000 years, protobuf's Duration range
 
 
-def _value_violations(value: struct_pb2.Value, path: str) -> list[tuple[str, str]]:
+# JSON nested deeper than this is refused when written. Each level is three protobuf messages
+# (Value, Struct, map entry), and parsers stop at 100 nested messages: 33 levels were accepted
+# and then every response that carried them failed to decode, on the server and in clients.
+MAX_STRUCT_DEPTH = 20
+
+
+def _value_violations(value: struct_pb2.Value, path: str, depth: int = 1) -> list[tuple[str, str]]:
     kind = value.WhichOneof("kind")
     if kind == "number_value" and not math.isfinite(value.number_value):
         return [(path, "numbers must be finite (JSON has no NaN or Infinity)")]
+    if kind in ("struct_value", "list_value") and depth >= MAX_STRUCT_DEPTH:
+        return [(path, f"nests deeper than {MAX_STRUCT_DEPTH} levels")]
     if kind == "struct_value":
-        return _struct_violations(value.struct_value, path)
+        return _struct_violations(value.struct_value, path, depth + 1)
     if kind == "list_value":
         found = []
         for i, item in enumerate(value.list_value.values):
-            found += _value_violations(item, f"{path}[{i}]")
+            found += _value_violations(item, f"{path}[{i}]", depth + 1)
         return found
     return []
 
 
-def _struct_violations(value: struct_pb2.Struct, path: str) -> list[tuple[str, str]]:
+def _struct_violations(
+    value: struct_pb2.Struct, path: str, depth: int = 1
+) -> list[tuple[str, str]]:
     found = []
     for key, item in value.fields.items():
-        found += _value_violations(item, f"{path}.{key}")
+        found += _value_violations(item, f"{path}.{key}", depth)
+        if found and found[-1][1].startswith("nests deeper"):
+            break  # one path says it
     return found
 
 
@@ -195,8 +207,13 @@ def vector_of(values: Any) -> npt.NDArray[np.float32] | None:
 
 
 def check_vector(field: str, values: Any, v: Violations) -> None:
-    if len(values) and not all(math.isfinite(x) for x in values):
+    if not len(values):
+        return
+    vector = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(vector)):
         v.add(field, "must hold finite numbers")
+    elif not np.any(vector):
+        v.add(field, "must not be all zeros (it has no direction)")
 
 
 def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) -> Memory:

@@ -19,6 +19,10 @@ def _part(value: str) -> str:
     return quote(value, safe="-._~")
 
 
+# The page-token key the service made for itself when none is configured (shared by replicas).
+PAGE_TOKEN_SECRET_KEY = "aether:meta:page-token-secret"
+
+
 def index_meta(index_name: str) -> str:
     """What the service records about its indexes (named by AETHER_INDEX_NAME): which model's
     vectors they hold. Not a tenant's key."""
