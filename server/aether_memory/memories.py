@@ -24,7 +24,13 @@ from aether_embeddings.runtime import Mode
 
 from .access import AccessRecorder
 from .archive.mongo import MongoArchive
-from .domain.errors import DimensionMismatch, NotFound, NothingToSummarize, StartupError
+from .domain.errors import (
+    Conflict,
+    DimensionMismatch,
+    NotFound,
+    NothingToSummarize,
+    StartupError,
+)
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
 from .domain.rerank import Facts, LinearModel, features, rerank
 from .domain.scoring import Candidate, Weights, fuse, rescore
@@ -38,6 +44,7 @@ from .telemetry import instruments, tracer
 log = logging.getLogger(__name__)
 
 MAX_SEARCH_DEPTH = 1000
+UPDATE_ATTEMPTS = 5  # reads and re-applies of an update that raced other writes
 SPACE_SAMPLE = 8  # memories re-embedded to tell which model wrote an unrecorded index
 SAME_SPACE_COSINE = 0.95  # fp32 and int8 vectors of one model agree to >= 0.99
 # The re-ranker's weights, fitted by `python -m bench.locomo --train`.
@@ -432,35 +439,41 @@ class MemoryBank:
         paths: set[str],
         embedding: npt.NDArray[np.float32] | None = None,
     ) -> Memory:
-        current = await self.get(keys, patch.id, record_access=False)
-        updated = replace(current)
-        for path in paths:
-            setattr(updated, path, getattr(patch, path))
-        if "event_time" in paths and not patch.event_time:
-            updated.event_time = current.create_time
-        if "content" in paths and updated.content != current.content:
-            if embedding is not None:
-                self._check_vector("memory.embedding", embedding)
-            updated.embedding = await self._vector(updated.content, embedding)
-        else:
-            updated.embedding = await self._current_vector(keys, current)
-        now = time.time()
-        updated.update_time = now
-        ttl = self._ttl[updated.tier]
-        if "tier" in paths and updated.tier != current.tier:
-            updated.expire_time = now + ttl if ttl else None
-        old_links, new_links = set(current.related_ids), set(updated.related_ids) - {updated.id}
-        updated.related_ids = sorted(new_links)
-        await self._store.replace(
-            keys,
-            updated,
-            content_fingerprint(current.agent_id, current.content),
-            content_fingerprint(updated.agent_id, updated.content),
-            ttl if updated.expire_time else None,
-            removed_links=sorted(old_links - new_links),
-            added_links=sorted(new_links - old_links),
-        )
-        return updated
+        """Apply `paths` of `patch` to the memory as it is when written: a concurrent change
+        makes it read again and re-apply, a concurrent forget makes it NOT_FOUND."""
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.get(keys, patch.id, record_access=False)
+            updated = replace(current)
+            for path in paths:
+                setattr(updated, path, getattr(patch, path))
+            if "event_time" in paths and not patch.event_time:
+                updated.event_time = current.create_time
+            if "content" in paths and updated.content != current.content:
+                if embedding is not None:
+                    self._check_vector("memory.embedding", embedding)
+                updated.embedding = await self._vector(updated.content, embedding)
+            else:
+                updated.embedding = await self._current_vector(keys, current)
+            now = time.time()
+            updated.update_time = now
+            ttl = self._ttl[updated.tier]
+            if "tier" in paths and updated.tier != current.tier:
+                updated.expire_time = now + ttl if ttl else None
+            old_links = set(current.related_ids)
+            new_links = set(updated.related_ids) - {updated.id}
+            updated.related_ids = sorted(new_links)
+            if await self._store.replace(
+                keys,
+                updated,
+                content_fingerprint(current.agent_id, current.content),
+                content_fingerprint(updated.agent_id, updated.content),
+                ttl if updated.expire_time else None,
+                removed_links=sorted(old_links - new_links),
+                added_links=sorted(new_links - old_links),
+                expected_update_time=current.update_time,
+            ):
+                return updated
+        raise Conflict("memory", patch.id)
 
     async def _current_vector(self, keys: TenantKeys, memory: Memory) -> npt.NDArray[np.float32]:
         if memory.embedding is not None:

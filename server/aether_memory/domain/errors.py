@@ -53,6 +53,13 @@ class RequestIdReused(DomainError):
         self.request_id = request_id
 
 
+class Conflict(DomainError):
+    """Concurrent writes kept changing a resource while this write was applied."""
+
+    def __init__(self, resource: str, name: str) -> None:
+        super().__init__(f"the {resource} {name!r} kept changing under this write; retry")
+
+
 class RevisionMismatch(DomainError):
     def __init__(self, current: int) -> None:
         super().__init__(f"the stored revision is {current}")

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..domain.errors import (
+    Conflict,
     CursorExpired,
     DimensionMismatch,
     DomainError,
@@ -126,6 +127,10 @@ def status_for(error: BaseException) -> status_pb2.Status:
                 "CURSOR_EXPIRED",
                 metadata={"oldestCursor": error.oldest},
             )
+        case Conflict():
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(50)
+            return build_status(code_pb2.ABORTED, str(error), "CONFLICT", retry)
         case ShuttingDown():
             retry = error_details_pb2.RetryInfo()
             retry.retry_delay.FromMilliseconds(1000)

@@ -550,18 +550,28 @@ class RedisMemoryStore:
         ttl_s: int | None,
         removed_links: Sequence[str],
         added_links: Sequence[str],
-    ) -> None:
-        """Overwrite an existing memory's fields, moving its dedup key and links."""
+        expected_update_time: float,
+    ) -> bool:
+        """Overwrite an existing memory's fields, moving its dedup key and links, unless it
+        was removed or changed since it was read (its update_time is not the expected one):
+        then nothing is written and the answer is False. A forgotten memory stays forgotten."""
+        key = keys.memory(memory.id)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.memory(memory.id), mapping=self._fields(keys, memory))
+            await pipe.watch(key)
+            held = await pipe.hget(key, "update_time")
+            if held is None or _num(held.decode(), -1.0) != expected_update_time:
+                await pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=self._fields(keys, memory))
             if old_fingerprint != new_fingerprint:
                 pipe.delete(keys.dedup(old_fingerprint))
                 pipe.set(keys.dedup(new_fingerprint), memory.id, nx=True)
             if ttl_s:
-                pipe.expire(keys.memory(memory.id), ttl_s)
+                pipe.expire(key, ttl_s)
                 pipe.expire(keys.dedup(new_fingerprint), ttl_s)
             else:
-                pipe.persist(keys.memory(memory.id))
+                pipe.persist(key)
                 pipe.persist(keys.dedup(new_fingerprint))
             for other in removed_links:
                 pipe.srem(keys.links(memory.id), other)
@@ -571,7 +581,11 @@ class RedisMemoryStore:
                 pipe.sadd(keys.links(other), memory.id)
             if self.archived:
                 pipe.xadd(outbox.OUTBOX_KEY, outbox.memory_put(keys.tenant, memory))
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except redis.exceptions.WatchError:
+                return False
+        return True
 
     async def delete(
         self,

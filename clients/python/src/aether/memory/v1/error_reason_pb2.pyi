@@ -56,6 +56,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A bug in the service; details are logged with the trace id."""
     ERROR_REASON_NOTHING_TO_SUMMARIZE: _ErrorReason.ValueType  # 16
     """The session has no memories to summarize."""
+    ERROR_REASON_CONFLICT: _ErrorReason.ValueType  # 17
+    """Other writes to the same resource kept changing it while this one was applied; retry."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The vocabulary of `google.rpc.ErrorInfo.reason` in this service's errors. On the wire the
@@ -97,4 +99,6 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 15
 """A bug in the service; details are logged with the trace id."""
 ERROR_REASON_NOTHING_TO_SUMMARIZE: ErrorReason.ValueType  # 16
 """The session has no memories to summarize."""
+ERROR_REASON_CONFLICT: ErrorReason.ValueType  # 17
+"""Other writes to the same resource kept changing it while this one was applied; retry."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
