@@ -597,3 +597,120 @@ async def test_frequency_weight_lifts_an_often_read_memory(client: Client) -> No
 
     assert (await ranked(0.0))[0] == rare.id
     assert (await ranked(1.0))[0] == often.id
+
+
+async def test_an_update_racing_a_forget_never_brings_the_memory_back(client: Client) -> None:
+    for i in range(30):
+        memory = await store(client, f"Race {i}: the spare key is under the mat.")
+        update = client.memory.UpdateMemory(
+            memory_service_pb2.UpdateMemoryRequest(
+                memory=memory_pb2.Memory(id=memory.id, content=f"Race {i}: it is in the shed."),
+                update_mask=field_mask_pb2.FieldMask(paths=["content"]),
+            ),
+            metadata=client.md,
+        )
+        forget = client.memory.ForgetMemories(
+            memory_service_pb2.ForgetMemoriesRequest(
+                agent_id="agent-1", ids=memory_service_pb2.MemoryIds(ids=[memory.id])
+            ),
+            metadata=client.md,
+        )
+        updated, _ = await asyncio.gather(update, forget, return_exceptions=True)
+        if isinstance(updated, grpc.aio.AioRpcError):
+            assert updated.code() == grpc.StatusCode.NOT_FOUND  # it came after the forget
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.memory.GetMemory(
+                memory_service_pb2.GetMemoryRequest(id=memory.id), metadata=client.md
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, f"round {i}: resurrected"
+    assert await count(client) == 0
+
+
+async def test_concurrent_updates_each_apply_to_what_they_read(client: Client) -> None:
+    memory = await store(client, "Counter memory.", tags=["t0"])
+    # Four updates of different fields at once: none may undo another's (lost update).
+    await asyncio.gather(
+        *(
+            client.memory.UpdateMemory(
+                memory_service_pb2.UpdateMemoryRequest(
+                    memory=memory_pb2.Memory(id=memory.id, **fields),  # type: ignore[arg-type]
+                    update_mask=field_mask_pb2.FieldMask(paths=list(fields)),
+                ),
+                metadata=client.md,
+            )
+            for fields in (
+                {"importance": 0.9},
+                {"tags": ["t1"]},
+                {"context": "Set by the third."},
+                {"content": "Counter memory, renamed."},
+            )
+        )
+    )
+    got = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=memory.id), metadata=client.md
+    )
+    assert got.memory.importance == pytest.approx(0.9)
+    assert list(got.memory.tags) == ["t1"]
+    assert got.memory.context == "Set by the third."
+    assert got.memory.content == "Counter memory, renamed."
+
+
+async def test_concurrent_calls_with_one_request_id_store_once(client: Client) -> None:
+    for round_ in range(20):
+        request_id = f"race-{round_}-{uuid.uuid4().hex[:8]}"
+        differing = [
+            client.memory.StoreMemory(
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="a", content=f"Body {n} of {request_id}"),
+                    request_id=request_id,
+                ),
+                metadata=client.md,
+            )
+            for n in range(3)
+        ]
+        results = await asyncio.gather(*differing, return_exceptions=True)
+        stored = [r for r in results if not isinstance(r, BaseException)]
+        refused = [failure(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(stored) == 1 and len(refused) == 2, results
+        assert all(f.reason == "REQUEST_ID_REUSED" for f in refused)
+    assert await count(client, agent="a") == 20
+    same = memory_service_pb2.StoreMemoryRequest(
+        memory=memory_pb2.Memory(agent_id="a", content="Sent three times at once."),
+        request_id=str(uuid.uuid4()),
+    )
+    twins = await asyncio.gather(
+        *(client.memory.StoreMemory(same, metadata=client.md) for _ in range(3))
+    )
+    assert len({t.memory.id for t in twins}) == 1 and await count(client, agent="a") == 21
+
+
+async def test_a_batch_with_a_reused_request_id_stores_nothing(client: Client) -> None:
+    taken = str(uuid.uuid4())
+    await client.memory.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id="a", content="The first use of the id."),
+            request_id=taken,
+        ),
+        metadata=client.md,
+    )
+    fresh = str(uuid.uuid4())
+
+    def item(content: str, request_id: str) -> memory_service_pb2.StoreMemoryRequest:
+        return memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id="a", content=content), request_id=request_id
+        )
+
+    batch = memory_service_pb2.BatchStoreMemoriesRequest(
+        requests=[item("Item one.", fresh), item("Item two.", ""), item("Another body.", taken)]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.memory.BatchStoreMemories(batch, metadata=client.md)
+    assert failure(info.value).reason == "REQUEST_ID_REUSED"
+    assert await count(client, agent="a") == 1  # nothing of the batch, before or after
+    # Its claims were given back: the fresh id still works, for its own request.
+    again = memory_service_pb2.BatchStoreMemoriesRequest(
+        requests=[item("Item one.", fresh), item("Item one.", fresh), item("Item two.", "")]
+    )
+    stored = await client.memory.BatchStoreMemories(again, metadata=client.md)
+    assert stored.responses[0].memory.id == stored.responses[1].memory.id
+    assert await count(client, agent="a") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from aether.memory.v1 import (
 )
 from google.protobuf.message import Message
 
-from ..domain.errors import InvalidField, NotFound, TooLarge
+from ..domain.errors import InvalidField, NotFound, RequestIdReused, TooLarge
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
@@ -81,23 +82,42 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         """Run `compute` at most once per request_id (AIP-155); without one, just run it."""
         if not request_id:
             return await compute()
-        if len(request_id) > 36 or not request_id.isascii():
-            raise InvalidField.one("request_id", "must be at most 36 ASCII characters")
-        fingerprint = _fingerprint(request)
-        stored = await self._requests.recall(keys, method, request_id, fingerprint)
+        fingerprint = self._claimable(request_id, request, "request_id")
+        stored = await self._requests.claim(keys, method, request_id, fingerprint)
         if stored is not None:
             return response_type.FromString(stored)
-        response = await compute()
-        kept = await self._requests.remember(
+        return await self._run_claimed(keys, method, request_id, fingerprint, compute)
+
+    @staticmethod
+    def _claimable(request_id: str, request: Message, field: str) -> bytes:
+        if len(request_id) > 36 or not request_id.isascii():
+            raise InvalidField.one(field, "must be at most 36 ASCII characters")
+        return _fingerprint(request)
+
+    async def _run_claimed(
+        self,
+        keys: TenantKeys,
+        method: str,
+        request_id: str,
+        fingerprint: bytes,
+        compute: Callable[[], Awaitable[M]],
+    ) -> M:
+        """Compute the response of a claimed request_id and keep it, or give the claim back."""
+        try:
+            response = await compute()
+        except BaseException:
+            await asyncio.shield(self._requests.release(keys, method, request_id, fingerprint))
+            raise
+        await self._requests.remember(
             keys, method, request_id, fingerprint, response.SerializeToString()
         )
-        return response_type.FromString(kept)
+        return response
 
     # ---- long-term memory -----------------------------------------------------------------
 
-    async def _store_one(
+    def _storing(
         self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
-    ) -> memory_service_pb2.StoreMemoryResponse:
+    ) -> Callable[[], Awaitable[memory_service_pb2.StoreMemoryResponse]]:
         async def compute() -> memory_service_pb2.StoreMemoryResponse:
             memory, deduplicated = await self._bank.store(
                 keys, draft, c.vector_of(request.memory.embedding)
@@ -106,13 +126,18 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 memory=c.memory_to_proto(memory, full=False), deduplicated=deduplicated
             )
 
+        return compute
+
+    async def _store_one(
+        self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
+    ) -> memory_service_pb2.StoreMemoryResponse:
         return await self._once(
             keys,
             "StoreMemory",
             request,
             request.request_id,
             memory_service_pb2.StoreMemoryResponse,
-            compute,
+            self._storing(keys, request, draft),
         )
 
     @mapped
@@ -150,10 +175,53 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     f"must have {self._bank.dimension} values, not {len(r.memory.embedding)}",
                 )
         v.raise_if_any()  # atomic validation: nothing is stored when any item is invalid
-        responses = [
-            await self._store_one(keys, r, d) for r, d in zip(request.requests, drafts, strict=True)
-        ]
+        replies = await self._claim_batch(keys, request)
+        responses = []
+        for r, draft, reply in zip(request.requests, drafts, replies, strict=True):
+            if isinstance(reply, memory_service_pb2.StoreMemoryResponse):
+                responses.append(reply)  # this request_id's first response
+            elif reply is None:
+                responses.append(await self._store_one(keys, r, draft))
+            else:  # claimed here: store, then keep the response for the id
+                responses.append(
+                    await self._run_claimed(
+                        keys, "StoreMemory", r.request_id, reply, self._storing(keys, r, draft)
+                    )
+                )
         return memory_service_pb2.BatchStoreMemoriesResponse(responses=responses)
+
+    async def _claim_batch(
+        self, keys: TenantKeys, request: memory_service_pb2.BatchStoreMemoriesRequest
+    ) -> list[memory_service_pb2.StoreMemoryResponse | bytes | None]:
+        """Claim every item's request_id before anything is stored: per item its stored
+        response, its claim's fingerprint, or None (no request_id). A reused id refuses the
+        whole batch and gives back the claims taken; an id twice in the batch is one request."""
+        replies: list[memory_service_pb2.StoreMemoryResponse | bytes | None] = []
+        claimed: dict[str, bytes] = {}
+        try:
+            for i, r in enumerate(request.requests):
+                if not r.request_id:
+                    replies.append(None)
+                    continue
+                fingerprint = self._claimable(r.request_id, r, f"requests[{i}].request_id")
+                if r.request_id in claimed:
+                    if claimed[r.request_id] != fingerprint:
+                        raise RequestIdReused(r.request_id)
+                    replies.append(None)  # the same store again: dedup answers it
+                    continue
+                stored = await self._requests.claim(keys, "StoreMemory", r.request_id, fingerprint)
+                if stored is None:
+                    claimed[r.request_id] = fingerprint
+                    replies.append(fingerprint)
+                else:
+                    replies.append(memory_service_pb2.StoreMemoryResponse.FromString(stored))
+        except BaseException:
+            for request_id, fingerprint in claimed.items():
+                await asyncio.shield(
+                    self._requests.release(keys, "StoreMemory", request_id, fingerprint)
+                )
+            raise
+        return replies
 
     @mapped
     async def GetMemory(

@@ -1,15 +1,34 @@
-"""request_id -> the response first sent for it, so retried writes return the same answer."""
+"""request_id -> the response first sent for it, so retried writes return the same answer.
+
+A call claims its request_id before it does anything: the key holds the request's fingerprint
+and a pending mark until the response replaces the mark. A concurrent twin (same id, same
+request) waits for that response; a call with the same id and another request is refused at
+once, before it writes anything. A call that fails gives its claim back.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from ...domain.errors import RequestIdReused
+from ...domain.errors import Conflict, RequestIdReused
 from .keys import TenantKeys
 
 _FINGERPRINT_BYTES = 32
+# No serialized protobuf message starts with a zero byte (field number 0 is invalid), so a
+# value whose body starts with one is a claim, never a response.
+PENDING = b"\x00pending"
+PENDING_TTL_S = 60  # a claim outlives the slowest write; a crashed server's claim then lapses
+WAIT_STEP_S = 0.02
+
+# Deletes a claim only if it is still this request's pending claim. KEYS: the request key.
+# ARGV: fingerprint + PENDING.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class RequestLog:
@@ -17,23 +36,42 @@ class RequestLog:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._ttl = ttl_s
+        self._release = client.register_script(_RELEASE_SCRIPT)
 
-    async def recall(
+    async def claim(
         self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
     ) -> bytes | None:
-        """The stored response for a repeat of the same request; RequestIdReused if it differs."""
-        stored = await self._client.get(keys.request(method, request_id))
-        if stored is None:
-            return None
-        if stored[:_FINGERPRINT_BYTES] != fingerprint:
-            raise RequestIdReused(request_id)
-        return bytes(stored[_FINGERPRINT_BYTES:])
+        """None: the caller owns the request_id and must `remember` or `release` it. Bytes:
+        the response the first call with this request sent. RequestIdReused: the id belongs to
+        another request."""
+        key = keys.request(method, request_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PENDING_TTL_S
+        while True:
+            if await self._client.set(key, fingerprint + PENDING, nx=True, ex=PENDING_TTL_S):
+                return None
+            stored = await self._client.get(key)
+            if stored is None:  # released or lapsed since: claim it again
+                continue
+            if stored[:_FINGERPRINT_BYTES] != fingerprint:
+                raise RequestIdReused(request_id)
+            body = bytes(stored[_FINGERPRINT_BYTES:])
+            if body != PENDING:
+                return body
+            if loop.time() >= deadline:
+                raise Conflict("request_id", request_id)
+            await asyncio.sleep(WAIT_STEP_S)  # its twin is still computing the response
 
     async def remember(
         self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes, response: bytes
-    ) -> bytes:
-        """Keep `response` unless a concurrent twin stored first; returns the one kept."""
-        key = keys.request(method, request_id)
-        if await self._client.set(key, fingerprint + response, nx=True, ex=self._ttl):
-            return response
-        return await self.recall(keys, method, request_id, fingerprint) or response
+    ) -> None:
+        """Replace the caller's claim with the response, kept for the request_id TTL."""
+        await self._client.set(
+            keys.request(method, request_id), fingerprint + response, ex=self._ttl
+        )
+
+    async def release(
+        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
+    ) -> None:
+        """Give the claim back after a failed call, so a retry can run."""
+        await self._release(keys=[keys.request(method, request_id)], args=[fingerprint + PENDING])
