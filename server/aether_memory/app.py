@@ -47,6 +47,7 @@ from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
 from .summarizer import ChatSummarizer
+from .supervision import Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -74,6 +75,7 @@ class Running:
     archiver: Archiver | None
     maintenance: Maintenance
     memories: MemoryBank
+    workers: dict[str, WorkerState]
 
 
 async def _watch_health(
@@ -327,16 +329,19 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         await server.start()
 
         stop_workers = asyncio.Event()
-        loops = [
-            maintenance.run(stop_workers),
-            _watch_health(client, health_servicer, stop_workers),
-        ]
+        loops: dict[str, Worker] = {
+            "maintenance": maintenance.run,
+            "health": lambda stop: _watch_health(client, health_servicer, stop),
+            "access-recorder": bank.access.run,
+        }
         if settings.index_episodes:
-            loops.append(episode_index.run(stop_workers))
+            loops["episode-indexer"] = episode_index.run
         if archiver is not None:
-            loops.append(archiver.run(stop_workers))
-        loops.append(bank.access.run(stop_workers))
-        workers = asyncio.gather(*loops)
+            loops["archiver"] = archiver.run
+        states = {name: WorkerState(name) for name in loops}
+        workers = asyncio.gather(
+            *(supervise(name, run, stop_workers, states[name]) for name, run in loops.items())
+        )
 
         async def shutdown() -> None:
             for name in ("", *SERVICE_NAMES):
@@ -345,7 +350,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             await server.stop(settings.grace_s)
             await episodes.aclose()
             stop_workers.set()
-            await workers  # its failures surface here, never silently
+            await workers  # each restarted itself after failures; none is left running
 
         stack.push_async_callback(shutdown)
         for name in ("", *SERVICE_NAMES):
@@ -368,4 +373,5 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             archiver,
             maintenance,
             bank,
+            states,
         )

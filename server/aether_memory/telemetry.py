@@ -46,6 +46,7 @@ class Instruments:
     cache_lookups: metrics.Counter
     dedup_hits: metrics.Counter
     episodes_appended: metrics.Counter
+    worker_restarts: metrics.Counter
     outbox_backlog: metrics._Gauge
     archive_lag: metrics._Gauge
     episode_index_lag: metrics._Gauge
@@ -71,6 +72,9 @@ class Instruments:
             ),
             episodes_appended=meter.create_counter(
                 "aether.episodes.appended", description="Episodes written (duplicates excluded)"
+            ),
+            worker_restarts=meter.create_counter(
+                "aether.worker.restarts", description="Background worker failures, by worker"
             ),
             outbox_backlog=meter.create_gauge(
                 "aether.archive.backlog", description="Outbox entries not yet archived"

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +21,8 @@ from aether_memory.archive.mongo import doc_id
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
-from bench.servers import FerretDB
+from bench.reliability import start_redis
+from bench.servers import FerretDB, free_port
 
 from .conftest import Client, failure, new_client
 from .test_episode_service import episode, record
@@ -288,3 +290,58 @@ async def test_replaying_a_large_batch_rewrites_without_duplicates(
     await asyncio.wait_for(archive.apply(mine), 30)
     ids = [d["memory_id"] async for d in archive.memories.find({"tenant": aclient.tenant})]
     assert sorted(ids) == sorted(m.id for m in stored)
+
+
+async def test_every_worker_outlives_a_redis_kill_and_the_archive_catches_up(
+    ferret: FerretDB, tmp_path: Path
+) -> None:
+    data, port = tmp_path / "redis", free_port()
+    data.mkdir()
+    redis_process = await start_redis(data, port)
+    settings = Settings(
+        port=0,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        data_dir=tmp_path / "unused",
+        mongo_url=ferret.url,
+        archive_write_concern="1",
+        maintenance_interval_s=0.2,  # maintenance ticks meet the outage too
+        grace_s=1.0,
+    )
+    try:
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            client = new_client(ch)
+            before = await store(client, "Stored before Redis was killed.")
+            redis_process.kill()
+            await asyncio.to_thread(redis_process.wait)
+            for _ in range(100):  # the workers meet the outage and fail
+                if running.workers["archiver"].restarts:
+                    break
+                await asyncio.sleep(0.05)
+            redis_process = await start_redis(data, port)
+            after = await store_when_up(client, "Stored after Redis came back.")
+            archive = archiver(running).archive
+            for _ in range(200):
+                found = [
+                    await archive.memories.find_one({"_id": doc_id(client.tenant, m.id)})
+                    for m in (before, after)
+                ]
+                if all(found):
+                    break
+                await asyncio.sleep(0.05)
+            assert all(found), "the archiver stopped for good"
+            failed = {n: s.restarts for n, s in running.workers.items() if s.restarts}
+            assert "archiver" in failed, failed  # it did fail, and came back
+            assert "ConnectionError" in running.workers["archiver"].last_error
+            assert all(s.running for s in running.workers.values())
+    finally:
+        redis_process.terminate()
+        await asyncio.to_thread(redis_process.wait)
+
+
+async def store_when_up(client: Client, content: str) -> memory_pb2.Memory:
+    for _ in range(100):
+        try:
+            return await store(client, content)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("Redis did not come back")
