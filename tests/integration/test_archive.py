@@ -345,3 +345,36 @@ async def store_when_up(client: Client, content: str) -> memory_pb2.Memory:
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.1)
     raise AssertionError("Redis did not come back")
+
+
+async def test_a_read_that_needs_the_archive_while_it_is_down_is_unavailable_and_changes_nothing(
+    archived: Running, aclient: Client, ferret: FerretDB
+) -> None:
+    hot = await store(aclient, "Still in Redis while the archive is down.")
+    await archiver(archived).drain()
+    ferret.stop()
+    try:
+        calls = [
+            aclient.memory.GetMemory(  # not in Redis: only the archive could have it
+                memory_service_pb2.GetMemoryRequest(id=str(uuid.uuid4())), metadata=aclient.md
+            ),
+            aclient.memory.ForgetMemories(  # by filter: archived memories are forgotten too
+                memory_service_pb2.ForgetMemoriesRequest(
+                    agent_id="agent-1", filter=memory_pb2.MemoryFilter()
+                ),
+                metadata=aclient.md,
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            refused = failure(info.value)
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "BACKEND_UNAVAILABLE",
+            )
+            assert any(d.type_url.endswith("google.rpc.RetryInfo") for d in refused.status.details)
+            assert "Traceback" not in (info.value.details() or "")
+        assert (await get(aclient, hot.id)).content == hot.content  # the forget did nothing
+    finally:
+        ferret.start()

@@ -11,6 +11,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from pymongo.errors import ConnectionFailure as MongoConnectionFailure
+from pymongo.errors import ExecutionTimeout as MongoExecutionTimeout
+from pymongo.errors import WTimeoutError as MongoWriteTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -141,6 +144,17 @@ def status_for(error: BaseException) -> status_pb2.Status:
             return build_status(
                 code_pb2.UNAVAILABLE,
                 "the hot store is unreachable; retry",
+                "BACKEND_UNAVAILABLE",
+                retry,
+            )
+        case MongoConnectionFailure() | MongoExecutionTimeout() | MongoWriteTimeout():
+            # Reads that need the archive (rehydration, forgetting archived memories) read it
+            # before they change anything, so a refused call changed nothing.
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(1000)
+            return build_status(
+                code_pb2.UNAVAILABLE,
+                "the archive is unreachable; retry",
                 "BACKEND_UNAVAILABLE",
                 retry,
             )
