@@ -245,6 +245,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             checkpoint_ttl_s=settings.checkpoint_ttl_s,
             max_messages=settings.max_session_messages,
             max_checkpoints=settings.max_checkpoints,
+            # What the largest response may carry, less room for the rest of it.
+            max_session_bytes=settings.max_message_bytes - 64 * 1024,
             archived=archived,
         )
         summarizer = None

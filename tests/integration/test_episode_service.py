@@ -21,10 +21,14 @@ LLM = episode_pb2.EPISODE_TYPE_LLM_CALL
 
 
 def episode(
-    event_id: str, agent: str = "agent-1", kind: int = TOOL, **fields: object
+    event_id: str,
+    agent: str = "agent-1",
+    kind: int = TOOL,
+    payload_text: str = "",
+    **fields: object,
 ) -> episode_pb2.Episode:
     payload = struct_pb2.Struct()
-    payload.update({"n": event_id})
+    payload.update({"n": event_id, **({"text": payload_text} if payload_text else {})})
     return episode_pb2.Episode(
         event_id=event_id, agent_id=agent, type=kind, payload=payload, **fields
     )  # type: ignore[arg-type]
@@ -349,3 +353,20 @@ async def test_retention_trims_the_stream_and_the_index_together(
     assert report.episodes_trimmed >= 3
     assert await list_all(client) == []
     assert await _indexed(client, 0) == []
+
+
+async def test_a_page_of_large_episodes_stops_at_what_one_response_carries(
+    client: Client,
+) -> None:
+    big = "y" * 30_000
+    batches = [[episode(f"big-{b}-{i}", payload_text=big) for i in range(100)] for b in range(3)]
+    acks = await record(client, *batches)
+    assert len(acks) == 300
+    first = await client.episodes.ListEpisodes(
+        episode_service_pb2.ListEpisodesRequest(page_size=1000), metadata=client.md
+    )
+    assert 0 < len(first.episodes) < 300 and first.next_page_token  # 9 MB: not one page
+    assert first.ByteSize() <= 4 * 1024 * 1024
+    assert [e.event_id for e in await list_all(client, page_size=1000)] == [
+        a.event_id for a in acks
+    ]

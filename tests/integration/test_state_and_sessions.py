@@ -263,3 +263,22 @@ async def test_times_read_back_equal_the_times_a_write_returned(client: Client) 
         )
         assert read.session.messages == written.messages
         assert read.session.update_time == written.update_time
+
+
+async def test_an_append_no_response_could_carry_is_refused_and_the_session_still_reads(
+    client: Client,
+) -> None:
+    chunk = ["x" * 30_000] * 100  # 3 MB: fits one response
+    first = await append(client, "big", *chunk)
+    assert first.revision == 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await append(client, "big", *chunk)  # 6 MB in all: no response could carry it
+    refused = failure(info.value)
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "PAYLOAD_TOO_LARGE",
+    )
+    got = await client.memory.GetWorkingMemory(
+        memory_service_pb2.GetWorkingMemoryRequest(session_id="big"), metadata=client.md
+    )
+    assert got.session.revision == 1 and len(got.session.messages) == 100  # nothing was saved

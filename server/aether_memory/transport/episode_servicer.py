@@ -130,6 +130,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         self._bank = bank
         self._tokens = page_tokens
         self._settings = settings
+        self._page_bytes = settings.max_message_bytes - 64 * 1024  # a page fits one response
         self.draining = asyncio.Event()
 
     async def aclose(self) -> None:
@@ -391,15 +392,22 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             end = f"{end_ms - 1}-{MAX_SEQ}"
         scan_limit = max(4 * size, 1000)  # bounded work per call, even when few entries match
         scanned = await self._log.range(keys, start, end, scan_limit)
-        episodes = []
-        last = ""
+        episodes: list[episode_pb2.Episode] = []
+        last, budget, full = "", self._page_bytes, False
         for entry in scanned:
-            last = entry.stream_id
             if self._matches(entry, request.filter, types, outcomes):
-                episodes.append(_from_entry(entry))
-                if len(episodes) == size:
+                episode = _from_entry(entry)
+                budget -= episode.ByteSize() + 8  # and its field tag and length
+                if budget < 0 and episodes:  # the next page starts with it
+                    full = True
                     break
-        more = bool(scanned) and (len(scanned) == scan_limit or last != scanned[-1].stream_id)
+                episodes.append(episode)
+            last = entry.stream_id
+            if len(episodes) == size:
+                break
+        more = full or (
+            bool(scanned) and (len(scanned) == scan_limit or last != scanned[-1].stream_id)
+        )
         return episode_service_pb2.ListEpisodesResponse(
             episodes=episodes,
             next_page_token=self._tokens.encode(fingerprint, 0, last.encode()) if more else "",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from ...domain.errors import NotFound, RevisionMismatch
+from ...domain.errors import NotFound, RevisionMismatch, TooLarge
 from . import outbox
 from .keys import TenantKeys
 
@@ -62,6 +62,7 @@ class DocumentStore:
         checkpoint_ttl_s: int,
         max_messages: int,
         max_checkpoints: int,
+        max_session_bytes: int = 4 * 1024 * 1024 - 64 * 1024,
         archived: bool = False,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
@@ -70,9 +71,15 @@ class DocumentStore:
         self._checkpoint_ttl = checkpoint_ttl_s
         self._max_messages = max_messages
         self._max_checkpoints = max_checkpoints
+        self._max_session_bytes = max_session_bytes  # a session must fit in one response
         self._archived = archived  # checkpoints and agent states then go to the archive outbox
 
     # ---- working memory --------------------------------------------------------------------
+
+    def _check_size(self, doc: Document) -> None:
+        """Refuse, before writing, a session no response could carry (JSON bytes as the size)."""
+        if len(json.dumps(doc, separators=(",", ":"))) > self._max_session_bytes:
+            raise TooLarge("messages", self._max_session_bytes)
 
     def _with_expiry(self, doc: Document, ttl: int) -> Document:
         doc["expire_time"] = now_us() + ttl * 1_000_000 if ttl > 0 else None
@@ -101,6 +108,7 @@ class DocumentStore:
             doc = dict(session)
             doc["messages"] = doc["messages"][-self._max_messages :]
             doc.update(revision=revision + 1, update_time=now_us())
+            self._check_size(doc)
             _multi(pipe)
             pipe.json().set(key, "$", doc)
             pipe.expire(key, self._working_ttl)
@@ -129,6 +137,7 @@ class DocumentStore:
             doc.update(revision=int(doc["revision"]) + 1, update_time=now)
             if agent_id and not doc.get("agent_id"):
                 doc["agent_id"] = agent_id
+            self._check_size(doc)
             _multi(pipe)
             pipe.json().set(key, "$", doc)
             pipe.expire(key, self._working_ttl)
