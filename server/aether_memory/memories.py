@@ -76,6 +76,7 @@ class SearchRequest:
     offset: int
     limit: int
     rerank: bool | None = None  # None: the server's setting; only hybrid searches re-rank
+    record_access: bool = True  # whether returning a memory counts as reading it
 
 
 @dataclass
@@ -317,7 +318,9 @@ class MemoryBank:
             )
         page = ranked[request.offset : request.offset + request.limit]
         # Only the page is read in full (one round trip), and reading it counts the access.
-        memories = await self._read(keys, [c.memory_id for c in page], count=True)
+        memories = await self._read(
+            keys, [c.memory_id for c in page], count=request.record_access
+        )
         results = []
         for c in page:
             memory = memories.get(c.memory_id)

@@ -34,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aether_memory.app import Running, serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.api_keys import ApiKeys, Role
+from aether_memory.stores.redis.keys import TenantKeys
 
 from .conftest import failure
 
@@ -322,3 +323,32 @@ async def test_the_keys_cli_creates_and_revokes(secured: Running) -> None:
         capture_output=True,
     )
     assert await ApiKeys(secured.redis).authenticate(made["key"]) is None
+
+
+async def test_a_read_keys_reads_count_no_accesses_and_promote_nothing(
+    secured: Running, channel: grpc.aio.Channel
+) -> None:
+    writer, reader = await key(secured, "sec-reads"), await key(secured, "sec-reads", Role.READ)
+    stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+    stored = await stub.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(
+                agent_id="a", content="A working note.", tier=memory_pb2.MEMORY_TIER_WORKING
+            )
+        ),
+        metadata=bearer(writer),
+    )
+    memory_id = stored.memory.id
+    for _ in range(4):  # more than the reads that promote a working memory
+        assert await get(channel, bearer(reader), memory_id) == "A working note."
+        await stub.SearchMemories(
+            memory_service_pb2.SearchMemoriesRequest(agent_id="a", query="working note"),
+            metadata=bearer(reader),
+        )
+    assert await get(channel, bearer(writer), memory_id) == "A working note."
+    access = TenantKeys("sec-reads").access(memory_id)
+    for _ in range(100):  # the access recorder writes within 50 ms
+        if await secured.redis.hget(access, "count"):
+            break
+        await asyncio.sleep(0.05)
+    assert await secured.redis.hget(access, "count") == b"1"  # the writer's read alone

@@ -67,6 +67,13 @@ async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+def may_write() -> bool:
+    """Whether this call's caller may change data: a read-only key's reads count no accesses
+    (which promote memories and drop their expiry). Without keys everyone may."""
+    principal = PRINCIPAL.get()
+    return principal is None or principal.role >= Role.WRITE
+
+
 def required_role(method: str) -> Role:
     name = method.rsplit("/", 1)[-1]
     return Role.READ if name.startswith(READ_VERBS) else Role.WRITE

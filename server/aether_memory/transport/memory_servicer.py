@@ -29,6 +29,7 @@ from ..stores.redis.idempotency import RequestLog
 from ..stores.redis.keys import TenantKeys
 from ..telemetry import instruments
 from . import convert as c
+from .access import may_write
 from .errors import mapped
 from .paging import page_fingerprint, page_start
 from .tenancy import tenant_keys
@@ -232,7 +233,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.identifier("id", request.id, required=True)
         v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
         v.raise_if_any()
-        memory = await self._bank.get(keys, request.id)
+        memory = await self._bank.get(keys, request.id, record_access=may_write())
         return memory_service_pb2.GetMemoryResponse(
             memory=c.memory_to_proto(memory, full=request.view == memory_pb2.MEMORY_VIEW_FULL)
         )
@@ -293,6 +294,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 offset=offset,
                 limit=size,
                 rerank=RERANK_CHOICES.get(request.rerank),
+                record_access=may_write(),
             ),
         )
         full = request.view == memory_pb2.MEMORY_VIEW_FULL
@@ -718,6 +720,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     weights=Weights(),
                     offset=0,
                     limit=request.max_memories or 5,
+                    record_access=may_write(),
                 ),
             )
             for r in results:
