@@ -191,7 +191,9 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 )
             )
             # Where `aether-memory keys ...` finds the embedded Redis while the service runs.
-            (settings.data_dir / "redis.url").write_text(redis_url + "\n")
+            url_file = settings.data_dir / "redis.url"
+            url_file.write_text(redis_url + "\n")
+            stack.callback(url_file.unlink, missing_ok=True)
         else:
             redis_url = settings.redis_url
         client = aioredis.from_url(redis_url, decode_responses=False)

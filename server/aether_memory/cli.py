@@ -21,6 +21,7 @@ from .app import serve
 from .domain.errors import StartupError
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys, Role
+from .stores.redis.embedded import server_running
 from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.outbox import OUTBOX_KEY
@@ -46,22 +47,31 @@ def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _redis_url(settings: Settings) -> str:
+    """AETHER_REDIS_URL, or the embedded Redis of the server running on AETHER_DATA_DIR."""
     if settings.redis_url:
         return settings.redis_url
-    written = settings.data_dir / "redis.url"
-    if not written.exists():
+    data_dir = settings.data_dir.resolve()
+    written = data_dir / "redis.url"
+    if not written.exists() or not server_running(data_dir):
         raise SystemExit(
-            "aether-memory: no AETHER_REDIS_URL, and no embedded Redis is running here "
-            f"({written} is missing): start the service first"
+            f"aether-memory: no server runs on {data_dir} (the data directory of "
+            "`aether-memory serve` here): start it, or set AETHER_DATA_DIR to its data "
+            "directory, or AETHER_REDIS_URL"
         )
     return written.read_text().strip()
+
+
+def _unreachable(url: str, error: Exception) -> SystemExit:
+    return SystemExit(f"aether-memory: Redis at {url} does not answer ({error})")
 
 
 async def _status(args: argparse.Namespace) -> int:
     """Health, memories by tier, archive backlog, index lag and last-minute throughput."""
     settings = Settings()
-    client = aioredis.from_url(_redis_url(settings))
+    url = _redis_url(settings)
+    client = aioredis.from_url(url)
     try:
+        await _ping(client, url)
         health = "UNREACHABLE"
         try:
             async with grpc.aio.insecure_channel(args.target) as channel:
@@ -99,9 +109,18 @@ async def _status(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
-async def _keys(args: argparse.Namespace) -> int:
-    client = aioredis.from_url(_redis_url(Settings()))
+async def _ping(client: aioredis.Redis, url: str) -> None:
     try:
+        await client.ping()
+    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
+        raise _unreachable(url, error) from None
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    url = _redis_url(Settings())
+    client = aioredis.from_url(url)
+    try:
+        await _ping(client, url)
         keys = ApiKeys(client)
         if args.action == "create":
             key_id, key = await keys.create(args.tenant, Role[args.role.upper()], args.name)

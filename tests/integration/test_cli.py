@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from aether_memory.app import Running
 
@@ -35,3 +36,39 @@ async def test_status_shows_health_counts_backlogs_and_throughput(
     assert status["last_minute"]["episodes_recorded"] >= 5
     assert status["archive_outbox"] == {"entries": 0, "oldest_age_s": 0.0}  # no archive here
     assert status["episode_index_lag"] >= 0
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "aether_memory", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def refusals(tmp_path: Path) -> None:
+    stale = tmp_path / "data"
+    stale.mkdir()
+    (stale / "redis.url").write_text("redis://127.0.0.1:9/0\n")  # left by a server that died
+    for args in (("status",), ("keys", "list", "--tenant", "t")):
+        for data_dir in (stale, tmp_path / "never-used"):
+            run = cli(*args, AETHER_DATA_DIR=str(data_dir))
+            assert run.returncode != 0
+            assert "Traceback" not in run.stderr, run.stderr
+            assert f"no server runs on {data_dir.resolve()}" in run.stderr
+        down = cli(*args, AETHER_REDIS_URL="redis://127.0.0.1:9/0")
+        assert down.returncode != 0 and "Traceback" not in down.stderr
+        assert "Redis at redis://127.0.0.1:9/0 does not answer" in down.stderr
+
+
+async def test_status_and_keys_say_in_one_line_when_no_server_runs(
+    service: Running, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(refusals, tmp_path)
+    listed = await asyncio.to_thread(  # and with a Redis that answers, they work
+        cli, "keys", "list", "--tenant", "t", AETHER_REDIS_URL=service.redis_url
+    )
+    assert listed.returncode == 0, listed.stderr

@@ -103,6 +103,19 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         lock.release()
 
 
+def server_running(data_dir: Path) -> bool:
+    """Whether a server holds the data directory now (its lock is taken)."""
+    lock = FileLock(data_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except OSError:  # cannot even open the lock file: nothing of ours runs there
+        return False
+    lock.release()
+    return False
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
