@@ -90,6 +90,8 @@ async def _watch_health(
             up = False
         if up != serving and not stop.is_set():
             serving = up
+            if up:  # pooled connections to the Redis that went away would each fail a call
+                await client.connection_pool.disconnect(inuse_connections=False)
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if up

@@ -318,9 +318,7 @@ class MemoryBank:
             )
         page = ranked[request.offset : request.offset + request.limit]
         # Only the page is read in full (one round trip), and reading it counts the access.
-        memories = await self._read(
-            keys, [c.memory_id for c in page], count=request.record_access
-        )
+        memories = await self._read(keys, [c.memory_id for c in page], count=request.record_access)
         results = []
         for c in page:
             memory = memories.get(c.memory_id)

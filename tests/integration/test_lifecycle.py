@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -13,11 +14,13 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from aether.memory.v1 import episode_service_pb2, memory_pb2, memory_service_pb2
+from grpc_health.v1 import health_pb2
 
 from aether_memory.app import serve
 from aether_memory.domain.errors import StartupError
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import data_dir_lock, embedded_redis, redis_command
+from bench.reliability import wait_health
 from bench.servers import free_port
 
 from .conftest import failure, new_client
@@ -193,3 +196,27 @@ async def test_an_embedded_redis_left_by_a_killed_server_is_stopped_and_its_data
         if orphan.returncode is None:
             orphan.kill()
         await orphan.wait()
+
+
+async def test_a_killed_embedded_redis_is_started_again_and_keeps_every_acked_write(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(port=0, data_dir=tmp_path / "data", redis_url=None, grace_s=1.0)
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
+        client = new_client(channel, "redis-restart")
+        stored = await client.memory.StoreMemory(
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(agent_id="a", content="Acked before Redis died.")
+            ),
+            metadata=client.md,
+        )
+        pid_file = tmp_path / "data" / "redis.pid"
+        first = int(pid_file.read_text())
+        os.kill(first, signal.SIGKILL)
+        assert await wait_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING, 10) >= 0
+        assert await wait_health(channel, health_pb2.HealthCheckResponse.SERVING, 20) >= 0
+        assert int(pid_file.read_text()) != first  # a new Redis, started by the server
+        got = await client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=stored.memory.id), metadata=client.md
+        )
+        assert got.memory.content == "Acked before Redis died."

@@ -154,6 +154,8 @@ def stop_orphan(data_dir: Path) -> int | None:
 
 
 STARTUP_S = 30.0  # to accept connections; loading the data set after that may take much longer
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
 
 
 async def _wait_until_loaded(
@@ -202,21 +204,61 @@ async def embedded_redis(
     log_path = data_dir / "redis.log"
     command = await asyncio.to_thread(_prepare, data_dir, port, fsync)
     await asyncio.to_thread(stop_orphan, data_dir)
-    log_file = await asyncio.to_thread(log_path.open, "ab")
-    with log_file:
-        # Its own session: Ctrl-C in a terminal reaches the server, which drains its calls and
-        # then stops Redis, not Redis in the middle of the drain.
-        process = await asyncio.create_subprocess_exec(
-            *command, stdout=log_file, stderr=log_file, start_new_session=True
-        )
-    await asyncio.to_thread((data_dir / REDIS_PID_FILE).write_text, f"{process.pid}\n")
+
+    async def start() -> asyncio.subprocess.Process:
+        log_file = await asyncio.to_thread(log_path.open, "ab")
+        with log_file:
+            # Its own session: Ctrl-C in a terminal reaches the server, which drains its calls
+            # and then stops Redis, not Redis in the middle of the drain.
+            started = await asyncio.create_subprocess_exec(
+                *command, stdout=log_file, stderr=log_file, start_new_session=True
+            )
+        await asyncio.to_thread((data_dir / REDIS_PID_FILE).write_text, f"{started.pid}\n")
+        return started
+
+    process = await start()
     url = f"redis://127.0.0.1:{port}/0"
     client = aioredis.from_url(url)
+    stopping = False
+
+    async def keep_alive() -> None:
+        """Start Redis again whenever it exits on its own (killed, out of memory, a full disk
+        under appendfsync always), backing off from 0.5 s to 30 s while it keeps failing."""
+        nonlocal process
+        delay = RESTART_FIRST_S
+        while True:
+            code = await process.wait()
+            if stopping:
+                return
+            log.error(
+                "embedded Redis exited with %s; starting it again in %.1fs (see %s)",
+                code,
+                delay,
+                log_path,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_S)
+            process = await start()
+            try:
+                await _wait_until_loaded(client, process, port, log_path)
+            except RuntimeError as error:
+                log.error("embedded Redis did not come back: %s", error)
+                continue
+            log.warning("embedded Redis is back on port %d", port)
+            delay = RESTART_FIRST_S
+
+    watcher: asyncio.Task[None] | None = None
     try:
         await _wait_until_loaded(client, process, port, log_path)
         log.info("embedded Redis on port %d, data in %s", port, data_dir)
+        watcher = asyncio.create_task(keep_alive())
         yield url
     finally:
+        stopping = True
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         with contextlib.suppress(aioredis.RedisError, OSError):
             await client.shutdown(save=False)  # the AOF is already on disk
         await client.aclose()
