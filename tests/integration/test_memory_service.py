@@ -714,3 +714,23 @@ async def test_a_batch_with_a_reused_request_id_stores_nothing(client: Client) -
     stored = await client.memory.BatchStoreMemories(again, metadata=client.md)
     assert stored.responses[0].memory.id == stored.responses[1].memory.id
     assert await count(client, agent="a") == 3
+
+
+async def test_a_redis_at_its_memory_limit_refuses_writes_clearly_and_still_reads(
+    service: Running, client: Client
+) -> None:
+    kept = await store(client, "Stored before Redis filled up.")
+    await service.redis.config_set("maxmemory", 1)  # every write now passes the limit
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await store(client, "Refused: no room.")
+        refused = failure(info.value)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "STORAGE_FULL",
+        )
+        assert "OOM" not in (info.value.details() or "")  # Redis's own words stay inside
+        assert await search(client, "filled up") == [kept.content]  # reads still work
+    finally:
+        await service.redis.config_set("maxmemory", 0)
+    assert await count(client) == 1  # nothing of the refused write was stored

@@ -15,6 +15,8 @@ from pymongo.errors import ConnectionFailure as MongoConnectionFailure
 from pymongo.errors import ExecutionTimeout as MongoExecutionTimeout
 from pymongo.errors import WTimeoutError as MongoWriteTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..domain.errors import (
@@ -131,32 +133,27 @@ def status_for(error: BaseException) -> status_pb2.Status:
                 metadata={"oldestCursor": error.oldest},
             )
         case Conflict():
-            retry = error_details_pb2.RetryInfo()
-            retry.retry_delay.FromMilliseconds(50)
-            return build_status(code_pb2.ABORTED, str(error), "CONFLICT", retry)
+            return _retry_after(code_pb2.ABORTED, str(error), "CONFLICT", 50)
         case ShuttingDown():
-            retry = error_details_pb2.RetryInfo()
-            retry.retry_delay.FromMilliseconds(1000)
-            return build_status(code_pb2.UNAVAILABLE, str(error), "SHUTTING_DOWN", retry)
+            return _retry_after(code_pb2.UNAVAILABLE, str(error), "SHUTTING_DOWN", 1000)
         case RedisConnectionError() | RedisTimeoutError():
-            retry = error_details_pb2.RetryInfo()
-            retry.retry_delay.FromMilliseconds(500)
-            return build_status(
+            return _retry_after(
                 code_pb2.UNAVAILABLE,
                 "the hot store is unreachable; retry",
                 "BACKEND_UNAVAILABLE",
-                retry,
+                500,
             )
         case MongoConnectionFailure() | MongoExecutionTimeout() | MongoWriteTimeout():
             # Reads that need the archive (rehydration, forgetting archived memories) read it
             # before they change anything, so a refused call changed nothing.
-            retry = error_details_pb2.RetryInfo()
-            retry.retry_delay.FromMilliseconds(1000)
-            return build_status(
-                code_pb2.UNAVAILABLE,
-                "the archive is unreachable; retry",
-                "BACKEND_UNAVAILABLE",
-                retry,
+            return _retry_after(
+                code_pb2.UNAVAILABLE, "the archive is unreachable; retry", "BACKEND_UNAVAILABLE"
+            )
+        case RedisOutOfMemory():
+            return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % "at its memory limit")
+        case RedisResponseError() if str(error).startswith("MISCONF"):
+            return _retry_after(
+                code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % "unable to persist (a full disk?)"
             )
         case Unauthenticated():
             return build_status(code_pb2.UNAUTHENTICATED, str(error), error.reason)
@@ -183,6 +180,18 @@ def status_for(error: BaseException) -> status_pb2.Status:
             return build_status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_FIELD")
     log.exception("unhandled error in a call", exc_info=error)
     return build_status(code_pb2.INTERNAL, "internal error; it was logged", "INTERNAL")
+
+
+STORAGE_FULL = "the hot store refuses writes, %s; reads still work"
+
+
+def _retry_after(
+    code: int, message: str, reason: str = "STORAGE_FULL", after_ms: int = 1000
+) -> status_pb2.Status:
+    """A status that says when to retry (RetryInfo)."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(after_ms)
+    return build_status(code, message, reason, retry)
 
 
 Servicer = TypeVar("Servicer")

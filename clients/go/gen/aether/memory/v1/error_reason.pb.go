@@ -63,6 +63,9 @@ const (
 	ErrorReason_ERROR_REASON_NOTHING_TO_SUMMARIZE ErrorReason = 16
 	// Other writes to the same resource kept changing it while this one was applied; retry.
 	ErrorReason_ERROR_REASON_CONFLICT ErrorReason = 17
+	// The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
+	// (a full disk). Reads still work; nothing of the refused write was stored.
+	ErrorReason_ERROR_REASON_STORAGE_FULL ErrorReason = 18
 )
 
 // Enum value maps for ErrorReason.
@@ -86,6 +89,7 @@ var (
 		15: "ERROR_REASON_INTERNAL",
 		16: "ERROR_REASON_NOTHING_TO_SUMMARIZE",
 		17: "ERROR_REASON_CONFLICT",
+		18: "ERROR_REASON_STORAGE_FULL",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                  0,
@@ -106,6 +110,7 @@ var (
 		"ERROR_REASON_INTERNAL":                     15,
 		"ERROR_REASON_NOTHING_TO_SUMMARIZE":         16,
 		"ERROR_REASON_CONFLICT":                     17,
+		"ERROR_REASON_STORAGE_FULL":                 18,
 	}
 )
 
@@ -140,7 +145,7 @@ var File_aether_memory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\x86\x05\n" +
+	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\xa5\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12#\n" +
@@ -160,7 +165,8 @@ const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\x0e\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\x0f\x12%\n" +
 	"!ERROR_REASON_NOTHING_TO_SUMMARIZE\x10\x10\x12\x19\n" +
-	"\x15ERROR_REASON_CONFLICT\x10\x11BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
+	"\x15ERROR_REASON_CONFLICT\x10\x11\x12\x1d\n" +
+	"\x19ERROR_REASON_STORAGE_FULL\x10\x12BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
 
 var (
 	file_aether_memory_v1_error_reason_proto_rawDescOnce sync.Once

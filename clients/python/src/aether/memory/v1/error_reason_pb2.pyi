@@ -58,6 +58,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The session has no memories to summarize."""
     ERROR_REASON_CONFLICT: _ErrorReason.ValueType  # 17
     """Other writes to the same resource kept changing it while this one was applied; retry."""
+    ERROR_REASON_STORAGE_FULL: _ErrorReason.ValueType  # 18
+    """The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
+    (a full disk). Reads still work; nothing of the refused write was stored.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The vocabulary of `google.rpc.ErrorInfo.reason` in this service's errors. On the wire the
@@ -101,4 +105,8 @@ ERROR_REASON_NOTHING_TO_SUMMARIZE: ErrorReason.ValueType  # 16
 """The session has no memories to summarize."""
 ERROR_REASON_CONFLICT: ErrorReason.ValueType  # 17
 """Other writes to the same resource kept changing it while this one was applied; retry."""
+ERROR_REASON_STORAGE_FULL: ErrorReason.ValueType  # 18
+"""The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
+(a full disk). Reads still work; nothing of the refused write was stored.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
