@@ -734,3 +734,24 @@ async def test_a_redis_at_its_memory_limit_refuses_writes_clearly_and_still_read
     finally:
         await service.redis.config_set("maxmemory", 0)
     assert await count(client) == 1  # nothing of the refused write was stored
+
+
+async def test_a_batch_cut_off_by_its_deadline_is_retried_whole_and_stores_each_once(
+    client: Client,
+) -> None:
+    batch = memory_service_pb2.BatchStoreMemoriesRequest(
+        requests=[
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(agent_id="a", content=f"Cut-off note {i} {uuid.uuid4()}"),
+                request_id=str(uuid.uuid4()),
+            )
+            for i in range(100)
+        ]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # 100 stores take 0.4 s or more
+        await client.memory.BatchStoreMemories(batch, metadata=client.md, timeout=0.2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The retry finds no claim left pending by the cut-off call (it would wait out 60 s).
+    done = await client.memory.BatchStoreMemories(batch, metadata=client.md, timeout=30)
+    assert len({r.memory.id for r in done.responses}) == 100
+    assert await count(client, agent="a") == 100

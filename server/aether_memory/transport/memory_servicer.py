@@ -177,18 +177,26 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 )
         v.raise_if_any()  # atomic validation: nothing is stored when any item is invalid
         replies = await self._claim_batch(keys, request)
-        responses = []
-        for r, draft, reply in zip(request.requests, drafts, replies, strict=True):
-            if isinstance(reply, memory_service_pb2.StoreMemoryResponse):
-                responses.append(reply)  # this request_id's first response
-            elif reply is None:
-                responses.append(await self._store_one(keys, r, draft))
-            else:  # claimed here: store, then keep the response for the id
-                responses.append(
-                    await self._run_claimed(
-                        keys, "StoreMemory", r.request_id, reply, self._storing(keys, r, draft)
+        responses: list[memory_service_pb2.StoreMemoryResponse] = []
+        try:
+            for r, draft, reply in zip(request.requests, drafts, replies, strict=True):
+                if isinstance(reply, memory_service_pb2.StoreMemoryResponse):
+                    responses.append(reply)  # this request_id's first response
+                elif reply is None:
+                    responses.append(await self._store_one(keys, r, draft))
+                else:  # claimed here: store, then keep the response for the id
+                    responses.append(
+                        await self._run_claimed(
+                            keys, "StoreMemory", r.request_id, reply, self._storing(keys, r, draft)
+                        )
                     )
-                )
+        except BaseException:  # cancelled or failed midway: the items not run give back their ids
+            for r, reply in list(zip(request.requests, replies, strict=True))[len(responses) + 1 :]:
+                if isinstance(reply, bytes):
+                    await asyncio.shield(
+                        self._requests.release(keys, "StoreMemory", r.request_id, reply)
+                    )
+            raise
         return memory_service_pb2.BatchStoreMemoriesResponse(responses=responses)
 
     async def _claim_batch(
