@@ -345,8 +345,20 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         if archiver is not None:
             loops["archiver"] = archiver.run
         states = {name: WorkerState(name) for name in loops}
+
+        async def report(name: str, healthy: bool) -> None:
+            status = health_pb2.HealthCheckResponse
+            await health_servicer.set(
+                f"aether.worker.{name}", status.SERVING if healthy else status.NOT_SERVING
+            )
+
+        for name in loops:
+            await report(name, True)
         workers = asyncio.gather(
-            *(supervise(name, run, stop_workers, states[name]) for name, run in loops.items())
+            *(
+                supervise(name, run, stop_workers, states[name], report)
+                for name, run in loops.items()
+            )
         )
 
         async def shutdown() -> None:

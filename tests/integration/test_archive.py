@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from aether.memory.v1 import agent_state_pb2, memory_pb2, memory_service_pb2
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.app import Running, serve
 from aether_memory.archive.archiver import LEASE_KEY, Archiver
@@ -329,6 +330,15 @@ async def test_every_worker_outlives_a_redis_kill_and_the_archive_catches_up(
                     break
                 await asyncio.sleep(0.05)
             assert all(found), "the archiver stopped for good"
+            health = health_pb2_grpc.HealthStub(ch)
+            for _ in range(60):  # a run that lasts a second reports the worker healthy again
+                reply = await health.Check(
+                    health_pb2.HealthCheckRequest(service="aether.worker.archiver")
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                await asyncio.sleep(0.1)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
             failed = {n: s.restarts for n, s in running.workers.items() if s.restarts}
             assert "archiver" in failed, failed  # it did fail, and came back
             assert "ConnectionError" in running.workers["archiver"].last_error

@@ -20,12 +20,20 @@ async def test_a_failing_worker_is_restarted_until_it_runs_and_stops_with_the_se
         await stop.wait()
 
     state = WorkerState("flaky")
-    task = asyncio.create_task(supervise("flaky", flaky, stop, state))
+    reports: list[bool] = []
+
+    async def report(name: str, healthy: bool) -> None:
+        reports.append(healthy)
+
+    task = asyncio.create_task(supervise("flaky", flaky, stop, state, report))
     await asyncio.wait_for(fourth.wait(), 5)
     assert state.running and state.restarts == 3
     assert state.last_error == "ConnectionError: down, run 3"
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # 0.1 s, doubling
+    assert reports == [False, False, False] and not state.healthy
+    await asyncio.sleep(1.1)  # the fourth run has lasted a second: healthy again
+    assert reports == [False, False, False, True] and state.healthy
     stop.set()
     await asyncio.wait_for(task, 1)
     assert not state.running and len(runs) == 4
