@@ -7,22 +7,30 @@ Scenarios (each under real load from this process, against real Redis and Ferret
    ids. Afterwards every acknowledged episode and memory must be readable, none twice.
 2. `archive_outage`: MongoDB (FerretDB) is stopped while memories and episodes are written,
    then restarted; the archive must end up holding every one of them exactly once.
-3. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
+3. `embedded_redis_kill`: the default set-up's own Redis is SIGKILLed under the same load; the
+   server must start it again by itself, and nothing acknowledged may be lost.
+4. `redis_full`: Redis reaches its memory limit (maxmemory) under load for a second; refused
+   writes must be RESOURCE_EXHAUSTED (retried), health must stay SERVING (reads work), and
+   nothing acknowledged may be lost.
+5. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
 
     python -m bench.reliability      # writes bench/results/reliability.json and .md
 
-`tests/integration/test_faults.py` runs scenario 1 and asserts nothing acknowledged was lost.
+`tests/integration/test_faults.py` runs scenarios 1-4 and asserts nothing acknowledged was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +111,7 @@ class Load:
         self.acked_events: set[str] = set()
         self.acked_memories: dict[str, str] = {}
         self.failures = 0
+        self.codes: Counter[str] = Counter()  # the status of each failed call
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -114,6 +123,10 @@ class Load:
     async def finish(self) -> None:
         self.stop.set()
         await asyncio.gather(*self._tasks)
+
+    def failed(self, error: grpc.aio.AioRpcError) -> None:
+        self.failures += 1
+        self.codes[error.code().name] += 1
 
     async def _record(self, writer: int) -> None:
         n = 0
@@ -136,8 +149,8 @@ class Load:
                     async for response in self.episodes.RecordEpisodes(requests(), metadata=MD)
                     for ack in response.acks
                 ]
-            except grpc.aio.AioRpcError:
-                self.failures += 1
+            except grpc.aio.AioRpcError as error:
+                self.failed(error)
                 await asyncio.sleep(0.05)
                 continue  # the same event ids again: recording is idempotent
             await asyncio.sleep(self.pace_s)
@@ -159,8 +172,8 @@ class Load:
                     ),
                     metadata=MD,
                 )
-            except grpc.aio.AioRpcError:
-                self.failures += 1
+            except grpc.aio.AioRpcError as error:
+                self.failed(error)
                 await asyncio.sleep(0.05)
                 continue
             self.acked_memories[response.memory.id] = content
@@ -289,6 +302,79 @@ async def archive_outage(tmp: Path, outage_s: float = 3.0) -> Outcome:
         await asyncio.to_thread(mongo.stop)
 
 
+async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> Outcome:
+    settings = Settings(
+        port=0,
+        data_dir=tmp / "data",
+        redis_url=None,
+        index_episodes=False,
+        maintenance_interval_s=3600,
+        grace_s=1.0,
+    )
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+        load = Load(ch)
+        load.start()
+        await asyncio.sleep(before_s)
+        pid_file = settings.data_dir / "redis.pid"
+        killed = int(pid_file.read_text())
+        os.kill(killed, signal.SIGKILL)
+        noticed = await wait_health(ch, health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+        recovered = await wait_health(ch, health_pb2.HealthCheckResponse.SERVING, 30)
+        await asyncio.sleep(after_s)
+        await load.finish()
+        stored = await load.stored_events()
+        lost = len(load.acked_events - set(stored)) + await load.missing_memories()
+        return Outcome(
+            "embedded_redis_kill",
+            "the embedded Redis SIGKILLed under load; the server starts it again",
+            len(load.acked_events),
+            len(load.acked_memories),
+            load.failures,
+            lost,
+            len(stored) - len(set(stored)),
+            f"NOT_SERVING after {noticed:.2f} s, SERVING {recovered:.2f} s later; "
+            f"new Redis pid {'differs' if int(pid_file.read_text()) != killed else 'SAME'}",
+        )
+
+
+async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
+    settings = Settings(
+        port=0,
+        data_dir=tmp / "data",
+        redis_url=None,
+        index_episodes=False,
+        maintenance_interval_s=3600,
+        grace_s=1.0,
+    )
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+        load = Load(ch, pace_s=0.01)
+        load.start()
+        await asyncio.sleep(1.0)
+        await running.redis.config_set("maxmemory", 1)
+        health = []
+        for _ in range(int(full_s / 0.1)):
+            reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            health.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            await asyncio.sleep(0.1)
+        await running.redis.config_set("maxmemory", 0)
+        await asyncio.sleep(1.0)
+        await load.finish()
+        stored = await load.stored_events()
+        lost = len(load.acked_events - set(stored)) + await load.missing_memories()
+        codes = ", ".join(f"{n} {code}" for code, n in load.codes.most_common())
+        return Outcome(
+            "redis_full",
+            f"Redis at its memory limit (maxmemory 1 byte) for {full_s:.0f} s under load",
+            len(load.acked_events),
+            len(load.acked_memories),
+            load.failures,
+            lost,
+            len(stored) - len(set(stored)),
+            f"refused calls: {codes or 'none'}; health while full: "
+            + ", ".join(sorted(set(health))),
+        )
+
+
 def fuzz() -> dict[str, Any]:
     started = time.monotonic()
     run = subprocess.run(
@@ -346,8 +432,11 @@ def report(outcomes: list[Outcome], fuzzed: dict[str, Any]) -> str:
 
 
 async def run() -> list[Outcome]:
-    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        return [await redis_kill(Path(a)), await archive_outage(Path(b))]
+    outcomes = []
+    for scenario in (redis_kill, archive_outage, embedded_redis_kill, redis_full):
+        with tempfile.TemporaryDirectory() as tmp:
+            outcomes.append(await scenario(Path(tmp)))
+    return outcomes
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.reliability import archive_outage, redis_kill
+from bench.reliability import archive_outage, embedded_redis_kill, redis_full, redis_kill
 
 
 async def test_redis_killed_and_restarted_mid_load_loses_no_acked_write(tmp_path: Path) -> None:
@@ -23,4 +23,28 @@ async def test_archive_down_under_load_loses_nothing_and_catches_up(tmp_path: Pa
     outcome = await archive_outage(tmp_path, outage_s=2.0)
     print(outcome)
     assert outcome.acked_episodes > 100 and outcome.acked_memories > 5
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_the_embedded_redis_killed_under_load_comes_back_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    outcome = await embedded_redis_kill(tmp_path)
+    print(outcome)
+    assert outcome.acked_episodes > 100 and outcome.acked_memories > 5
+    assert outcome.failed_calls > 0 and "differs" in outcome.detail
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_redis_at_its_memory_limit_refuses_clearly_stays_serving_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    outcome = await redis_full(tmp_path)
+    print(outcome)
+    assert outcome.acked_episodes > 100 and outcome.acked_memories > 5
+    assert outcome.failed_calls > 0  # writes were refused while Redis was full
+    assert "RESOURCE_EXHAUSTED" in outcome.detail and "UNKNOWN" not in outcome.detail
+    assert "INTERNAL" not in outcome.detail and outcome.detail.endswith(
+        "health while full: SERVING"
+    )
     assert (outcome.lost, outcome.duplicated) == (0, 0)
