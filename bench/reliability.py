@@ -12,16 +12,20 @@ Scenarios (each under real load from this process, against real Redis and Ferret
 4. `redis_full`: Redis reaches its memory limit (maxmemory) under load for a second; refused
    writes must be RESOURCE_EXHAUSTED (retried), health must stay SERVING (reads work), and
    nothing acknowledged may be lost.
-5. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
+5. `server_kill`: `aether-memory serve` itself is SIGKILLed under load, its embedded Redis left
+   running, and started again on the same data directory: the new server must stop the
+   orphaned Redis before starting its own, and nothing acknowledged may be lost.
+6. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
 
     python -m bench.reliability      # writes bench/results/reliability.json and .md
 
-`tests/integration/test_faults.py` runs scenarios 1-4 and asserts nothing acknowledged was lost.
+`tests/integration/test_faults.py` runs scenarios 1-5 and asserts nothing acknowledged was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -375,6 +379,85 @@ async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
         )
 
 
+async def wait_answering(channel: grpc.aio.Channel, within_s: float) -> float:
+    """Seconds until a server answers health checks with SERVING (none may be listening)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError("the server never answered SERVING")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie is gone too
+
+
+async def server_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> Outcome:
+    port, data = free_port(), tmp / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHER_", "OTEL_"))}
+    env.pop("REDIS_URL", None)
+    env.pop("MONGO_URL", None)
+    env |= {
+        "AETHER_PORT": str(port),
+        "AETHER_DATA_DIR": str(data),
+        "AETHER_INDEX_EPISODES": "false",
+        "AETHER_MAINTENANCE_INTERVAL_S": "3600",
+    }
+
+    def start() -> subprocess.Popen[bytes]:
+        with (tmp / "server.log").open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "aether_memory", "serve"],
+                env=env,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+
+    server = await asyncio.to_thread(start)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            await wait_answering(ch, 120)
+            load = Load(ch)
+            load.start()
+            await asyncio.sleep(before_s)
+            server.kill()  # SIGKILL: no drain, no Redis shutdown
+            await asyncio.to_thread(server.wait)
+            orphan = int((data / "redis.pid").read_text())
+            orphaned = _alive(orphan)
+            server = await asyncio.to_thread(start)
+            recovered = await wait_answering(ch, 120)
+            await asyncio.sleep(after_s)
+            await load.finish()
+            stored = await load.stored_events()
+            lost = len(load.acked_events - set(stored)) + await load.missing_memories()
+            stopped = not _alive(orphan)
+            return Outcome(
+                "server_kill",
+                "the server SIGKILLed under load (its Redis left running), started again",
+                len(load.acked_events),
+                len(load.acked_memories),
+                load.failures,
+                lost,
+                len(stored) - len(set(stored)),
+                f"orphaned Redis {'left running' if orphaned else 'gone'} after the kill, "
+                f"{'stopped' if stopped else 'STILL RUNNING'} by the new server; "
+                f"SERVING {recovered:.1f} s after the restart began",
+            )
+    finally:
+        server.terminate()
+        await asyncio.to_thread(server.wait)
+
+
 def fuzz() -> dict[str, Any]:
     started = time.monotonic()
     run = subprocess.run(
@@ -433,7 +516,7 @@ def report(outcomes: list[Outcome], fuzzed: dict[str, Any]) -> str:
 
 async def run() -> list[Outcome]:
     outcomes = []
-    for scenario in (redis_kill, archive_outage, embedded_redis_kill, redis_full):
+    for scenario in (redis_kill, archive_outage, embedded_redis_kill, redis_full, server_kill):
         with tempfile.TemporaryDirectory() as tmp:
             outcomes.append(await scenario(Path(tmp)))
     return outcomes

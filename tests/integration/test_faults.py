@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.reliability import archive_outage, embedded_redis_kill, redis_full, redis_kill
+from bench.reliability import (
+    archive_outage,
+    embedded_redis_kill,
+    redis_full,
+    redis_kill,
+    server_kill,
+)
 
 
 async def test_redis_killed_and_restarted_mid_load_loses_no_acked_write(tmp_path: Path) -> None:
@@ -47,4 +53,14 @@ async def test_redis_at_its_memory_limit_refuses_clearly_stays_serving_and_loses
     assert "INTERNAL" not in outcome.detail and outcome.detail.endswith(
         "health while full: SERVING"
     )
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_a_killed_server_restarted_on_its_data_stops_the_orphan_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    outcome = await server_kill(tmp_path)
+    print(outcome)
+    assert outcome.acked_episodes > 100 and outcome.acked_memories > 5
+    assert "left running" in outcome.detail and "stopped by the new server" in outcome.detail
     assert (outcome.lost, outcome.duplicated) == (0, 0)

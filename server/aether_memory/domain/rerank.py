@@ -2,9 +2,9 @@
 candidate, its neighbours in its session, and the dates the query names.
 
 No model runs per candidate: the features are numbers the two searches and one neighbour query
-return, so re-ranking 50-75 candidates costs microseconds of numpy. The weights are fitted by
-`python -m bench.locomo --train` (see bench/results/locomo.md for the leave-one-conversation-out
-figures) and shipped as data beside the service.
+return, so re-ranking about 100 candidates costs half a millisecond of Python and numpy. The
+weights are fitted by `python -m bench.locomo --train` (see bench/results/locomo.md for the
+leave-one-conversation-out figures) and shipped as data beside the service.
 
 Neighbours: a memory stored into a session takes the next position there (`seq`). A question
 often matches the turn that asked ("What did you do last weekend?") while the answer is the turn
@@ -29,7 +29,7 @@ FEATURES = (
     "vector",  # cosine min-max scaled over the vector hits; 0 if not one
     "keyword",  # BM25 over the best BM25 of the keyword hits; 0 if not one
     "cosine",  # raw cosine similarity to the query (neighbours and keyword hits included)
-    "vector_rank",  # 1 / (1 + rank / 5) in the vector hits; 0 if not one
+    "vector_rank",  # 1 / (1 + (rank - 1) / 5) in the vector hits; 0 if not one
     "keyword_rank",  # the same in the keyword hits
     "neighbor",  # the best vector + keyword of the memories before and after it
     "neighbor_keyword",  # the best keyword of the same two
@@ -50,7 +50,7 @@ class Facts:
     importance: float = 0.0
     session: str = ""
     seq: int | None = None  # its position in its session; None outside one
-    words: int | None = None  # None: stored before these were recorded
+    words: int | None = None  # None: outside a session, or stored before words were recorded
     asks: bool | None = None
 
 
