@@ -196,6 +196,21 @@ class Load:
             if not token:
                 return found
 
+    async def outcome(self, scenario: str, fault: str, detail: str) -> Outcome:
+        """After `finish`: is every acknowledged write readable, and none stored twice?"""
+        stored = await self.stored_events()
+        lost = len(self.acked_events - set(stored)) + await self.missing_memories()
+        return Outcome(
+            scenario,
+            fault,
+            len(self.acked_events),
+            len(self.acked_memories),
+            self.failures,
+            lost,
+            len(stored) - len(set(stored)),
+            detail,
+        )
+
     async def missing_memories(self) -> int:
         missing = 0
         for memory_id, content in self.acked_memories.items():
@@ -234,16 +249,9 @@ async def redis_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> 
             recovered = await wait_health(ch, health_pb2.HealthCheckResponse.SERVING, 10)
             await asyncio.sleep(after_s)
             await load.finish()
-            stored = await load.stored_events()
-            lost = len(load.acked_events - set(stored)) + await load.missing_memories()
-            return Outcome(
+            return await load.outcome(
                 "redis_kill",
                 "Redis SIGKILLed under load, restarted on its AOF after 0.5 s",
-                len(load.acked_events),
-                len(load.acked_memories),
-                load.failures,
-                lost,
-                len(stored) - len(set(stored)),
                 f"NOT_SERVING after {noticed:.2f} s; SERVING {recovered:.2f} s after restart",
             )
     finally:
@@ -326,16 +334,9 @@ async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float =
         recovered = await wait_health(ch, health_pb2.HealthCheckResponse.SERVING, 30)
         await asyncio.sleep(after_s)
         await load.finish()
-        stored = await load.stored_events()
-        lost = len(load.acked_events - set(stored)) + await load.missing_memories()
-        return Outcome(
+        return await load.outcome(
             "embedded_redis_kill",
             "the embedded Redis SIGKILLed under load; the server starts it again",
-            len(load.acked_events),
-            len(load.acked_memories),
-            load.failures,
-            lost,
-            len(stored) - len(set(stored)),
             f"NOT_SERVING after {noticed:.2f} s, SERVING {recovered:.2f} s later; "
             f"new Redis pid {'differs' if int(pid_file.read_text()) != killed else 'SAME'}",
         )
@@ -363,17 +364,10 @@ async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
         await running.redis.config_set("maxmemory", 0)
         await asyncio.sleep(1.0)
         await load.finish()
-        stored = await load.stored_events()
-        lost = len(load.acked_events - set(stored)) + await load.missing_memories()
         codes = ", ".join(f"{n} {code}" for code, n in load.codes.most_common())
-        return Outcome(
+        return await load.outcome(
             "redis_full",
             f"Redis at its memory limit (maxmemory 1 byte) for {full_s:.0f} s under load",
-            len(load.acked_events),
-            len(load.acked_memories),
-            load.failures,
-            lost,
-            len(stored) - len(set(stored)),
             f"refused calls: {codes or 'none'}; health while full: "
             + ", ".join(sorted(set(health))),
         )
@@ -438,17 +432,10 @@ async def server_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) ->
             recovered = await wait_answering(ch, 120)
             await asyncio.sleep(after_s)
             await load.finish()
-            stored = await load.stored_events()
-            lost = len(load.acked_events - set(stored)) + await load.missing_memories()
             stopped = not _alive(orphan)
-            return Outcome(
+            return await load.outcome(
                 "server_kill",
                 "the server SIGKILLed under load (its Redis left running), started again",
-                len(load.acked_events),
-                len(load.acked_memories),
-                load.failures,
-                lost,
-                len(stored) - len(set(stored)),
                 f"orphaned Redis {'left running' if orphaned else 'gone'} after the kill, "
                 f"{'stopped' if stopped else 'STILL RUNNING'} by the new server; "
                 f"SERVING {recovered:.1f} s after the restart began",
