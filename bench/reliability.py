@@ -314,8 +314,9 @@ async def archive_outage(tmp: Path, outage_s: float = 3.0) -> Outcome:
         await asyncio.to_thread(mongo.stop)
 
 
-async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> Outcome:
-    settings = Settings(
+def embedded_settings(tmp: Path) -> Settings:
+    """The default set-up (embedded Redis, no archive) on a data dir under `tmp`."""
+    return Settings(
         port=0,
         data_dir=tmp / "data",
         redis_url=None,
@@ -323,6 +324,10 @@ async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float =
         maintenance_interval_s=3600,
         grace_s=1.0,
     )
+
+
+async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> Outcome:
+    settings = embedded_settings(tmp)
     async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
         load = Load(ch)
         load.start()
@@ -343,14 +348,7 @@ async def embedded_redis_kill(tmp: Path, before_s: float = 1.0, after_s: float =
 
 
 async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
-    settings = Settings(
-        port=0,
-        data_dir=tmp / "data",
-        redis_url=None,
-        index_episodes=False,
-        maintenance_interval_s=3600,
-        grace_s=1.0,
-    )
+    settings = embedded_settings(tmp)
     async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
         load = Load(ch, pace_s=0.01)
         load.start()
