@@ -12,14 +12,18 @@ Scenarios (each under real load from this process, against real Redis and Ferret
 4. `redis_full`: Redis reaches its memory limit (maxmemory) under load for a second; refused
    writes must be RESOURCE_EXHAUSTED (retried), health must stay SERVING (reads work), and
    nothing acknowledged may be lost.
-5. `server_kill`: `aether-memory serve` itself is SIGKILLed under load, its embedded Redis left
+5. `disk_full`: the embedded Redis's disk (a small tmpfs) fills up under load, first to just
+   under the free-space margin, then to the last byte; writes must be refused with
+   RESOURCE_EXHAUSTED, reads must keep working while Redis runs, Redis must come back once space
+   is freed, and nothing acknowledged may be lost. Needs root (it mounts a tmpfs).
+6. `server_kill`: `aether-memory serve` itself is SIGKILLed under load, its embedded Redis left
    running, and started again on the same data directory: the new server must stop the
    orphaned Redis before starting its own, and nothing acknowledged may be lost.
-6. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
+7. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
 
     python -m bench.reliability      # writes bench/results/reliability.json and .md
 
-`tests/integration/test_faults.py` runs scenarios 1-5 and asserts nothing acknowledged was lost.
+`tests/integration/test_faults.py` runs scenarios 1-6 and asserts nothing acknowledged was lost.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +77,8 @@ class Outcome:
     lost: int
     duplicated: int
     detail: str
+    # Per phase of a scenario, what was seen: e.g. {"near-full refused": {"RESOURCE_EXHAUSTED": 3}}
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def start_redis(data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -371,6 +378,105 @@ async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
         )
 
 
+class CannotMount(RuntimeError):
+    """This machine will not mount a small file system for the test (needs root)."""
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of `megabytes` at `path`: a disk that fills up in seconds."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        raise CannotMount(mounted.stderr.strip() or "mount failed")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path, leave_bytes: int) -> Path:
+    """Write a filler file until at most `leave_bytes` are free (0: until the disk is full)."""
+    filler = directory / f"filler-{leave_bytes}"
+    with filler.open("ab") as out:
+        while True:
+            stats = os.statvfs(directory)
+            room = stats.f_bavail * stats.f_frsize - leave_bytes
+            if room <= 0:
+                return filler
+            try:
+                out.write(b"\0" * min(room, 1 << 20))
+                out.flush()
+            except OSError:  # ENOSPC: as full as it gets
+                return filler
+
+
+async def disk_full(tmp: Path, full_s: float = 1.5) -> Outcome:
+    """The embedded Redis's disk fills up under load: first to just under the guard's margin
+    (writes refused, Redis and reads go on), then to the last byte (Redis fails an AOF write
+    and exits; it is started again). Then the space is freed and the writers carry on."""
+    with small_disk(tmp / "disk", 64) as disk:
+        settings = embedded_settings(disk).model_copy(update={"min_free_disk_mb": 4})
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            load = Load(ch, pace_s=0.02)
+            load.start(episode_writers=1)
+            await asyncio.sleep(1.0)
+            reader = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            phases, fillers, seen = [], [], {}
+            for leave in (1 << 20, 0):
+                before = Counter(load.codes)
+                fillers.append(await asyncio.to_thread(fill, disk, leave))
+                health, reads = Counter[str](), Counter[str]()
+                for _ in range(int(full_s / 0.1)):
+                    reply = await health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest()
+                    )
+                    health[health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)] += 1
+                    try:
+                        some = next(iter(load.acked_memories))
+                        await reader.GetMemory(
+                            memory_service_pb2.GetMemoryRequest(id=some), metadata=MD, timeout=2
+                        )
+                        reads["OK"] += 1
+                    except grpc.aio.AioRpcError as error:
+                        reads[error.code().name] += 1
+                    await asyncio.sleep(0.1)
+                refused = load.codes - before
+                phase = "near-full" if leave else "full"
+                seen |= {f"{phase} refused": refused, f"{phase} reads": reads}
+                seen[f"{phase} health"] = health
+                phases.append(
+                    f"{'1 MB' if leave else '0 B'} free: refused "
+                    + (", ".join(f"{n} {c}" for c, n in refused.most_common()) or "none")
+                    + "; reads "
+                    + ", ".join(f"{n} {c}" for c, n in reads.most_common())
+                    + "; health "
+                    + ", ".join(f"{n} {c}" for c, n in health.most_common())
+                )
+            for filler in fillers:
+                filler.unlink()
+            recovered = await wait_health(ch, health_pb2.HealthCheckResponse.SERVING, 60)
+            acked_before = len(load.acked_memories)
+            await asyncio.sleep(2.0)
+            await load.finish()
+            phases.append(
+                f"space freed: SERVING after {recovered:.1f} s, "
+                f"{len(load.acked_memories) - acked_before} memories stored in the next 2 s"
+            )
+            outcome = await load.outcome(
+                "disk_full",
+                "the embedded Redis's disk (a 64 MB tmpfs) filled to 1 MB free (margin 4 MB), "
+                f"then to 0 B, {full_s:.1f} s each, under load; then freed",
+                "; ".join(phases),
+            )
+            outcome.seen = {phase: dict(counts) for phase, counts in seen.items()}
+            return outcome
+
+
 async def wait_answering(channel: grpc.aio.Channel, within_s: float) -> float:
     """Seconds until a server answers health checks with SERVING (none may be listening)."""
     started = time.monotonic()
@@ -501,7 +607,14 @@ def report(outcomes: list[Outcome], fuzzed: dict[str, Any]) -> str:
 
 async def run() -> list[Outcome]:
     outcomes = []
-    for scenario in (redis_kill, archive_outage, embedded_redis_kill, redis_full, server_kill):
+    for scenario in (
+        redis_kill,
+        archive_outage,
+        embedded_redis_kill,
+        redis_full,
+        disk_full,
+        server_kill,
+    ):
         with tempfile.TemporaryDirectory() as tmp:
             outcomes.append(await scenario(Path(tmp)))
     return outcomes

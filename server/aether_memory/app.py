@@ -32,6 +32,7 @@ from aether_embeddings.runtime import Embedder
 
 from .archive.archiver import Archiver
 from .archive.mongo import MongoArchive
+from .diskspace import DiskGuard
 from .domain.errors import StartupError
 from .domain.lifecycle import LifecyclePolicy
 from .domain.paging import PageTokens
@@ -303,6 +304,11 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             burst=settings.rate_limit_burst,
             max_streams=settings.max_streams_per_tenant,
             key_cache_s=settings.api_key_cache_s,
+            write_guard=(
+                DiskGuard(settings.data_dir, int(settings.min_free_disk_mb * 2**20)).check
+                if settings.redis_url is None and settings.min_free_disk_mb > 0
+                else None
+            ),
         )
         server = grpc.aio.server(
             interceptors=[*telemetry.server_interceptors(), access],

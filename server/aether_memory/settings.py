@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         "always",
         description="Embedded Redis AOF fsync: always (acks survive kill -9) or everysec.",
     )
+    min_free_disk_mb: float = Field(
+        64,
+        ge=0,
+        description="Embedded Redis: refuse writes (RESOURCE_EXHAUSTED) below this much free "
+        "disk under data_dir, before Redis fails its AOF write and exits; 0 turns it off.",
+    )
     embedded_redis_port: int = Field(
         0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
     )

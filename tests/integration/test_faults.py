@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.reliability import (
+    CannotMount,
     archive_outage,
+    disk_full,
     embedded_redis_kill,
     redis_full,
     redis_kill,
@@ -63,4 +67,25 @@ async def test_a_killed_server_restarted_on_its_data_stops_the_orphan_and_loses_
     print(outcome)
     assert outcome.acked_episodes > 100 and outcome.acked_memories > 5
     assert "left running" in outcome.detail and "stopped by the new server" in outcome.detail
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    try:
+        outcome = await disk_full(tmp_path)
+    except CannotMount as error:
+        pytest.skip(f"cannot mount a small tmpfs here: {error}")
+    print(outcome)
+    seen = outcome.seen
+    assert outcome.acked_episodes > 20 and outcome.acked_memories > 5
+    # Under the margin: writes refused as RESOURCE_EXHAUSTED; Redis, reads and health go on.
+    assert set(seen["near-full refused"]) == {"RESOURCE_EXHAUSTED"}
+    assert set(seen["near-full reads"]) == {"OK"}
+    assert set(seen["near-full health"]) == {"SERVING"}
+    # At the last byte Redis may fail an AOF write and exit: refusals stay retryable statuses.
+    assert set(seen["full refused"]) <= {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}
+    assert set(seen["full reads"]) <= {"OK", "UNAVAILABLE"}
+    assert "space freed: SERVING" in outcome.detail
     assert (outcome.lost, outcome.duplicated) == (0, 0)

@@ -110,3 +110,7 @@ class TooManyStreams(DomainError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"at most {limit} concurrent streams per tenant")
         self.limit = limit
+
+
+class StorageFull(DomainError):
+    """The hot store cannot take writes now (its disk is nearly full); reads still work."""

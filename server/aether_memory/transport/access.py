@@ -114,8 +114,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         burst: int,
         max_streams: int,
         key_cache_s: float,
+        write_guard: Callable[[], None] | None = None,
     ) -> None:
         self._keys = api_keys
+        self._write_guard = write_guard  # raises (StorageFull) while writes cannot be taken
         self._default_tenant = default_tenant
         self._rate = rate_per_s
         self._burst = burst
@@ -168,6 +170,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             principal.tenant if principal else metadata.get("aether-tenant", self._default_tenant)
         )
         self._admit(tenant)
+        if self._write_guard is not None and required_role(method) is Role.WRITE:
+            self._write_guard()
         PRINCIPAL.set(principal)
         return principal, tenant
 

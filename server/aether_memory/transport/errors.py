@@ -33,6 +33,7 @@ from ..domain.errors import (
     RequestIdReused,
     RevisionMismatch,
     ShuttingDown,
+    StorageFull,
     TooLarge,
     TooManyStreams,
     Unauthenticated,
@@ -149,6 +150,8 @@ def status_for(error: BaseException) -> status_pb2.Status:
             return _retry_after(
                 code_pb2.UNAVAILABLE, "the archive is unreachable; retry", "BACKEND_UNAVAILABLE"
             )
+        case StorageFull():
+            return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % str(error))
         case RedisOutOfMemory():
             return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % "at its memory limit")
         case RedisResponseError() if str(error).startswith("MISCONF"):

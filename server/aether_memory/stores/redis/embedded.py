@@ -156,6 +156,7 @@ def stop_orphan(data_dir: Path) -> int | None:
 STARTUP_S = 30.0  # to accept connections; loading the data set after that may take much longer
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
+STAYED_UP_S = 10.0  # a Redis that lasted this long starts the backoff over
 
 
 async def _wait_until_loaded(
@@ -223,13 +224,17 @@ async def embedded_redis(
 
     async def keep_alive() -> None:
         """Start Redis again whenever it exits on its own (killed, out of memory, a full disk
-        under appendfsync always), backing off from 0.5 s to 30 s while it keeps failing."""
+        under appendfsync always), backing off from 0.5 s to 30 s while it keeps failing (a
+        Redis that exits within 10 s of its start counts as failing: a full disk)."""
         nonlocal process
         delay = RESTART_FIRST_S
         while True:
+            started = time.monotonic()
             code = await process.wait()
             if stopping:
                 return
+            if time.monotonic() - started >= STAYED_UP_S:
+                delay = RESTART_FIRST_S
             log.error(
                 "embedded Redis exited with %s; starting it again in %.1fs (see %s)",
                 code,
@@ -245,7 +250,6 @@ async def embedded_redis(
                 log.error("embedded Redis did not come back: %s", error)
                 continue
             log.warning("embedded Redis is back on port %d", port)
-            delay = RESTART_FIRST_S
 
     watcher: asyncio.Task[None] | None = None
     try:
