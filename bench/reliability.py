@@ -16,14 +16,17 @@ Scenarios (each under real load from this process, against real Redis and Ferret
    under the free-space margin, then to the last byte; writes must be refused with
    RESOURCE_EXHAUSTED, reads must keep working while Redis runs, Redis must come back once space
    is freed, and nothing acknowledged may be lost. Needs root (it mounts a tmpfs).
-6. `server_kill`: `aether-memory serve` itself is SIGKILLed under load, its embedded Redis left
+6. `client_cancel`: callers with 2-50 ms deadlines and cancelled streams, retrying with the
+   same ids, the archive on; afterwards no write is stored twice, none acknowledged is missing
+   (in Redis or the archive), and no request_id claim is left pending.
+7. `server_kill`: `aether-memory serve` itself is SIGKILLed under load, its embedded Redis left
    running, and started again on the same data directory: the new server must stop the
    orphaned Redis before starting its own, and nothing acknowledged may be lost.
-7. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
+8. `fuzz`: the property-based fuzz tests (every RPC, requests built from the descriptors).
 
     python -m bench.reliability      # writes bench/results/reliability.json and .md
 
-`tests/integration/test_faults.py` runs scenarios 1-6 and asserts nothing acknowledged was lost.
+`tests/integration/test_faults.py` runs scenarios 1-7 and asserts nothing acknowledged was lost.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,6 +382,166 @@ async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
         )
 
 
+class Quitter:
+    """Callers that give up: every call carries a deadline drawn from 2-50 ms (most expire while
+    the server embeds, queries Redis or archives), and some RecordEpisodes streams are cancelled
+    by the client mid-stream. Each writer retries with the same request_id or event ids until
+    its write is acknowledged."""
+
+    def __init__(self, channel: grpc.aio.Channel, seed: int = 11) -> None:
+        self.episodes = episode_service_pb2_grpc.EpisodeServiceStub(channel)
+        self.memories = memory_service_pb2_grpc.MemoryServiceStub(channel)
+        self.rng = random.Random(seed)
+        self.codes: Counter[str] = Counter()  # every failed call's status
+        self.acked_events: set[str] = set()
+        self.acked_memories: dict[str, str] = {}  # memory id -> content
+        self.ids_per_request: defaultdict[str, set[str]] = defaultdict(set)
+        self.stop = asyncio.Event()
+
+    def deadline(self) -> float:
+        return self.rng.uniform(0.002, 0.05)
+
+    async def until_acked(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                self.codes[error.code().name] += 1
+
+    async def store(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            request = memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(agent_id="q", content=f"Quitter fact {i}."),
+                request_id=f"s-{i}",
+            )
+            reply = await self.until_acked(
+                lambda r=request: self.memories.StoreMemory(r, metadata=MD, timeout=self.deadline())
+            )
+            self.acked_memories[reply.memory.id] = request.memory.content
+            self.ids_per_request[request.request_id].add(reply.memory.id)
+            i += 1
+
+    async def batch(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            request = memory_service_pb2.BatchStoreMemoriesRequest(
+                requests=[
+                    memory_service_pb2.StoreMemoryRequest(
+                        memory=memory_pb2.Memory(agent_id="q", content=f"Quitter batch {i}.{j}."),
+                        request_id=f"b-{i}-{j}",
+                    )
+                    for j in range(4)
+                ]
+            )
+            reply = await self.until_acked(
+                lambda r=request: self.memories.BatchStoreMemories(
+                    r, metadata=MD, timeout=self.deadline() * 4
+                )
+            )
+            for sent, got in zip(request.requests, reply.responses, strict=True):
+                self.acked_memories[got.memory.id] = sent.memory.content
+                self.ids_per_request[sent.request_id].add(got.memory.id)
+            i += 1
+
+    async def record(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            batch = [
+                episode_pb2.Episode(
+                    event_id=f"q{n + i}", agent_id="q", type=episode_pb2.EPISODE_TYPE_TOOL_CALL
+                )
+                for i in range(20)
+            ]
+
+            async def requests(batch: list[episode_pb2.Episode] = batch) -> Any:
+                for half in (batch[:10], batch[10:]):
+                    yield episode_service_pb2.RecordEpisodesRequest(episodes=half)
+
+            call = self.episodes.RecordEpisodes(requests(), metadata=MD, timeout=self.deadline())
+            if self.rng.random() < 0.25:  # the client walks away mid-stream
+                asyncio.get_running_loop().call_later(self.rng.uniform(0, 0.01), call.cancel)
+            try:
+                acks = [ack async for response in call for ack in response.acks]
+            except grpc.aio.AioRpcError as error:
+                if 'Failed "execute_batch"' in (error.debug_error_string() or ""):
+                    # grpcio's asyncio client reports its own request write that failed after
+                    # the server ended the stream (here: at the deadline) as INTERNAL, over the
+                    # server's status (grpc/grpc#36066); no status the server sent.
+                    self.codes["client-side write after the end (grpc#36066)"] += 1
+                else:
+                    self.codes[error.code().name] += 1
+                continue
+            except asyncio.CancelledError:  # our own cancel, seen from the iterator
+                self.codes["CANCELLED"] += 1
+                continue
+            written = [a.event_id for a in acks if a.WhichOneof("result") == "written"]
+            self.acked_events.update(written)
+            if len(written) == len(batch):
+                n += len(batch)
+
+
+async def client_cancel(tmp: Path, load_s: float = 3.0) -> Outcome:
+    """Deadlines and cancels under load, with the archive on: nothing half-written."""
+    mongo = FerretDB(tmp / "ferret")
+    url = await asyncio.to_thread(mongo.start)
+    settings = embedded_settings(tmp).model_copy(
+        update={"mongo_url": url, "archive_write_concern": "1"}
+    )
+    try:
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            assert running.archiver is not None
+            quitter = Quitter(ch)
+            writers = [quitter.store(), quitter.batch(), quitter.record(), quitter.record()]
+            tasks = [asyncio.create_task(w) for w in writers]
+            await asyncio.sleep(load_s)
+            quitter.stop.set()
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(0.5)  # claims given back after a cancel are given back by now
+            pending = 0
+            async for key in running.redis.scan_iter(match="aether:req:*", count=1000):
+                pending += (await running.redis.get(key) or b"").endswith(b"\x00pending")
+            load = Load(ch)
+            load.acked_events, load.acked_memories = quitter.acked_events, quitter.acked_memories
+            listed = []
+            token = ""
+            while True:
+                page = await load.memories.ListMemories(
+                    memory_service_pb2.ListMemoriesRequest(
+                        agent_id="q", page_size=1000, page_token=token
+                    ),
+                    metadata=MD,
+                )
+                listed += [m.content for m in page.memories]
+                token = page.next_page_token
+                if not token:
+                    break
+            await running.archiver.drain(timeout_s=120)
+            archived = [
+                d["memory_id"]
+                async for d in running.archiver.archive.memories.find({"tenant": "reliability"})
+            ]
+            outcome = await load.outcome(
+                "client_cancel",
+                "every call with a 2-50 ms deadline (batches 8-200 ms), a quarter of the "
+                f"episode streams cancelled by the client, for {load_s:.0f} s; the archive on",
+                "answers: "
+                + ", ".join(f"{n} {code}" for code, n in quitter.codes.most_common())
+                + f"; {pending} request_id claims left pending; "
+                f"{len(archived)} memories archived",
+            )
+            twice = len(listed) - len(set(listed))  # one content stored as two memories
+            twice += sum(len(ids) > 1 for ids in quitter.ids_per_request.values())
+            twice += len(archived) - len(set(archived))
+            outcome.duplicated += twice
+            outcome.lost += len(set(quitter.acked_memories) - set(archived))
+            outcome.failed_calls = sum(quitter.codes.values())
+            outcome.seen = {"answers": dict(quitter.codes), "pending claims": {"": pending}}
+        return outcome
+    finally:
+        await asyncio.to_thread(mongo.stop)
+
+
 class CannotMount(RuntimeError):
     """This machine will not mount a small file system for the test (needs root)."""
 
@@ -613,6 +777,7 @@ async def run() -> list[Outcome]:
         embedded_redis_kill,
         redis_full,
         disk_full,
+        client_cancel,
         server_kill,
     ):
         with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,7 @@ from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.pool import connect
 from .summarizer import ChatSummarizer
 from .supervision import Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
@@ -199,7 +200,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             stack.callback(url_file.unlink, missing_ok=True)
         else:
             redis_url = settings.redis_url
-        client = aioredis.from_url(redis_url, decode_responses=False)
+        client = connect(redis_url, decode_responses=False)
         stack.push_async_callback(client.aclose)
         await client.ping()
         batcher = await stack.enter_async_context(

@@ -13,6 +13,7 @@ import pytest
 from bench.reliability import (
     CannotMount,
     archive_outage,
+    client_cancel,
     disk_full,
     embedded_redis_kill,
     redis_full,
@@ -88,4 +89,16 @@ async def test_a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing(
     assert set(seen["full refused"]) <= {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}
     assert set(seen["full reads"]) <= {"OK", "UNAVAILABLE"}
     assert "space freed: SERVING" in outcome.detail
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_deadlines_and_cancels_leave_nothing_half_written(tmp_path: Path) -> None:
+    outcome = await client_cancel(tmp_path)
+    print(outcome)
+    answers = outcome.seen["answers"]
+    assert outcome.acked_episodes > 20 and outcome.acked_memories > 5  # calls got through
+    assert answers.get("DEADLINE_EXCEEDED", 0) > 20 and answers.get("CANCELLED", 0) > 0
+    client_side = "client-side write after the end (grpc#36066)"
+    assert set(answers) <= {"DEADLINE_EXCEEDED", "CANCELLED", client_side}  # no INTERNAL
+    assert outcome.seen["pending claims"] == {"": 0}
     assert (outcome.lost, outcome.duplicated) == (0, 0)

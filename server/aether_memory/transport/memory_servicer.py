@@ -109,8 +109,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         except BaseException:
             await asyncio.shield(self._requests.release(keys, method, request_id, fingerprint))
             raise
-        await self._requests.remember(
-            keys, method, request_id, fingerprint, response.SerializeToString()
+        # Shielded: a caller gone now must not leave the claim pending (its retry would wait).
+        await asyncio.shield(
+            self._requests.remember(
+                keys, method, request_id, fingerprint, response.SerializeToString()
+            )
         )
         return response
 

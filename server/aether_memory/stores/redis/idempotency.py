@@ -37,6 +37,7 @@ class RequestLog:
         self._client: Any = client
         self._ttl = ttl_s
         self._release = client.register_script(_RELEASE_SCRIPT)
+        self._cleanup: set[asyncio.Future[Any]] = set()  # claims given back after a cancel
 
     async def claim(
         self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
@@ -48,7 +49,7 @@ class RequestLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PENDING_TTL_S
         while True:
-            if await self._client.set(key, fingerprint + PENDING, nx=True, ex=PENDING_TTL_S):
+            if await self._claim_once(key, fingerprint):
                 return None
             stored = await self._client.get(key)
             if stored is None:  # released or lapsed since: claim it again
@@ -61,6 +62,28 @@ class RequestLog:
             if loop.time() >= deadline:
                 raise Conflict("request_id", request_id)
             await asyncio.sleep(WAIT_STEP_S)  # its twin is still computing the response
+
+    async def _claim_once(self, key: str, fingerprint: bytes) -> bool:
+        """SET NX of the pending mark. A caller cancelled while it is on its way (a deadline)
+        cannot know whether it landed; then it is given back as soon as the reply comes, or a
+        retry of the same request would wait for the mark to lapse."""
+        attempt = asyncio.ensure_future(
+            self._client.set(key, fingerprint + PENDING, nx=True, ex=PENDING_TTL_S)
+        )
+        try:
+            return bool(await asyncio.shield(attempt))
+        except asyncio.CancelledError:
+
+            def give_back(done: asyncio.Future[Any]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result():
+                    releasing = asyncio.ensure_future(
+                        self._release(keys=[key], args=[fingerprint + PENDING])
+                    )
+                    self._cleanup.add(releasing)
+                    releasing.add_done_callback(self._cleanup.discard)
+
+            attempt.add_done_callback(give_back)
+            raise
 
     async def remember(
         self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes, response: bytes
