@@ -38,6 +38,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,7 @@ from aether_memory.app import serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
-from .servers import FerretDB, free_port
+from .servers import DelayProxy, FerretDB, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -380,6 +381,106 @@ async def redis_full(tmp: Path, full_s: float = 1.0) -> Outcome:
             f"refused calls: {codes or 'none'}; health while full: "
             + ", ".join(sorted(set(health))),
         )
+
+
+async def mongo_slow(tmp: Path, slow_s: float = 3.0, delay_s: float = 0.5) -> Outcome:
+    """MongoDB answers slowly (every chunk held `delay_s` each way) under load with the archive
+    on, while a reader asks for memories the hot tier lacks (each a read of the archive) with a
+    300 ms deadline. Writes must not slow down (the archive is write-behind), those reads must
+    end at their deadline, the archive must catch up with nothing lost or doubled, and archive
+    reads must answer promptly again afterwards (nothing left hanging on the slow calls)."""
+    mongo = FerretDB(tmp / "ferret")
+    url = await asyncio.to_thread(mongo.start)
+    proxy = DelayProxy(mongo.listen)
+    settings = embedded_settings(tmp).model_copy(
+        update={"mongo_url": f"mongodb://{await proxy.start()}/", "archive_write_concern": "1"}
+    )
+    seen: dict[str, Counter[str]] = defaultdict(Counter)
+    store_ms: dict[str, list[float]] = defaultdict(list)
+    phase = "before"
+
+    try:
+        async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as ch:
+            assert running.archiver is not None and url
+            load = Load(ch, pace_s=0.02)
+            load.start(episode_writers=1)
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            stop_reading = asyncio.Event()
+
+            async def read_cold() -> None:
+                n = 0
+                while not stop_reading.is_set():
+                    try:
+                        await stub.GetMemory(
+                            memory_service_pb2.GetMemoryRequest(id=f"cold-{n}"),
+                            metadata=MD,
+                            timeout=0.3,
+                        )
+                        seen[f"{phase} cold reads"]["OK"] += 1
+                    except grpc.aio.AioRpcError as error:
+                        seen[f"{phase} cold reads"][error.code().name] += 1
+                    n += 1
+                    await asyncio.sleep(0.05)
+
+            async def time_stores() -> None:
+                n = 0
+                while not stop_reading.is_set():
+                    started = time.perf_counter()
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await stub.StoreMemory(
+                            memory_service_pb2.StoreMemoryRequest(
+                                memory=memory_pb2.Memory(agent_id="t", content=f"timed {n}")
+                            ),
+                            metadata=MD,
+                        )
+                        store_ms[phase].append((time.perf_counter() - started) * 1000)
+                    n += 1
+                    await asyncio.sleep(0.05)
+
+            readers = [asyncio.create_task(read_cold()), asyncio.create_task(time_stores())]
+            await asyncio.sleep(1.0)
+            phase, proxy.delay_s = "slow", delay_s
+            await asyncio.sleep(slow_s)
+            backlog = (await running.archiver.backlog()).entries
+            phase, proxy.delay_s = "after", 0.0
+            await asyncio.sleep(2.0)
+            stop_reading.set()
+            await asyncio.gather(*readers)
+            await load.finish()
+            await running.archiver.drain(timeout_s=120)
+            archive = running.archiver.archive
+            tenant = {"tenant": "reliability"}
+            memory_ids = [d["memory_id"] async for d in archive.memories.find(tenant)]
+            event_ids = [
+                episode_pb2.Episode.FromString(d["body"]).event_id
+                async for d in archive.episodes.find(tenant)
+            ]
+            outcome = await load.outcome(
+                "mongo_slow",
+                f"MongoDB (FerretDB) behind a proxy holding each chunk {delay_s * 1000:.0f} ms "
+                f"each way, for {slow_s:.0f} s under load; reads of archived memories with a "
+                "300 ms deadline",
+                "; ".join(
+                    f"{p}: cold reads "
+                    + ", ".join(f"{n} {c}" for c, n in seen[f"{p} cold reads"].most_common())
+                    + f", StoreMemory p50 {statistics.median(store_ms[p]):.1f} ms"
+                    for p in ("before", "slow", "after")
+                    if store_ms[p]
+                )
+                + f"; outbox backlog {backlog} at the end of the slow phase",
+            )
+            outcome.lost += len(set(load.acked_memories) - set(memory_ids))
+            outcome.lost += len(load.acked_events - set(event_ids))
+            outcome.duplicated += len(memory_ids) - len(set(memory_ids))
+            outcome.duplicated += len(event_ids) - len(set(event_ids))
+            outcome.seen = {k: dict(v) for k, v in seen.items()}
+            outcome.seen["StoreMemory p50 ms"] = {
+                p: round(statistics.median(v)) for p, v in store_ms.items() if v
+            }
+            return outcome
+    finally:
+        await proxy.stop()
+        await asyncio.to_thread(mongo.stop)
 
 
 class Quitter:
@@ -774,6 +875,7 @@ async def run() -> list[Outcome]:
     for scenario in (
         redis_kill,
         archive_outage,
+        mongo_slow,
         embedded_redis_kill,
         redis_full,
         disk_full,

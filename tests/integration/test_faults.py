@@ -16,6 +16,7 @@ from bench.reliability import (
     client_cancel,
     disk_full,
     embedded_redis_kill,
+    mongo_slow,
     redis_full,
     redis_kill,
     server_kill,
@@ -101,4 +102,19 @@ async def test_deadlines_and_cancels_leave_nothing_half_written(tmp_path: Path) 
     client_side = "client-side write after the end (grpc#36066)"
     assert set(answers) <= {"DEADLINE_EXCEEDED", "CANCELLED", client_side}  # no INTERNAL
     assert outcome.seen["pending claims"] == {"": 0}
+    assert (outcome.lost, outcome.duplicated) == (0, 0)
+
+
+async def test_a_slow_archive_slows_no_write_and_its_reads_end_at_their_deadline(
+    tmp_path: Path,
+) -> None:
+    outcome = await mongo_slow(tmp_path)
+    print(outcome)
+    seen = outcome.seen
+    assert outcome.acked_episodes > 20 and outcome.acked_memories > 5
+    assert set(seen["before cold reads"]) == {"NOT_FOUND"}  # the archive was asked, promptly
+    assert set(seen["slow cold reads"]) <= {"DEADLINE_EXCEEDED", "UNAVAILABLE"}
+    assert seen["slow cold reads"].get("DEADLINE_EXCEEDED", 0) > 0  # slow enough to matter
+    # Once it is fast again, archive reads answer (nothing hung on the slow calls).
+    assert seen["after cold reads"].get("NOT_FOUND", 0) >= 10
     assert (outcome.lost, outcome.duplicated) == (0, 0)

@@ -9,12 +9,14 @@ strings, never as BSON keys. Expiry is an application sweep over `expire_at`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pymongo
 from bson.binary import Binary
 from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -41,6 +43,13 @@ def doc_id(tenant: str, key: str) -> str:
 
 def _stream_ms(stream_id: str) -> int:
     return int(stream_id.partition("-")[0])
+
+
+def within(seconds: float | None) -> contextlib.AbstractContextManager[Any]:
+    """Archive calls made inside the block end by this deadline: PyMongo sends what is left of
+    it as `maxTimeMS` (the server stops working on a call nobody waits for) and uses it as the
+    socket timeout. None: no deadline."""
+    return pymongo.timeout(max(seconds, 0.001)) if seconds is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from pymongo.errors import ConnectionFailure as MongoConnectionFailure
 from pymongo.errors import ExecutionTimeout as MongoExecutionTimeout
+from pymongo.errors import PyMongoError
 from pymongo.errors import WTimeoutError as MongoWriteTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..archive.mongo import within
 from ..domain.errors import (
     Conflict,
     CursorExpired,
@@ -213,14 +215,29 @@ def mapped(
     ) -> Response:
         try:
             check_request(request)  # out-of-range times, NaN in Structs: never past here
-            return await method(self, request, context)
+            # The caller's deadline bounds the archive's work too (Redis calls end when gRPC
+            # cancels the handler at the deadline).
+            with within(context.time_remaining()):
+                return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.BaseError):
             raise
         except Exception as error:  # every other exception becomes a documented status
-            await context.abort_with_status(rpc_status.to_status(status_for(error)))
+            status = status_for(error)
+            if _deadline_reached(error, context):
+                status = build_status(
+                    code_pb2.DEADLINE_EXCEEDED, "the deadline passed", "DEADLINE_EXCEEDED"
+                )
+            await context.abort_with_status(rpc_status.to_status(status))
             raise  # unreachable: abort_with_status raises
 
     return wrapper
+
+
+def _deadline_reached(error: Exception, context: grpc.aio.ServicerContext) -> bool:
+    """An archive call that timed out because the caller's deadline ran out (`within`)."""
+    remaining = context.time_remaining()
+    timed_out = isinstance(error, PyMongoError) and error.timeout
+    return bool(timed_out) and remaining is not None and remaining < 0.05
 
 
 def mapped_stream(

@@ -63,9 +63,13 @@ const (
 	ErrorReason_ERROR_REASON_NOTHING_TO_SUMMARIZE ErrorReason = 16
 	// Other writes to the same resource kept changing it while this one was applied; retry.
 	ErrorReason_ERROR_REASON_CONFLICT ErrorReason = 17
-	// The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
-	// (a full disk). Reads still work; nothing of the refused write was stored.
+	// The hot store refuses writes: it is at its memory limit (maxmemory), cannot persist, or
+	// its disk is below the free-space margin. Reads still work; nothing of the refused write
+	// was stored.
 	ErrorReason_ERROR_REASON_STORAGE_FULL ErrorReason = 18
+	// The caller's deadline passed while the service waited on the archive; the call changed
+	// nothing.
+	ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED ErrorReason = 19
 )
 
 // Enum value maps for ErrorReason.
@@ -90,6 +94,7 @@ var (
 		16: "ERROR_REASON_NOTHING_TO_SUMMARIZE",
 		17: "ERROR_REASON_CONFLICT",
 		18: "ERROR_REASON_STORAGE_FULL",
+		19: "ERROR_REASON_DEADLINE_EXCEEDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                  0,
@@ -111,6 +116,7 @@ var (
 		"ERROR_REASON_NOTHING_TO_SUMMARIZE":         16,
 		"ERROR_REASON_CONFLICT":                     17,
 		"ERROR_REASON_STORAGE_FULL":                 18,
+		"ERROR_REASON_DEADLINE_EXCEEDED":            19,
 	}
 )
 
@@ -145,7 +151,7 @@ var File_aether_memory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\xa5\x05\n" +
+	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\xc9\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12#\n" +
@@ -166,7 +172,8 @@ const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\x15ERROR_REASON_INTERNAL\x10\x0f\x12%\n" +
 	"!ERROR_REASON_NOTHING_TO_SUMMARIZE\x10\x10\x12\x19\n" +
 	"\x15ERROR_REASON_CONFLICT\x10\x11\x12\x1d\n" +
-	"\x19ERROR_REASON_STORAGE_FULL\x10\x12BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
+	"\x19ERROR_REASON_STORAGE_FULL\x10\x12\x12\"\n" +
+	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x13BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
 
 var (
 	file_aether_memory_v1_error_reason_proto_rawDescOnce sync.Once

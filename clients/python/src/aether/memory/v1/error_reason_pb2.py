@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aether/memory/v1/error_reason.proto\x12\x10\x61\x65ther.memory.v1*\xa5\x05\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x02\x12-\n)ERROR_REASON_EMBEDDING_DIMENSION_MISMATCH\x10\x03\x12\"\n\x1e\x45RROR_REASON_PAYLOAD_TOO_LARGE\x10\x04\x12!\n\x1d\x45RROR_REASON_MEMORY_NOT_FOUND\x10\x05\x12\"\n\x1e\x45RROR_REASON_SESSION_NOT_FOUND\x10\x06\x12%\n!ERROR_REASON_CHECKPOINT_NOT_FOUND\x10\x07\x12&\n\"ERROR_REASON_AGENT_STATE_NOT_FOUND\x10\x08\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\t\x12\"\n\x1e\x45RROR_REASON_REVISION_MISMATCH\x10\n\x12\x1f\n\x1b\x45RROR_REASON_CURSOR_EXPIRED\x10\x0b\x12\x1f\n\x1b\x45RROR_REASON_INVALID_TENANT\x10\x0c\x12$\n ERROR_REASON_BACKEND_UNAVAILABLE\x10\r\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x12%\n!ERROR_REASON_NOTHING_TO_SUMMARIZE\x10\x10\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x11\x12\x1d\n\x19\x45RROR_REASON_STORAGE_FULL\x10\x12\x42JZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aether/memory/v1/error_reason.proto\x12\x10\x61\x65ther.memory.v1*\xc9\x05\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x02\x12-\n)ERROR_REASON_EMBEDDING_DIMENSION_MISMATCH\x10\x03\x12\"\n\x1e\x45RROR_REASON_PAYLOAD_TOO_LARGE\x10\x04\x12!\n\x1d\x45RROR_REASON_MEMORY_NOT_FOUND\x10\x05\x12\"\n\x1e\x45RROR_REASON_SESSION_NOT_FOUND\x10\x06\x12%\n!ERROR_REASON_CHECKPOINT_NOT_FOUND\x10\x07\x12&\n\"ERROR_REASON_AGENT_STATE_NOT_FOUND\x10\x08\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\t\x12\"\n\x1e\x45RROR_REASON_REVISION_MISMATCH\x10\n\x12\x1f\n\x1b\x45RROR_REASON_CURSOR_EXPIRED\x10\x0b\x12\x1f\n\x1b\x45RROR_REASON_INVALID_TENANT\x10\x0c\x12$\n ERROR_REASON_BACKEND_UNAVAILABLE\x10\r\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\x0e\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0f\x12%\n!ERROR_REASON_NOTHING_TO_SUMMARIZE\x10\x10\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x11\x12\x1d\n\x19\x45RROR_REASON_STORAGE_FULL\x10\x12\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\x13\x42JZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1'
   _globals['_ERRORREASON']._serialized_start=58
-  _globals['_ERRORREASON']._serialized_end=735
+  _globals['_ERRORREASON']._serialized_end=771
 # @@protoc_insertion_point(module_scope)

@@ -59,8 +59,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_CONFLICT: _ErrorReason.ValueType  # 17
     """Other writes to the same resource kept changing it while this one was applied; retry."""
     ERROR_REASON_STORAGE_FULL: _ErrorReason.ValueType  # 18
-    """The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
-    (a full disk). Reads still work; nothing of the refused write was stored.
+    """The hot store refuses writes: it is at its memory limit (maxmemory), cannot persist, or
+    its disk is below the free-space margin. Reads still work; nothing of the refused write
+    was stored.
+    """
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 19
+    """The caller's deadline passed while the service waited on the archive; the call changed
+    nothing.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -106,7 +111,12 @@ ERROR_REASON_NOTHING_TO_SUMMARIZE: ErrorReason.ValueType  # 16
 ERROR_REASON_CONFLICT: ErrorReason.ValueType  # 17
 """Other writes to the same resource kept changing it while this one was applied; retry."""
 ERROR_REASON_STORAGE_FULL: ErrorReason.ValueType  # 18
-"""The hot store refuses writes: it is at its memory limit (maxmemory) or cannot persist
-(a full disk). Reads still work; nothing of the refused write was stored.
+"""The hot store refuses writes: it is at its memory limit (maxmemory), cannot persist, or
+its disk is below the free-space margin. Reads still work; nothing of the refused write
+was stored.
+"""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 19
+"""The caller's deadline passed while the service waited on the archive; the call changed
+nothing.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
