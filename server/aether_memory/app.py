@@ -49,7 +49,7 @@ from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.pool import connect
 from .summarizer import ChatSummarizer
-from .supervision import Worker, WorkerState, supervise
+from .supervision import WORKER_NAMES, Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -351,6 +351,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             loops["episode-indexer"] = episode_index.run
         if archiver is not None:
             loops["archiver"] = archiver.run
+        assert set(loops) <= set(WORKER_NAMES), "name new workers in WORKER_NAMES"
         states = {name: WorkerState(name) for name in loops}
 
         async def report(name: str, healthy: bool) -> None:

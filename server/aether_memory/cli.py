@@ -25,6 +25,7 @@ from .stores.redis.embedded import server_running
 from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.outbox import OUTBOX_KEY
+from .supervision import WORKER_NAMES
 from .telemetry import JsonLogFormatter
 
 
@@ -66,19 +67,20 @@ def _unreachable(url: str, error: Exception) -> SystemExit:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    """Health, memories by tier, archive backlog, index lag and last-minute throughput."""
+    """Health, workers, memories by tier, archive backlog, index lag and last-minute throughput."""
     settings = Settings()
     url = _redis_url(settings)
     client = aioredis.from_url(url)
     try:
         await _ping(client, url)
         health = "UNREACHABLE"
+        workers: dict[str, str] = {}
         try:
             async with grpc.aio.insecure_channel(args.target) as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=3
-                )
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
                 health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                workers = await _workers(stub)
         except grpc.aio.AioRpcError as error:
             health = f"UNREACHABLE ({error.code().name})"
         store = RedisMemoryStore(client, index_name=settings.index_name, dimension=1)
@@ -98,15 +100,34 @@ async def _status(args: argparse.Namespace) -> int:
         stored = await store.created_since(time.time() - 60)
         report = {
             "health": health,
+            "workers": workers,
             "memories_by_tier": tiers,
             "archive_outbox": {"entries": int(outbox), "oldest_age_s": round(oldest_s, 3)},
             "episode_index_lag": lag,
             "last_minute": {"memories_stored": stored, "episodes_recorded": recent},
         }
         print(json.dumps(report, indent=2))
-        return 0 if health == "SERVING" else 1
+        healthy = health == "SERVING" and all(v == "SERVING" for v in workers.values())
+        return 0 if healthy else 1
     finally:
         await client.aclose()
+
+
+async def _workers(stub: health_pb2_grpc.HealthStub) -> dict[str, str]:
+    """Each background worker the server runs: SERVING, or NOT_SERVING while it is failing
+    and being restarted (its errors are in the server's log and `aether.worker.restarts`)."""
+    states = {}
+    for name in WORKER_NAMES:
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=f"aether.worker.{name}"), timeout=3
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                continue  # not run by this server (no archive, episodes not indexed)
+            raise
+        states[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return states
 
 
 async def _ping(client: aioredis.Redis, url: str) -> None:

@@ -31,6 +31,13 @@ async def test_status_shows_health_counts_backlogs_and_throughput(
     )
     status = json.loads(run.stdout)
     assert status["health"] == "SERVING"
+    # The test service runs without an archive: its archiver is not listed.
+    assert status["workers"] == {
+        "maintenance": "SERVING",
+        "health": "SERVING",
+        "access-recorder": "SERVING",
+        "episode-indexer": "SERVING",
+    }
     assert status["memories_by_tier"]["long_term"] >= 1
     assert status["last_minute"]["memories_stored"] >= 1
     assert status["last_minute"]["episodes_recorded"] >= 5
