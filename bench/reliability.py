@@ -58,6 +58,7 @@ from aether.memory.v1 import (
     memory_pb2,
     memory_service_pb2,
     memory_service_pb2_grpc,
+    working_memory_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -118,7 +119,10 @@ async def wait_health(channel: grpc.aio.Channel, wanted: int, within_s: float) -
 
 
 class Load:
-    """Writers that retry failed calls with the same ids and record what was acknowledged."""
+    """Mixed load whose writers retry failed calls with the same ids, recording what was
+    acknowledged: RecordEpisodes streams, StoreMemory, BatchStoreMemories (with request_ids),
+    working-memory appends each followed by a checkpoint, SearchMemories, and one live
+    SubscribeEpisodes tail that resumes after its last cursor whenever it is cut off."""
 
     def __init__(self, channel: grpc.aio.Channel, pace_s: float = 0.0) -> None:
         self.pace_s = pace_s  # pause between a writer's calls (0: as fast as acks come)
@@ -126,19 +130,36 @@ class Load:
         self.memories = memory_service_pb2_grpc.MemoryServiceStub(channel)
         self.acked_events: set[str] = set()
         self.acked_memories: dict[str, str] = {}
+        self.acked_checkpoints: dict[str, int] = {}  # session -> checkpoint number
+        self.delivered: list[str] = []  # event ids the subscriber received, in order
+        self.searches = 0
         self.failures = 0
         self.codes: Counter[str] = Counter()  # the status of each failed call
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._tail: asyncio.Task[None] | None = None
 
     def start(self, episode_writers: int = 3) -> None:
         self._tasks = [asyncio.create_task(self._record(w)) for w in range(episode_writers)] + [
-            asyncio.create_task(self._store())
+            asyncio.create_task(self._store()),
+            asyncio.create_task(self._batch()),
+            asyncio.create_task(self._checkpoint()),
+            asyncio.create_task(self._search()),
         ]
+        self._tail = asyncio.create_task(self._subscribe())
 
-    async def finish(self) -> None:
+    async def finish(self, tail_within_s: float = 30.0) -> None:
+        """Stop the writers; give the subscriber until it has seen every acknowledged event."""
         self.stop.set()
         await asyncio.gather(*self._tasks)
+        for _ in range(int(tail_within_s / 0.1)):
+            if self.acked_events <= set(self.delivered):
+                break
+            await asyncio.sleep(0.1)
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
 
     def failed(self, error: grpc.aio.AioRpcError) -> None:
         self.failures += 1
@@ -194,6 +215,88 @@ class Load:
                 continue
             self.acked_memories[response.memory.id] = content
             i += 1
+            await asyncio.sleep(self.pace_s)
+
+    async def _batch(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            request = memory_service_pb2.BatchStoreMemoriesRequest(
+                requests=[
+                    memory_service_pb2.StoreMemoryRequest(
+                        memory=memory_pb2.Memory(agent_id="b", content=f"Batched fact {i}.{j}."),
+                        request_id=f"batch-{i}-{j}",
+                    )
+                    for j in range(5)
+                ]
+            )
+            try:
+                reply = await self.memories.BatchStoreMemories(request, metadata=MD)
+            except grpc.aio.AioRpcError as error:
+                self.failed(error)
+                await asyncio.sleep(0.05)
+                continue  # the same request_ids again
+            for sent, got in zip(request.requests, reply.responses, strict=True):
+                self.acked_memories[got.memory.id] = sent.memory.content
+            i += 1
+            await asyncio.sleep(max(self.pace_s, 0.02))
+
+    async def _checkpoint(self) -> None:
+        """Per session: one append, then one checkpoint of it (retried until acknowledged)."""
+        i = 0
+        while not self.stop.is_set():
+            session = f"session-{i}"
+            try:
+                await self.memories.AppendWorkingMemory(
+                    memory_service_pb2.AppendWorkingMemoryRequest(
+                        session_id=session,
+                        agent_id="a",
+                        messages=[working_memory_pb2.ContextMessage(role="user", content="hi")],
+                    ),
+                    metadata=MD,
+                )
+                made = await self.memories.CreateCheckpoint(
+                    memory_service_pb2.CreateCheckpointRequest(session_id=session), metadata=MD
+                )
+            except grpc.aio.AioRpcError as error:
+                self.failed(error)
+                await asyncio.sleep(0.05)
+                i += 1  # a fresh session: an append may have landed without its ack
+                continue
+            self.acked_checkpoints[session] = made.checkpoint.number
+            i += 1
+            await asyncio.sleep(max(self.pace_s, 0.02))
+
+    async def _search(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.memories.SearchMemories(
+                    memory_service_pb2.SearchMemoriesRequest(
+                        agent_id="a", query="reliability fact", page_size=5
+                    ),
+                    metadata=MD,
+                )
+                self.searches += 1
+            except grpc.aio.AioRpcError as error:
+                self.failed(error)
+            await asyncio.sleep(0.05)
+
+    async def _subscribe(self) -> None:
+        cursor = ""
+        while True:
+            request = episode_service_pb2.SubscribeEpisodesRequest(max_batch=500)
+            if cursor:
+                request.after_cursor = cursor
+            else:
+                request.start_time.FromSeconds(0)  # from the beginning
+            try:
+                async for response in self.episodes.SubscribeEpisodes(request, metadata=MD):
+                    self.delivered += [e.event_id for e in response.batch.episodes]
+                    if response.HasField("episode"):
+                        self.delivered.append(response.episode.event_id)
+                    cursor = response.cursor or cursor
+            except grpc.aio.AioRpcError as error:
+                self.codes[f"SubscribeEpisodes {error.code().name}"] += 1
+                await asyncio.sleep(0.1)
 
     async def stored_events(self) -> list[str]:
         found: list[str] = []
@@ -209,19 +312,32 @@ class Load:
                 return found
 
     async def outcome(self, scenario: str, fault: str, detail: str) -> Outcome:
-        """After `finish`: is every acknowledged write readable, and none stored twice?"""
+        """After `finish`: is every acknowledged write readable, and none stored twice? Also
+        did the subscriber receive every acknowledged episode, once?"""
         stored = await self.stored_events()
         lost = len(self.acked_events - set(stored)) + await self.missing_memories()
-        return Outcome(
+        lost += await self.missing_checkpoints()
+        missed = len(self.acked_events - set(self.delivered)) if self._tail else 0
+        twice = len(self.delivered) - len(set(self.delivered))
+        outcome = Outcome(
             scenario,
             fault,
             len(self.acked_events),
             len(self.acked_memories),
             self.failures,
-            lost,
-            len(stored) - len(set(stored)),
+            lost + missed,
+            len(stored) - len(set(stored)) + twice,
             detail,
         )
+        outcome.seen["load"] = {
+            "checkpoints acked": len(self.acked_checkpoints),
+            "searches answered": self.searches,
+            "episodes delivered to the subscriber": len(self.delivered),
+            "acked episodes the subscriber missed": missed,
+            "episodes delivered twice": twice,
+        }
+        outcome.seen["failed calls"] = dict(self.codes)
+        return outcome
 
     async def missing_memories(self) -> int:
         missing = 0
@@ -233,6 +349,15 @@ class Load:
                 missing += got.memory.content != content
             except grpc.aio.AioRpcError:
                 missing += 1
+        return missing
+
+    async def missing_checkpoints(self) -> int:
+        missing = 0
+        for session, number in self.acked_checkpoints.items():
+            page = await self.memories.ListCheckpoints(
+                memory_service_pb2.ListCheckpointsRequest(session_id=session), metadata=MD
+            )
+            missing += number not in [c.number for c in page.checkpoints]
         return missing
 
 
@@ -473,7 +598,7 @@ async def mongo_slow(tmp: Path, slow_s: float = 3.0, delay_s: float = 0.5) -> Ou
             outcome.lost += len(load.acked_events - set(event_ids))
             outcome.duplicated += len(memory_ids) - len(set(memory_ids))
             outcome.duplicated += len(event_ids) - len(set(event_ids))
-            outcome.seen = {k: dict(v) for k, v in seen.items()}
+            outcome.seen |= {k: dict(v) for k, v in seen.items()}
             outcome.seen["StoreMemory p50 ms"] = {
                 p: round(statistics.median(v)) for p, v in store_ms.items() if v
             }
@@ -738,7 +863,7 @@ async def disk_full(tmp: Path, full_s: float = 1.5) -> Outcome:
                 f"then to 0 B, {full_s:.1f} s each, under load; then freed",
                 "; ".join(phases),
             )
-            outcome.seen = {phase: dict(counts) for phase, counts in seen.items()}
+            outcome.seen |= {phase: dict(counts) for phase, counts in seen.items()}
             return outcome
 
 
@@ -858,6 +983,31 @@ def report(outcomes: list[Outcome], fuzzed: dict[str, Any]) -> str:
         lines.append(
             f"| {o.scenario} | {o.fault} | {o.acked_episodes} | {o.acked_memories} "
             f"| {o.failed_calls} | **{o.lost}** | {o.duplicated} | {o.detail} |"
+        )
+    lines += [
+        "",
+        "The mixed load beside those writes (store, batch store with request_ids, a "
+        "working-memory append and a checkpoint per session, searches, one live subscriber "
+        "resuming after its cursor), and the status of every failed call:",
+        "",
+        "| scenario | checkpoints acked (all listed afterwards) | searches answered "
+        "| episodes delivered to the subscriber | acked episodes it missed | delivered twice "
+        "| failed calls by status |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        load, failed = o.seen.get("load"), o.seen.get("failed calls") or o.seen.get("answers")
+        if load is None and failed is None:
+            continue
+        load = load or {}
+        lines.append(
+            f"| {o.scenario} | {load.get('checkpoints acked', '-')} "
+            f"| {load.get('searches answered', '-')} "
+            f"| {load.get('episodes delivered to the subscriber', '-')} "
+            f"| {load.get('acked episodes the subscriber missed', '-')} "
+            f"| {load.get('episodes delivered twice', '-')} | "
+            + ", ".join(f"{n} {code}" for code, n in sorted((failed or {}).items()))
+            + " |"
         )
     lines += [
         "",

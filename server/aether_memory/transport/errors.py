@@ -17,8 +17,10 @@ from pymongo.errors import PyMongoError
 from pymongo.errors import WTimeoutError as MongoWriteTimeout
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
+from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redisvl.exceptions import RedisVLError
 
 from ..archive.mongo import within
 from ..domain.errors import (
@@ -79,6 +81,9 @@ def bad_request(
 def status_for(error: BaseException) -> status_pb2.Status:
     """The status a caller sees for an exception; unknown exceptions become a generic INTERNAL."""
     match error:
+        case RedisVLError() if isinstance(error.__cause__, RedisError):
+            # redisvl wraps what Redis said ("Error while searching: ..."): answer for that.
+            return status_for(error.__cause__)
         case InvalidField():
             return bad_request(error.violations)
         case InvalidPageToken():
