@@ -4,14 +4,23 @@ is one the service (or the OpenTelemetry SDK) reads."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from aether_embeddings.bundled import ensure_default_pack
 from aether_memory.settings import Settings
+from bench.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OTEL_VARIABLES = {
@@ -82,6 +91,34 @@ def test_dockerfile_copies_existing_paths_runs_unprivileged_and_checks_health() 
     assert pin and pin.group(0) in (ROOT / "Dockerfile").read_text()
 
 
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    run = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "info", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_compose_file_passes_compose_lint_at_medium() -> None:
+    """No privilege escalation, capabilities dropped, limits set, ports on loopback, versions
+    pinned; only the digest rule is waived (.compose-lint.yml says why)."""
+    lint = Path(sys.executable).parent / "compose-lint"
+    run = subprocess.run(
+        [str(lint), "check", "--fail-on", "medium", "--strict-config", "docker-compose.yml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr
+    services = compose()["services"]
+    assert services["redisinsight"]["profiles"] == ["tools"]  # admin UI only on request
+    for service in services.values():
+        assert all(p.startswith("127.0.0.1:") for p in service.get("ports", []))
+        assert ":latest" not in service.get("image", "")
+
+
 def test_collector_pipelines_use_defined_components() -> None:
     config = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
     for pipeline in config["service"]["pipelines"].values():
@@ -95,3 +132,93 @@ def test_saved_queries_name_the_indexes_the_service_creates() -> None:
     indexes = set(re.findall(r"FT\.SEARCH (\S+)", queries))
     default = Settings().index_name
     assert indexes == {default, f"{default}-episodes"}
+
+
+def image_env(tree: Path) -> dict[str, str]:
+    """The final stage's ENV, its absolute paths moved under `tree`."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM ") :]
+    env: dict[str, str] = {}
+    for line in final.splitlines():
+        if line.startswith("ENV "):
+            for pair in shlex.split(line[4:]):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    env.pop("PATH")
+    return {k: str(tree) + v if v.startswith("/") else v for k, v in env.items()}
+
+
+IMAGE_UID = 10001
+
+
+def unprivileged() -> list[str]:
+    """A command prefix that runs as the image's user, uid 10001. Where that user cannot reach
+    this interpreter (a virtualenv over root's own Python, as on the build machines), root
+    without any capability instead, against a model cache another uid owns: to files it does
+    not own, it is then as powerless as the image's user is to root's."""
+    as_user = ["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups", "--"]
+    probe = subprocess.run(
+        [*as_user, sys.executable, "-c", "import sys; print(sys.prefix, sys.version)"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode == 0 and probe.stdout.strip() == f"{sys.prefix} {sys.version}":
+        return as_user
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to switch users"
+)
+def test_the_image_entry_point_starts_as_its_user_on_a_read_only_model_cache() -> None:
+    """The image's tree, as its build leaves it: model packs exported by another user (with the
+    lock files an earlier build left beside them), read-only to the user that runs `serve` with
+    the image's own environment in its data directory. It must come up SERVING."""
+    tree = Path(tempfile.mkdtemp(prefix="aether-image-", dir="/tmp"))
+    try:
+        tree.chmod(0o755)
+        env = image_env(tree)
+        models = Path(env["AETHER_CACHE_DIR"]) / "packs"
+        models.mkdir(parents=True)
+        for variant in ("fp32", "int8"):
+            pack = ensure_default_pack(variant)  # type: ignore[arg-type]
+            shutil.copytree(pack.root, models / pack.root.name)
+            (models / f"{pack.root.name}.lock").touch()  # the builder's, as it made it
+        as_user = unprivileged()
+        builder = 0 if "--reuid" in " ".join(as_user) else IMAGE_UID + 1
+        for path in [tree, *tree.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+            os.chown(path, builder, builder)
+        data = Path(env["AETHER_DATA_DIR"])
+        data.mkdir(parents=True)
+        runner = IMAGE_UID if builder == 0 else 0
+        os.chown(data, runner, runner)
+        port = free_port()
+        env |= {"AETHER_PORT": str(port), "HOME": str(data), "PATH": os.environ["PATH"]}
+        binary = Path(sys.executable).parent / "aether-memory"
+        log = tree / "serve.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [*as_user, str(binary), "serve"], env=env, cwd=data, stdout=out, stderr=out
+            )
+        try:
+            deadline = time.monotonic() + 120
+            answer = subprocess.CompletedProcess[str]([], 1, "", "")
+            while time.monotonic() < deadline and server.poll() is None:
+                answer = subprocess.run(
+                    [*as_user, str(binary), "health", "--target", f"127.0.0.1:{port}"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                if answer.returncode == 0:
+                    break
+                time.sleep(0.5)
+            output = log.read_text()
+            assert answer.returncode == 0, f"not SERVING as {as_user}:\n{output[-3000:]}"
+            assert "PermissionError" not in output
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)

@@ -48,8 +48,15 @@ def default_pack_path(variant: Variant = "fp32") -> Path:
 
 
 def ensure_default_pack(variant: Variant = "fp32", *, optimize: bool = False) -> ModelPack:
-    """Return the default pack, exporting it first if the cache lacks a valid one."""
+    """Return the default pack, exporting it first if the cache lacks a valid one.
+
+    A valid pack is opened without the lock: packs appear by an atomic rename, and a read-only
+    cache (a container image's, owned by the user that built it) must serve any user."""
     target = default_pack_path(variant)
+    try:
+        return ModelPack.open(target)
+    except PackError:
+        pass
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         try:
