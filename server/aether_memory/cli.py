@@ -1,4 +1,9 @@
-"""`aether-memory`: run the service, or try it from a terminal (store, search, health)."""
+"""`aether-memory`: run the service, or try it from a terminal (store, search, health).
+
+The client commands (health above all: the image's HEALTHCHECK runs it every 10 s with a 3 s
+limit) import only gRPC and the generated stubs; the server's modules load for `serve`, `status`
+and `keys` alone.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,67 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import redis.asyncio as aioredis
-from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
-from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .app import serve
-from .domain.errors import StartupError
-from .settings import Settings
-from .stores.redis.api_keys import ApiKeys, Role
-from .stores.redis.embedded import server_running
-from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
-from .stores.redis.memory_store import RedisMemoryStore
-from .stores.redis.outbox import OUTBOX_KEY
-from .supervision import WORKER_NAMES
-from .telemetry import JsonLogFormatter
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from .settings import Settings
+
+CLIENT_COMMANDS = ("store", "search", "health")
+
+
+def _version() -> str:
+    try:
+        return version("aether-memory")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS when asked (--tls, --ca-file), or when this machine serves with TLS
+    (AETHER_TLS_CERT_FILE set, as in a container started with it): then that certificate is
+    the trust root, which holds for a self-signed one or a file that carries its CA."""
+    ca_file = args.ca_file or os.environ.get("AETHER_TLS_CERT_FILE")
+    if not (args.tls or ca_file or args.cert_file):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+        private_key=Path(args.key_file).read_bytes() if args.key_file else None,
+        certificate_chain=Path(args.cert_file).read_bytes() if args.cert_file else None,
+    )
+
+
+def _channel_options(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    credentials = _credentials(args)
+    if credentials is None:
+        return grpc.insecure_channel(args.target)
+    return grpc.secure_channel(args.target, credentials, options=_channel_options(args))
+
+
+def _aio_channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    credentials = _credentials(args)
+    if credentials is None:
+        return grpc.aio.insecure_channel(args.target)
+    return grpc.aio.secure_channel(args.target, credentials, options=_channel_options(args))
 
 
 async def _serve(settings: Settings) -> None:
+    from .app import serve
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,6 +91,8 @@ def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _redis_url(settings: Settings) -> str:
     """AETHER_REDIS_URL, or the embedded Redis of the server running on AETHER_DATA_DIR."""
+    from .stores.redis.embedded import server_running
+
     if settings.redis_url:
         return settings.redis_url
     data_dir = settings.data_dir.resolve()
@@ -68,6 +112,13 @@ def _unreachable(url: str, error: Exception) -> SystemExit:
 
 async def _status(args: argparse.Namespace) -> int:
     """Health, workers, memories by tier, archive backlog, index lag and last-minute throughput."""
+    import redis.asyncio as aioredis
+
+    from .settings import Settings
+    from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
+    from .stores.redis.memory_store import RedisMemoryStore
+    from .stores.redis.outbox import OUTBOX_KEY
+
     settings = Settings()
     url = _redis_url(settings)
     client = aioredis.from_url(url)
@@ -76,7 +127,7 @@ async def _status(args: argparse.Namespace) -> int:
         health = "UNREACHABLE"
         workers: dict[str, str] = {}
         try:
-            async with grpc.aio.insecure_channel(args.target) as channel:
+            async with _aio_channel(args) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
                 health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -116,6 +167,8 @@ async def _status(args: argparse.Namespace) -> int:
 async def _workers(stub: health_pb2_grpc.HealthStub) -> dict[str, str]:
     """Each background worker the server runs: SERVING, or NOT_SERVING while it is failing
     and being restarted (its errors are in the server's log and `aether.worker.restarts`)."""
+    from .supervision import WORKER_NAMES
+
     states = {}
     for name in WORKER_NAMES:
         try:
@@ -131,6 +184,8 @@ async def _workers(stub: health_pb2_grpc.HealthStub) -> dict[str, str]:
 
 
 async def _ping(client: aioredis.Redis, url: str) -> None:
+    import redis.asyncio as aioredis
+
     try:
         await client.ping()
     except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
@@ -138,6 +193,11 @@ async def _ping(client: aioredis.Redis, url: str) -> None:
 
 
 async def _keys(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from .settings import Settings
+    from .stores.redis.api_keys import ApiKeys, Role
+
     url = _redis_url(Settings())
     client = aioredis.from_url(url)
     try:
@@ -160,23 +220,26 @@ async def _keys(args: argparse.Namespace) -> int:
 
 
 def _client_call(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+    with _channel(args) as channel:
         if args.command == "health":
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
+                health_pb2.HealthCheckRequest(), timeout=args.timeout
             )
             print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
             return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+        from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
+        from google.protobuf import json_format
+
         stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
         if args.command == "store":
-            response = stub.StoreMemory(
+            response: Any = stub.StoreMemory(
                 memory_service_pb2.StoreMemoryRequest(
                     memory=memory_pb2.Memory(
                         agent_id=args.agent, content=args.content, tags=args.tag or []
                     )
                 ),
                 metadata=_metadata(args),
-                timeout=30,
+                timeout=args.timeout,
             )
         else:
             response = stub.SearchMemories(
@@ -186,31 +249,74 @@ def _client_call(args: argparse.Namespace) -> int:
                     page_size=args.limit,
                 ),
                 metadata=_metadata(args),
-                timeout=30,
+                timeout=args.timeout,
             )
-        print(json.dumps(json_format.MessageToDict(response), indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                json_format.MessageToDict(response, always_print_fields_with_no_presence=True),
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        if args.command == "search" and not response.results:
+            tenant = args.tenant or "the default tenant"
+            print(
+                f"aether-memory: no memories of agent {args.agent!r} in {tenant} match; "
+                "check --agent and --tenant",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
+def _connection_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--target", default="127.0.0.1:50051", help="the server's host:port")
+    tls = cmd.add_argument_group(
+        "TLS", "on with --tls or --ca-file, or by itself where AETHER_TLS_CERT_FILE is set"
+    )
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots")
+    tls.add_argument("--ca-file", help="trust this CA (PEM) for the server's certificate")
+    tls.add_argument("--cert-file", help="client certificate (PEM), where the server asks one")
+    tls.add_argument("--key-file", help="the client certificate's key (PEM)")
+    tls.add_argument("--server-name", help="the name to check the certificate against")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aether-memory", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the service (settings from AETHER_* variables)")
-    for name in ("store", "search", "health"):
-        cmd = sub.add_parser(name)
-        cmd.add_argument("--target", default="127.0.0.1:50051")
-        cmd.add_argument("--tenant", default="")
+    parser = argparse.ArgumentParser(
+        prog="aether-memory",
+        description="Aether Memory: long-term, working and episodic memory for AI agents, "
+        "over gRPC.",
+        epilog="Settings are AETHER_* environment variables (the README lists them all). "
+        "Start with `aether-memory serve`, then `aether-memory store --agent me 'a fact'` and "
+        "`aether-memory search --agent me 'fact'`.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "serve",
+        help="run the service (embedded Redis and bundled model unless AETHER_* say otherwise)",
+    )
+    helps = {
+        "store": "store one memory (prints it as JSON)",
+        "search": "search an agent's memories (exit 1 when nothing matches)",
+        "health": "the server's gRPC health: prints SERVING and exits 0, else exits 1",
+    }
+    for name in CLIENT_COMMANDS:
+        cmd = sub.add_parser(name, help=helps[name], description=helps[name])
+        _connection_arguments(cmd)
+        cmd.add_argument("--tenant", default="", help="tenant (default: the server's default)")
         cmd.add_argument("--api-key", default="", help="sent as authorization: Bearer <key>")
+        cmd.add_argument("--timeout", type=float, default=5.0 if name == "health" else 30.0)
         if name != "health":
-            cmd.add_argument("--agent", required=True)
+            cmd.add_argument("--agent", required=True, help="the agent whose memories these are")
         if name == "store":
-            cmd.add_argument("content")
-            cmd.add_argument("--tag", action="append")
+            cmd.add_argument("content", help="the memory's text")
+            cmd.add_argument("--tag", action="append", help="a tag (repeat for more)")
         if name == "search":
-            cmd.add_argument("query")
-            cmd.add_argument("--limit", type=int, default=5)
-    status = sub.add_parser("status", help="health, counts, backlogs and throughput at a glance")
-    status.add_argument("--target", default="127.0.0.1:50051")
+            cmd.add_argument("query", help="what to look for")
+            cmd.add_argument("--limit", type=int, default=5, help="results to show (default 5)")
+    status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
+    _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create")
@@ -226,9 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_keys(args))
     if args.command == "status":
         return asyncio.run(_status(args))
-    settings = Settings() if args.command == "serve" else None
+    if args.command == "serve":
+        from .settings import Settings
+
+        settings = Settings()
     handler = logging.StreamHandler()
-    if settings is not None and settings.log_format == "json":
+    if args.command == "serve" and settings.log_format == "json":
+        from .telemetry import JsonLogFormatter
+
         handler.setFormatter(JsonLogFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -240,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-        assert settings is not None
+        from .domain.errors import StartupError
+
         try:
             asyncio.run(_serve(settings))
         except StartupError as error:

@@ -79,3 +79,33 @@ async def test_status_and_keys_say_in_one_line_when_no_server_runs(
         cli, "keys", "list", "--tenant", "t", AETHER_REDIS_URL=service.redis_url
     )
     assert listed.returncode == 0, listed.stderr
+
+
+def test_the_health_command_loads_no_server_module() -> None:
+    """The image's HEALTHCHECK has 3 s: `health` must not import the server, the model
+    exporter or onnx (1.4-1.9 s of imports before, under load)."""
+    probe = (
+        "import sys\n"
+        "from aether_memory import cli\n"
+        "code = cli.main(['health', '--target', '127.0.0.1:9', '--timeout', '0.5'])\n"
+        "heavy = [m for m in ('aether_memory.app', 'aether_embeddings', 'onnx', 'onnxruntime',"
+        " 'redis', 'pymongo', 'aether_memory.settings') if m in sys.modules]\n"
+        "print(code, heavy)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.stdout.strip() == "1 []", run.stdout + run.stderr
+
+
+async def test_search_with_a_mistyped_agent_says_so_and_exits_1(
+    service: Running, client: Client
+) -> None:
+    await store(client, "The CLI finds this memory.", agent="cli-agent")
+    where = ("--target", service.address, "--tenant", client.tenant)
+    found = await asyncio.to_thread(cli, "search", *where, "--agent", "cli-agent", "finds memory")
+    assert found.returncode == 0 and json.loads(found.stdout)["results"], found.stderr
+    typo = await asyncio.to_thread(cli, "search", *where, "--agent", "cli-agnet", "finds memory")
+    assert typo.returncode == 1
+    assert json.loads(typo.stdout) == {"results": [], "nextPageToken": ""}
+    assert "no memories of agent 'cli-agnet'" in typo.stderr
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("aether-memory ")

@@ -352,3 +352,36 @@ async def test_a_read_keys_reads_count_no_accesses_and_promote_nothing(
             break
         await asyncio.sleep(0.05)
     assert await secured.redis.hget(access, "count") == b"1"  # the writer's read alone
+
+
+async def test_the_health_command_speaks_tls_with_the_servers_certificate(
+    secured: Running, pki: Pki, tmp_path: Path
+) -> None:
+    """`aether-memory health` (the image's HEALTHCHECK) over TLS: with --ca-file, or by itself
+    where AETHER_TLS_CERT_FILE names the server's certificate; plaintext cannot pass."""
+    (tmp_path / "client.pem").write_bytes(pki.client_cert)
+    (tmp_path / "client.key").write_bytes(pki.client_key)
+    client_cert = ["--cert-file", str(tmp_path / "client.pem")]
+    client_cert += ["--key-file", str(tmp_path / "client.key")]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
+
+    def health(*extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "aether_memory", "health", "--target", secured.address]
+        return subprocess.run(
+            [*command, *extra],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    with_ca = await asyncio.to_thread(health, "--ca-file", str(pki.ca), *client_cert)
+    assert (with_ca.returncode, with_ca.stdout.strip()) == (0, "SERVING"), with_ca.stderr
+    # The server's own certificate, from the environment; this one carries no CA, so the
+    # chain must be given too: the CA file appended, as a deployment's PEM bundle would.
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki.server_cert.read_bytes() + pki.ca_pem)
+    from_env = await asyncio.to_thread(health, *client_cert, AETHER_TLS_CERT_FILE=str(bundle))
+    assert from_env.returncode == 0, from_env.stderr
+    plain = await asyncio.to_thread(health, "--timeout", "2")
+    assert plain.returncode == 1 and "SERVING" not in plain.stdout
