@@ -77,6 +77,7 @@ class SearchRequest:
     limit: int
     rerank: bool | None = None  # None: the server's setting; only hybrid searches re-rank
     record_access: bool = True  # whether returning a memory counts as reading it
+    min_similarity: float | None = None  # None: the server's setting (by default no threshold)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class MemoryBank:
         self._keyword_weight = settings.keyword_weight
         self._reranker = load_rerank_model(settings.rerank_model or RERANK_MODEL)
         self._rerank_by_default = settings.rerank == "learned"
+        self._min_similarity = settings.search_min_similarity
         self._ttl = {
             Tier.SCRATCHPAD: settings.scratchpad_ttl_s,
             Tier.WORKING: settings.working_ttl_s,
@@ -316,6 +318,11 @@ class MemoryBank:
                 importances={i: f.importance for i, f in found.facts.items()},
                 access_counts={i: count for i, (count, _) in stats.items()},
             )
+        threshold = (
+            self._min_similarity if request.min_similarity is None else request.min_similarity
+        )
+        if threshold is not None:  # keyword matches are related by their words
+            ranked = [c for c in ranked if c.keyword_score > 0 or c.vector_similarity >= threshold]
         page = ranked[request.offset : request.offset + request.limit]
         # Only the page is read in full (one round trip), and reading it counts the access.
         memories = await self._read(keys, [c.memory_id for c in page], count=request.record_access)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     rerank_model: Path | None = Field(
         None, description="Re-ranker weights (JSON); unset uses the bundled LoCoMo-fitted model."
     )
+    search_min_similarity: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Searches leave out results below this cosine similarity that did not match "
+        "the query's words (a request's min_similarity wins); unset: no threshold.",
+    )
     search_depth: int = Field(
         25,
         ge=1,

@@ -187,3 +187,23 @@ async def test_an_unrecorded_index_is_checked_by_re_embedding_a_sample(tmp_path:
         await bank.store(keys, Memory("", "a", "A note the pack itself embedded."))
         await bank.claim_vector_space(space)
         assert await bank._store.vector_space() == space
+
+
+async def test_min_similarity_leaves_out_what_is_unrelated_but_keeps_word_matches(
+    client: Client,
+) -> None:
+    await store(client, "My sister adopted a grey kitten named Pepper last spring.")
+    await store(client, "The quarterly budget review moved to Thursday afternoon.")
+    unrelated = "orbital mechanics of binary neutron stars"
+    everything = await search(client, unrelated)
+    assert len(everything.results) == 2  # without a threshold the nearest always come back
+    assert max(r.breakdown.vector_similarity for r in everything.results) < 0.3
+    assert not (await search(client, unrelated, min_similarity=0.3)).results
+    related = await search(client, "a pet cat in the family", min_similarity=0.3)
+    assert [r.memory.content[:9] for r in related.results] == ["My sister"]
+    # A word match stays whatever its similarity: the query names it.
+    named = await search(client, "Thursday neutron stars", min_similarity=0.9)
+    assert [r.memory.content[:11] for r in named.results] == ["The quarter"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await search(client, unrelated, min_similarity=1.5)
+    assert failure(info.value).fields == ["min_similarity"]

@@ -288,6 +288,9 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             raise TooLarge("query", MAX_QUERY_BYTES)
         c.check_vector("query_embedding", request.query_embedding, v)
         weights = self._weights(request.weights, v)
+        threshold = request.min_similarity if request.HasField("min_similarity") else None
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            v.add("min_similarity", "must be within -1.0..1.0 (a cosine similarity)")
         v.raise_if_any()
         fingerprint = page_fingerprint(self._tokens, keys, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
@@ -306,6 +309,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 limit=size,
                 rerank=RERANK_CHOICES.get(request.rerank),
                 record_access=may_write(),
+                min_similarity=threshold,
             ),
         )
         full = request.view == memory_pb2.MEMORY_VIEW_FULL

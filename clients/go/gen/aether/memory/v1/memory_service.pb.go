@@ -684,7 +684,13 @@ type SearchMemoriesRequest struct {
 	View MemoryView `protobuf:"varint,9,opt,name=view,proto3,enum=aether.memory.v1.MemoryView" json:"view,omitempty"`
 	// Whether to re-rank. Applies to hybrid searches only; vector-only and keyword-only searches
 	// rank by their one method.
-	Rerank        RerankMode `protobuf:"varint,10,opt,name=rerank,proto3,enum=aether.memory.v1.RerankMode" json:"rerank,omitempty"`
+	Rerank RerankMode `protobuf:"varint,10,opt,name=rerank,proto3,enum=aether.memory.v1.RerankMode" json:"rerank,omitempty"`
+	// Leave out results unrelated to the query: a result stays when its vector similarity
+	// (cosine, -1.0..1.0) reaches this, or when it matched the query's words. Unset means the
+	// server's setting (by default none: the nearest memories always come back). Outside
+	// -1.0..1.0 is INVALID_ARGUMENT. Without re-ranking, a memory found by keywords alone has no
+	// similarity and stays by its keyword match.
+	MinSimilarity *float64 `protobuf:"fixed64,11,opt,name=min_similarity,json=minSimilarity,proto3,oneof" json:"min_similarity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -787,6 +793,13 @@ func (x *SearchMemoriesRequest) GetRerank() RerankMode {
 		return x.Rerank
 	}
 	return RerankMode_RERANK_MODE_UNSPECIFIED
+}
+
+func (x *SearchMemoriesRequest) GetMinSimilarity() float64 {
+	if x != nil && x.MinSimilarity != nil {
+		return *x.MinSimilarity
+	}
+	return 0
 }
 
 // One search hit.
@@ -2566,7 +2579,7 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"\b_recencyB\r\n" +
 	"\v_importanceB\f\n" +
 	"\n" +
-	"_frequency\"\xba\x03\n" +
+	"_frequency\"\xf9\x03\n" +
 	"\x15SearchMemoriesRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12'\n" +
@@ -2579,7 +2592,9 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"\aweights\x18\b \x01(\v2\x1f.aether.memory.v1.SearchWeightsR\aweights\x120\n" +
 	"\x04view\x18\t \x01(\x0e2\x1c.aether.memory.v1.MemoryViewR\x04view\x124\n" +
 	"\x06rerank\x18\n" +
-	" \x01(\x0e2\x1c.aether.memory.v1.RerankModeR\x06rerank\"\x9e\x01\n" +
+	" \x01(\x0e2\x1c.aether.memory.v1.RerankModeR\x06rerank\x12*\n" +
+	"\x0emin_similarity\x18\v \x01(\x01H\x00R\rminSimilarity\x88\x01\x01B\x11\n" +
+	"\x0f_min_similarity\"\x9e\x01\n" +
 	"\x14SearchMemoriesResult\x120\n" +
 	"\x06memory\x18\x01 \x01(\v2\x18.aether.memory.v1.MemoryR\x06memory\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12>\n" +
@@ -2902,6 +2917,7 @@ func file_aether_memory_v1_memory_service_proto_init() {
 	file_aether_memory_v1_memory_proto_init()
 	file_aether_memory_v1_working_memory_proto_init()
 	file_aether_memory_v1_memory_service_proto_msgTypes[8].OneofWrappers = []any{}
+	file_aether_memory_v1_memory_service_proto_msgTypes[9].OneofWrappers = []any{}
 	file_aether_memory_v1_memory_service_proto_msgTypes[15].OneofWrappers = []any{
 		(*ForgetMemoriesRequest_Ids)(nil),
 		(*ForgetMemoriesRequest_Filter)(nil),

@@ -378,6 +378,7 @@ class SearchMemoriesRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     RERANK_FIELD_NUMBER: _builtins.int
+    MIN_SIMILARITY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Required. The agent whose memories to search."""
     query: _builtins.str
@@ -395,6 +396,13 @@ class SearchMemoriesRequest(_message.Message):
     rerank: Global___RerankMode.ValueType
     """Whether to re-rank. Applies to hybrid searches only; vector-only and keyword-only searches
     rank by their one method.
+    """
+    min_similarity: _builtins.float
+    """Leave out results unrelated to the query: a result stays when its vector similarity
+    (cosine, -1.0..1.0) reaches this, or when it matched the query's words. Unset means the
+    server's setting (by default none: the nearest memories always come back). Outside
+    -1.0..1.0 is INVALID_ARGUMENT. Without re-ranking, a memory found by keywords alone has no
+    similarity and stays by its keyword match.
     """
     @_builtins.property
     def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -423,12 +431,15 @@ class SearchMemoriesRequest(_message.Message):
         weights: Global___SearchWeights | None = ...,
         view: _memory_pb2.MemoryView.ValueType = ...,
         rerank: Global___RerankMode.ValueType = ...,
+        min_similarity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_similarity", b"_min_similarity", "filter", b"filter", "min_similarity", b"min_similarity", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "filter", b"filter", "mode", b"mode", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "query_embedding", b"query_embedding", "rerank", b"rerank", "view", b"view", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_similarity", b"_min_similarity", "agent_id", b"agent_id", "filter", b"filter", "min_similarity", b"min_similarity", "mode", b"mode", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "query_embedding", b"query_embedding", "rerank", b"rerank", "view", b"view", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_similarity: _TypeAlias = _typing.Literal["min_similarity"]  # noqa: Y015
+    _WhichOneofArgType__min_similarity: _TypeAlias = _typing.Literal["_min_similarity", b"_min_similarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_similarity) -> _WhichOneofReturnType__min_similarity | None: ...
 
 Global___SearchMemoriesRequest: _TypeAlias = SearchMemoriesRequest  # noqa: Y015
 
