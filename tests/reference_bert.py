@@ -43,14 +43,25 @@ class ReferenceEncoder:
         }
         self.tokenizer = Tokenizer.from_file(str(snapshot / "tokenizer.json"))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_tokens)
+        # Longer texts: windows of max_tokens sharing 32 tokens, as the packs' runtime cuts them.
+        self.tokenizer.enable_truncation(max_length=max_tokens, stride=min(32, max_tokens // 4))
         self.pooling = pooling
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
 
     def encode_one(self, text: str) -> np.ndarray:
-        ids = np.array(self.tokenizer.encode(text).ids)
+        """A text's vector; one longer than max_tokens is the token-weighted mean of its
+        windows' vectors, normalized (the service's contract for long content)."""
+        encoding = self.tokenizer.encode(text)
+        windows = [encoding.ids] + [o.ids for o in encoding.overflowing]
+        vectors = [self.encode_ids(np.array(ids)) for ids in windows]
+        if len(vectors) == 1:
+            return vectors[0]
+        mean = sum(len(ids) * v for ids, v in zip(windows, vectors, strict=True))
+        return mean / np.linalg.norm(mean)
+
+    def encode_ids(self, ids: np.ndarray) -> np.ndarray:
         c, w = self.config, self.w
         h, n_heads = c["hidden_size"], c["num_attention_heads"]
         d = h // n_heads

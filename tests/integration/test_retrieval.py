@@ -207,3 +207,20 @@ async def test_min_similarity_leaves_out_what_is_unrelated_but_keeps_word_matche
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await search(client, unrelated, min_similarity=1.5)
     assert failure(info.value).fields == ["min_similarity"]
+
+
+async def test_a_long_memory_is_embedded_whole(client: Client) -> None:
+    """Past the model's 256-token window, content still counts for the vector search: a fact
+    at the end of a 30 KB memory ranks it above a memory holding only its beginning."""
+    filler = " ".join(
+        f"Day {i}: the weather report said clouds over the valley and light winds."
+        for i in range(420)
+    )
+    assert 28_000 < len(filler.encode()) < 32_000
+    head = await store(client, filler[:2000])
+    whole = await store(client, filler + " Finally: the orchard gate code is heliotrope.")
+    found = await search(
+        client, "what is the orchard gate code", mode=S.SEARCH_MODE_VECTOR, rerank=0
+    )
+    ranked = [r.memory.id for r in found.results]
+    assert ranked.index(whole.id) < ranked.index(head.id)

@@ -220,7 +220,11 @@ type Memory struct {
 	AgentId string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// Optional. Immutable. The session the memory came from; 0..128 bytes of UTF-8.
 	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace.
+	// Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace. Embedded
+	// whole: text past the model's window (256 tokens for the bundled model, about 1 KB of
+	// English) is embedded in further windows and the vector is their token-weighted mean, so
+	// it counts, diluted by the length; keyword search matches every word. For the sharpest
+	// vector search, store long documents as one memory per section.
 	Content string `protobuf:"bytes,4,opt,name=content,proto3" json:"content,omitempty"`
 	// The tier. MEMORY_TIER_UNSPECIFIED on create means long-term.
 	Tier MemoryTier `protobuf:"varint,5,opt,name=tier,proto3,enum=aether.memory.v1.MemoryTier" json:"tier,omitempty"`

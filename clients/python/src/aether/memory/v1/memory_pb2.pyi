@@ -154,7 +154,12 @@ class Memory(_message.Message):
     session_id: _builtins.str
     """Optional. Immutable. The session the memory came from; 0..128 bytes of UTF-8."""
     content: _builtins.str
-    """Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace."""
+    """Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace. Embedded
+    whole: text past the model's window (256 tokens for the bundled model, about 1 KB of
+    English) is embedded in further windows and the vector is their token-weighted mean, so
+    it counts, diluted by the length; keyword search matches every word. For the sharpest
+    vector search, store long documents as one memory per section.
+    """
     tier: Global___MemoryTier.ValueType
     """The tier. MEMORY_TIER_UNSPECIFIED on create means long-term."""
     type: Global___MemoryType.ValueType

@@ -42,7 +42,11 @@ export type Memory = Message<"aether.memory.v1.Memory"> & {
   sessionId: string;
 
   /**
-   * Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace.
+   * Required. The remembered text, 1..32768 bytes of UTF-8 and not only whitespace. Embedded
+   * whole: text past the model's window (256 tokens for the bundled model, about 1 KB of
+   * English) is embedded in further windows and the vector is their token-weighted mean, so
+   * it counts, diluted by the length; keyword search matches every word. For the sharpest
+   * vector search, store long documents as one memory per section.
    *
    * @generated from field: string content = 4;
    */
