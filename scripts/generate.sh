@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one entry point that regenerates code from proto/: the Python stubs of the client package
 # (scripts/gen_protos.py, pinned grpcio-tools + mypy-protobuf) and the TypeScript and Go clients
-# (buf generate with the local, pinned plugins named in buf.gen.yaml).
+# (buf generate with the local, pinned plugins named in buf.gen.yaml), and each client's list of
+# the RPCs it may retry (scripts/gen_rpc_kinds.py, from the protos' idempotency_level).
 # --check: fail when any generated tree differs from what the protos produce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ BUF=tools/node_modules/.bin/buf
 GENERATED=(clients/go/gen clients/typescript/src/gen)
 if [[ "${1:-}" == "--check" ]]; then
   "$PY" scripts/gen_protos.py --check
+  "$PY" scripts/gen_rpc_kinds.py --check
   before=$(mktemp -d)
   for dir in "${GENERATED[@]}"; do mkdir -p "$before/$dir" && cp -a "$dir/." "$before/$dir/"; done
   rm -rf "${GENERATED[@]}"
@@ -24,5 +26,6 @@ if [[ "${1:-}" == "--check" ]]; then
   exit 0
 fi
 "$PY" scripts/gen_protos.py
+"$PY" scripts/gen_rpc_kinds.py
 rm -rf "${GENERATED[@]}"
 "$BUF" generate

@@ -6,6 +6,7 @@ package aether
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,18 +34,25 @@ type Client struct {
 	Episodes memoryv1.EpisodeServiceClient
 }
 
-// Reads and searches are idempotent: retried with backoff when the server is UNAVAILABLE.
-const serviceConfig = `{"methodConfig": [{
-  "name": [
-    {"service": "aether.memory.v1.MemoryService", "method": "GetMemory"},
-    {"service": "aether.memory.v1.MemoryService", "method": "ListMemories"},
-    {"service": "aether.memory.v1.MemoryService", "method": "SearchMemories"},
-    {"service": "aether.memory.v1.EpisodeService", "method": "ListEpisodes"},
-    {"service": "aether.memory.v1.EpisodeService", "method": "SearchEpisodes"}
-  ],
-  "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
-                  "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
-}]}`
+// serviceConfig retries the unary reads (rpcs.go, generated from the protos' idempotency_level)
+// with backoff when the server is UNAVAILABLE.
+func serviceConfig() string {
+	names := make([]map[string]string, 0, len(retryable))
+	for _, r := range retryable {
+		names = append(names, map[string]string{"service": r[0], "method": r[1]})
+	}
+	config, err := json.Marshal(map[string]any{"methodConfig": []any{map[string]any{
+		"name": names,
+		"retryPolicy": map[string]any{
+			"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+			"backoffMultiplier": 2, "retryableStatusCodes": []string{"UNAVAILABLE"},
+		},
+	}}})
+	if err != nil {
+		panic(err) // a literal of strings and numbers always marshals
+	}
+	return string(config)
+}
 
 // Dial creates a Client; the connection is made lazily by the first call.
 func Dial(opts Options) (*Client, error) {
@@ -67,7 +75,7 @@ func Dial(opts Options) (*Client, error) {
 	}
 	conn, err := grpc.NewClient(opts.Target,
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDefaultServiceConfig(serviceConfig()),
 		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any,
 			cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
 			return invoker(withMD(ctx), method, req, reply, cc, o...)

@@ -8,6 +8,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { EpisodeService } from "./gen/aether/memory/v1/episode_service_pb.js";
 import type { EpisodeAck, EpisodeSchema } from "./gen/aether/memory/v1/episode_pb.js";
 import { MemoryService } from "./gen/aether/memory/v1/memory_service_pb.js";
+import { RETRYABLE } from "./rpcs.js";
 
 export * from "./gen/aether/memory/v1/memory_pb.js";
 export * from "./gen/aether/memory/v1/episode_pb.js";
@@ -25,7 +26,6 @@ export interface Options {
   timeoutMs?: number;
 }
 
-const IDEMPOTENT = /\/(Get|List|Search)[A-Za-z]*$/;
 
 function metadata(options: Options): Interceptor {
   return (next) => async (req) => {
@@ -36,7 +36,7 @@ function metadata(options: Options): Interceptor {
 }
 
 const retryReads: Interceptor = (next) => async (req) => {
-  if (req.stream || !IDEMPOTENT.test(req.url)) return next(req);
+  if (req.stream || !RETRYABLE.has(`/${req.service.typeName}/${req.method.name}`)) return next(req);
   for (let attempt = 1; ; attempt++) {
     try {
       return await next(req);

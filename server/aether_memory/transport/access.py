@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from aether.memory.v1 import episode_service_pb2, memory_service_pb2
 from cachetools import TTLCache
+from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
@@ -39,7 +41,17 @@ PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "aether_principal", default=None
 )
 OPEN_PREFIXES = ("/grpc.",)  # health checks and reflection need no key
-READ_VERBS = ("Get", "List", "Search", "Subscribe", "Describe")
+# "/package.Service/Method" of every RPC the protos declare NO_SIDE_EFFECTS: a read key may call
+# them, and the disk guard lets them through (the clients' retry lists come from the same option).
+# SubscribeEpisodes reads too; it was published without the option, and adding it now is a
+# breaking change to buf (RPC_SAME_IDEMPOTENCY_LEVEL), so it is named here.
+READS = frozenset(
+    f"/{service.full_name}/{method.name}"
+    for module in (memory_service_pb2, episode_service_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if method.GetOptions().idempotency_level == MethodOptions.NO_SIDE_EFFECTS
+) | {"/aether.memory.v1.EpisodeService/SubscribeEpisodes"}
 UNPARSED = object()  # what a request that is not its message deserializes to
 NOT_A_REQUEST = InvalidField.one("request", "is not a valid message of this method's request type")
 
@@ -75,8 +87,8 @@ def may_write() -> bool:
 
 
 def required_role(method: str) -> Role:
-    name = method.rsplit("/", 1)[-1]
-    return Role.READ if name.startswith(READ_VERBS) else Role.WRITE
+    """READ for what the protos declare NO_SIDE_EFFECTS, WRITE for every other call."""
+    return Role.READ if method in READS else Role.WRITE
 
 
 def _metadata(context: Any) -> dict[str, str]:

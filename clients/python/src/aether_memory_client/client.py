@@ -17,15 +17,15 @@ from aether.memory.v1 import (
     memory_service_pb2_grpc,
 )
 
-IDEMPOTENT = {
-    "aether.memory.v1.MemoryService": ["GetMemory", "ListMemories", "SearchMemories"],
-    "aether.memory.v1.EpisodeService": ["ListEpisodes", "SearchEpisodes"],
-}
+from .rpcs import RETRYABLE
+
+# The unary reads (rpcs.py, generated from the protos' idempotency_level) are retried after
+# UNAVAILABLE.
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [{"service": s, "method": m} for s, ms in IDEMPOTENT.items() for m in ms],
+                "name": [{"service": s, "method": m} for s, m in RETRYABLE],
                 "retryPolicy": {
                     "maxAttempts": 4,
                     "initialBackoff": "0.1s",
