@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import grpc
 from aether.memory.v1 import episode_pb2, episode_service_pb2, memory_pb2, memory_service_pb2
 
 from aether_memory.app import Running
-from aether_memory_client import AsyncClient, Client
+from aether_memory_client import Added, AsyncClient, AsyncMemory, Client, Hit, Memory
 
 from .conftest import new_client
 
@@ -52,3 +53,43 @@ async def test_sync_client_records_and_reads_in_its_tenant(service: Running) -> 
             return len(acks), len(listed.episodes)
 
     assert await asyncio.to_thread(work) == (3, 3)
+
+
+def _use_memory(address: str, tenant: str) -> None:
+    with Memory(address, tenant=tenant, agent="me") as memory:
+        added = memory.add(
+            "I am allergic to peanuts.",
+            tags=["health"],
+            metadata={"source": "chat"},
+            importance=0.9,
+        )
+        assert isinstance(added, Added) and not added.deduplicated
+        assert memory.add("I am allergic to peanuts.").deduplicated  # the same content again
+        review = memory.add("The quarterly review moved to Thursday.", tags=["work"])
+        hits = memory.search("which foods should I avoid?", k=2)
+        assert all(isinstance(h, Hit) for h in hits)
+        assert hits[0].id == added.id and hits[0].score >= hits[-1].score
+        assert hits[0].tags == ("health",) and hits[0].metadata == {"source": "chat"}
+        assert hits[0].importance == 0.9 and hits[0].similarity > 0.3
+        assert [h.id for h in memory.search("quarterly review", tags=["health"])] == [added.id]
+        assert memory.search("quarterly review", k=1)[0].id == review.id
+        assert memory.search("orbital mechanics of neutron stars", min_similarity=0.4) == []
+        assert memory.get(added.id).content == "I am allergic to peanuts."
+        assert memory.forget(added.id) == [added.id]
+        try:
+            memory.get(added.id)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+        else:
+            raise AssertionError("a forgotten memory was found")
+        assert memory.search("peanuts", agent="someone-else") == []
+
+
+async def test_the_high_level_memory_api_speaks_plain_dataclasses(service: Running) -> None:
+    await asyncio.to_thread(_use_memory, service.address, f"hl-{uuid.uuid4().hex[:8]}")
+    async with AsyncMemory(service.address, tenant=f"hl-{uuid.uuid4().hex[:8]}") as memory:
+        added = await memory.add("Ana works as a nurse in Lisbon.", agent="me")
+        hits = await memory.search("where does Ana work?", agent="me", k=1)
+        assert [(h.id, h.content) for h in hits] == [(added.id, "Ana works as a nurse in Lisbon.")]
+        assert (await memory.get(added.id)).agent_id == "me"
+        assert await memory.forget(added.id, agent="me") == [added.id]

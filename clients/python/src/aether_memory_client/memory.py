@@ -1,0 +1,263 @@
+"""The high-level Python API: memories as plain dataclasses, no protobuf in sight.
+
+    from aether_memory_client import Memory
+
+    with Memory("127.0.0.1:50051", tenant="demo", agent="me") as memory:
+        memory.add("I am allergic to peanuts", tags=["health"])
+        for hit in memory.search("which foods should I avoid?", k=3):
+            print(hit.score, hit.content)
+
+`AsyncMemory` is the same for asyncio (`async with AsyncMemory(...) as memory:`). Both sit on
+`Client` / `AsyncClient`, so they retry reads after UNAVAILABLE the same way, and errors are
+the server's gRPC statuses (`grpc.RpcError`, with the offending field named in its details).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+from aether.memory.v1 import memory_pb2, memory_service_pb2
+from google.protobuf import json_format, struct_pb2
+
+from .client import AsyncClient, Client
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """A stored memory."""
+
+    id: str
+    content: str
+    agent_id: str
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    importance: float | None = None
+    session_id: str = ""
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Hit(MemoryRecord):
+    """A search result: the memory, its final score (higher is better) and its cosine
+    similarity to the query."""
+
+    score: float = 0.0
+    similarity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Added(MemoryRecord):
+    """What `add` stored; `deduplicated` when the agent already had this content."""
+
+    deduplicated: bool = False
+
+
+def _record_fields(memory: memory_pb2.Memory) -> dict[str, Any]:
+    return {
+        "id": memory.id,
+        "content": memory.content,
+        "agent_id": memory.agent_id,
+        "tags": tuple(memory.tags),
+        "metadata": json_format.MessageToDict(memory.metadata),
+        "importance": memory.importance if memory.HasField("importance") else None,
+        "session_id": memory.session_id,
+        "created": memory.create_time.ToDatetime() if memory.HasField("create_time") else None,
+    }
+
+
+def _store_request(
+    text: str,
+    agent: str,
+    tags: Iterable[str],
+    metadata: Mapping[str, Any] | None,
+    importance: float | None,
+    session: str | None,
+    request_id: str | None,
+) -> memory_service_pb2.StoreMemoryRequest:
+    memory = memory_pb2.Memory(agent_id=agent, content=text, tags=list(tags))
+    if metadata:
+        struct = struct_pb2.Struct()
+        struct.update(dict(metadata))
+        memory.metadata.CopyFrom(struct)
+    if importance is not None:
+        memory.importance = importance
+    if session:
+        memory.session_id = session
+    return memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id or "")
+
+
+def _search_request(
+    query: str, agent: str, k: int, tags: Iterable[str], min_similarity: float | None
+) -> memory_service_pb2.SearchMemoriesRequest:
+    request = memory_service_pb2.SearchMemoriesRequest(agent_id=agent, query=query, page_size=k)
+    if tags:
+        request.filter.tags.extend(tags)
+    if min_similarity is not None:
+        request.min_similarity = min_similarity
+    return request
+
+
+def _hits(response: memory_service_pb2.SearchMemoriesResponse) -> list[Hit]:
+    return [
+        Hit(
+            **_record_fields(r.memory),
+            score=r.score,
+            similarity=r.breakdown.vector_similarity,
+        )
+        for r in response.results
+    ]
+
+
+def _forget_request(agent: str, ids: Sequence[str]) -> memory_service_pb2.ForgetMemoriesRequest:
+    return memory_service_pb2.ForgetMemoriesRequest(
+        agent_id=agent, ids=memory_service_pb2.MemoryIds(ids=list(ids))
+    )
+
+
+class Memory:
+    """Synchronous memories of one agent (each call may name another with `agent=`)."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        agent: str = "default",
+        tenant: str | None = None,
+        api_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> None:
+        self.agent = agent
+        self.client = Client(
+            target, tenant=tenant, api_key=api_key, credentials=credentials, timeout_s=timeout_s
+        )
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def add(
+        self,
+        text: str,
+        *,
+        agent: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        session: str | None = None,
+        request_id: str | None = None,
+    ) -> Added:
+        """Store `text`; with `request_id`, a retry returns the first call's answer."""
+        response = self.client.memory.StoreMemory(
+            _store_request(
+                text, agent or self.agent, tags, metadata, importance, session, request_id
+            )
+        )
+        return Added(**_record_fields(response.memory), deduplicated=response.deduplicated)
+
+    def search(
+        self,
+        query: str,
+        *,
+        agent: str | None = None,
+        k: int = 10,
+        tags: Iterable[str] = (),
+        min_similarity: float | None = None,
+    ) -> list[Hit]:
+        """The best `k` memories for `query`, best first (hybrid search, re-ranked)."""
+        return _hits(
+            self.client.memory.SearchMemories(
+                _search_request(query, agent or self.agent, k, tags, min_similarity)
+            )
+        )
+
+    def get(self, memory_id: str) -> MemoryRecord:
+        response = self.client.memory.GetMemory(memory_service_pb2.GetMemoryRequest(id=memory_id))
+        return MemoryRecord(**_record_fields(response.memory))
+
+    def forget(self, *ids: str, agent: str | None = None) -> list[str]:
+        """Forget these memories; returns the ids that were forgotten."""
+        response = self.client.memory.ForgetMemories(_forget_request(agent or self.agent, ids))
+        return list(response.forgotten_ids)
+
+
+class AsyncMemory:
+    """The asyncio twin of `Memory`."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        agent: str = "default",
+        tenant: str | None = None,
+        api_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout_s: float | None = 30.0,
+    ) -> None:
+        self.agent = agent
+        self.client = AsyncClient(
+            target, tenant=tenant, api_key=api_key, credentials=credentials, timeout_s=timeout_s
+        )
+
+    async def __aenter__(self) -> AsyncMemory:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def add(
+        self,
+        text: str,
+        *,
+        agent: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        session: str | None = None,
+        request_id: str | None = None,
+    ) -> Added:
+        response = await self.client.memory.StoreMemory(
+            _store_request(
+                text, agent or self.agent, tags, metadata, importance, session, request_id
+            )
+        )
+        return Added(**_record_fields(response.memory), deduplicated=response.deduplicated)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        agent: str | None = None,
+        k: int = 10,
+        tags: Iterable[str] = (),
+        min_similarity: float | None = None,
+    ) -> list[Hit]:
+        return _hits(
+            await self.client.memory.SearchMemories(
+                _search_request(query, agent or self.agent, k, tags, min_similarity)
+            )
+        )
+
+    async def get(self, memory_id: str) -> MemoryRecord:
+        response = await self.client.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=memory_id)
+        )
+        return MemoryRecord(**_record_fields(response.memory))
+
+    async def forget(self, *ids: str, agent: str | None = None) -> list[str]:
+        response = await self.client.memory.ForgetMemories(
+            _forget_request(agent or self.agent, ids)
+        )
+        return list(response.forgotten_ids)
