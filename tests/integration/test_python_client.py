@@ -6,10 +6,19 @@ import asyncio
 import uuid
 
 import grpc
+import pytest
 from aether.memory.v1 import episode_pb2, episode_service_pb2, memory_pb2, memory_service_pb2
 
 from aether_memory.app import Running
-from aether_memory_client import Added, AsyncClient, AsyncMemory, Client, Hit, Memory
+from aether_memory_client import (
+    Added,
+    AsyncClient,
+    AsyncMemory,
+    Client,
+    Hit,
+    Memory,
+    Message,
+)
 
 from .conftest import new_client
 
@@ -93,3 +102,40 @@ async def test_the_high_level_memory_api_speaks_plain_dataclasses(service: Runni
         assert [(h.id, h.content) for h in hits] == [(added.id, "Ana works as a nurse in Lisbon.")]
         assert (await memory.get(added.id)).agent_id == "me"
         assert await memory.forget(added.id, agent="me") == [added.id]
+
+
+def _use_sessions(address: str, tenant: str) -> None:
+    with Memory(address, tenant=tenant, agent="me") as memory:
+        chat = memory.session("trip")
+        assert chat.messages() == []  # never written
+        chat.append("user", "Book a table for two.")
+        saved = chat.checkpoint("before the booking")
+        after = chat.append("assistant", "Booked at 8pm.")
+        assert [m.content for m in after] == ["Book a table for two.", "Booked at 8pm."]
+        assert chat.restore(saved) == [Message("user", "Book a table for two.")]
+        assert chat.messages() == [Message("user", "Book a table for two.")]
+        remembered = chat.remember("The user prefers window seats.")
+        assert memory.get(remembered.id).session_id == "trip"
+        first = memory.record("restaurant_search", outcome="success", session="trip", event_id="e1")
+        assert memory.record("restaurant_search", event_id="e1") == first  # no second copy
+        with pytest.raises(ValueError):
+            memory.record("x", kind="no_such_kind")
+
+
+async def test_sessions_checkpoints_and_episodes_through_the_high_level_api(
+    service: Running, channel: object
+) -> None:
+    tenant = f"hs-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(_use_sessions, service.address, tenant)
+    raw = new_client(channel, tenant)  # type: ignore[arg-type]
+    listed = await raw.episodes.ListEpisodes(
+        episode_service_pb2.ListEpisodesRequest(page_size=10), metadata=raw.md
+    )
+    assert [(e.event_id, e.session_id) for e in listed.episodes] == [("e1", "trip")]
+    async with AsyncMemory(service.address, tenant=tenant, agent="me") as memory:
+        chat = memory.session("trip")
+        assert [m.content for m in await chat.messages()] == ["Book a table for two."]
+        number = await chat.checkpoint()
+        await chat.append("user", "Make it three.")
+        assert len(await chat.restore(number)) == 1
+        assert await memory.record("web_search", kind="tool_call") != ""

@@ -2,6 +2,26 @@
 `AsyncClient` and `Client` over the generated stubs in `aether.memory.v1`."""
 
 from .client import AsyncClient, Client
-from .memory import Added, AsyncMemory, Hit, Memory, MemoryRecord
+from .memory import (
+    Added,
+    AsyncMemory,
+    AsyncSession,
+    Hit,
+    Memory,
+    MemoryRecord,
+    Message,
+    Session,
+)
 
-__all__ = ["Added", "AsyncClient", "AsyncMemory", "Client", "Hit", "Memory", "MemoryRecord"]
+__all__ = [
+    "Added",
+    "AsyncClient",
+    "AsyncMemory",
+    "AsyncSession",
+    "Client",
+    "Hit",
+    "Memory",
+    "MemoryRecord",
+    "Message",
+    "Session",
+]

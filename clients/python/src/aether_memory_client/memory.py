@@ -1,4 +1,4 @@
-"""The high-level Python API: memories as plain dataclasses, no protobuf in sight.
+"""The high-level Python API: memories, sessions and episodes as plain values, no protobuf.
 
     from aether_memory_client import Memory
 
@@ -6,6 +6,11 @@
         memory.add("I am allergic to peanuts", tags=["health"])
         for hit in memory.search("which foods should I avoid?", k=3):
             print(hit.score, hit.content)
+        chat = memory.session("s1")
+        chat.append("user", "Book a table for two")
+        saved = chat.checkpoint("before booking")
+        memory.record("restaurant_search", outcome="success", session="s1")
+        chat.restore(saved)
 
 `AsyncMemory` is the same for asyncio (`async with AsyncMemory(...) as memory:`). Both sit on
 `Client` / `AsyncClient`, so they retry reads after UNAVAILABLE the same way, and errors are
@@ -14,13 +19,20 @@ the server's gRPC statuses (`grpc.RpcError`, with the offending field named in i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import grpc
-from aether.memory.v1 import memory_pb2, memory_service_pb2
+from aether.memory.v1 import (
+    episode_pb2,
+    episode_service_pb2,
+    memory_pb2,
+    memory_service_pb2,
+    working_memory_pb2,
+)
 from google.protobuf import json_format, struct_pb2
 
 from .client import AsyncClient, Client
@@ -54,6 +66,53 @@ class Added(MemoryRecord):
     """What `add` stored; `deduplicated` when the agent already had this content."""
 
     deduplicated: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a session's working memory."""
+
+    role: str
+    content: str
+
+
+def _messages(session: working_memory_pb2.Session) -> list[Message]:
+    return [Message(m.role, m.content) for m in session.messages]
+
+
+def _append_request(
+    session_id: str, agent: str, role: str, content: str
+) -> memory_service_pb2.AppendWorkingMemoryRequest:
+    return memory_service_pb2.AppendWorkingMemoryRequest(
+        session_id=session_id,
+        agent_id=agent,
+        messages=[working_memory_pb2.ContextMessage(role=role, content=content)],
+    )
+
+
+def _episode(
+    name: str,
+    agent: str,
+    kind: str,
+    outcome: str | None,
+    payload: Mapping[str, Any] | None,
+    session: str | None,
+    event_id: str | None,
+) -> episode_service_pb2.RecordEpisodeRequest:
+    """An episode: `kind` is tool_call, llm_call, error, checkpoint, ... (EpisodeType without
+    its prefix), `outcome` success, failure, cancelled or pending."""
+    episode = episode_pb2.Episode(
+        event_id=event_id or uuid.uuid4().hex,
+        agent_id=agent,
+        session_id=session or "",
+        type=episode_pb2.EpisodeType.Value(f"EPISODE_TYPE_{kind.upper()}"),
+        name=name,
+    )
+    if outcome:
+        episode.outcome = episode_pb2.EpisodeOutcome.Value(f"EPISODE_OUTCOME_{outcome.upper()}")
+    if payload:
+        episode.payload.update(dict(payload))
+    return episode_service_pb2.RecordEpisodeRequest(episode=episode)
 
 
 def _record_fields(memory: memory_pb2.Memory) -> dict[str, Any]:
@@ -116,6 +175,50 @@ def _forget_request(agent: str, ids: Sequence[str]) -> memory_service_pb2.Forget
     return memory_service_pb2.ForgetMemoriesRequest(
         agent_id=agent, ids=memory_service_pb2.MemoryIds(ids=list(ids))
     )
+
+
+class Session:
+    """A session's working memory, its checkpoints, and memories stored into it."""
+
+    def __init__(self, memory: Memory, session_id: str, agent: str) -> None:
+        self.memory, self.id, self.agent = memory, session_id, agent
+
+    def append(self, role: str, content: str) -> list[Message]:
+        """Add a message; returns the session's messages after it."""
+        stub = self.memory.client.memory
+        return _messages(
+            stub.AppendWorkingMemory(_append_request(self.id, self.agent, role, content)).session
+        )
+
+    def messages(self) -> list[Message]:
+        """The session's messages; none when it was never written or has expired."""
+        try:
+            response = self.memory.client.memory.GetWorkingMemory(
+                memory_service_pb2.GetWorkingMemoryRequest(session_id=self.id)
+            )
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return []
+            raise
+        return _messages(response.session)
+
+    def checkpoint(self, label: str = "") -> int:
+        """Save the session as it is now; returns the checkpoint's number."""
+        response = self.memory.client.memory.CreateCheckpoint(
+            memory_service_pb2.CreateCheckpointRequest(session_id=self.id, label=label)
+        )
+        return int(response.checkpoint.number)
+
+    def restore(self, number: int) -> list[Message]:
+        """Roll the session back to a checkpoint; returns its messages then."""
+        response = self.memory.client.memory.RestoreCheckpoint(
+            memory_service_pb2.RestoreCheckpointRequest(session_id=self.id, number=number)
+        )
+        return _messages(response.session)
+
+    def remember(self, text: str, **fields: Any) -> Added:
+        """Store a long-term memory from this session (it learns its place in the session)."""
+        return self.memory.add(text, agent=self.agent, session=self.id, **fields)
 
 
 class Memory:
@@ -189,6 +292,66 @@ class Memory:
         response = self.client.memory.ForgetMemories(_forget_request(agent or self.agent, ids))
         return list(response.forgotten_ids)
 
+    def session(self, session_id: str, *, agent: str | None = None) -> Session:
+        return Session(self, session_id, agent or self.agent)
+
+    def record(
+        self,
+        name: str,
+        *,
+        kind: str = "tool_call",
+        outcome: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        session: str | None = None,
+        event_id: str | None = None,
+        agent: str | None = None,
+    ) -> str:
+        """Record one episode (a tool call by default); returns its episode id. With the same
+        `event_id` again, the first one's id comes back and nothing is stored twice."""
+        response = self.client.episodes.RecordEpisode(
+            _episode(name, agent or self.agent, kind, outcome, payload, session, event_id)
+        )
+        return str(response.episode.episode_id)
+
+
+class AsyncSession:
+    """The asyncio twin of `Session`."""
+
+    def __init__(self, memory: AsyncMemory, session_id: str, agent: str) -> None:
+        self.memory, self.id, self.agent = memory, session_id, agent
+
+    async def append(self, role: str, content: str) -> list[Message]:
+        response = await self.memory.client.memory.AppendWorkingMemory(
+            _append_request(self.id, self.agent, role, content)
+        )
+        return _messages(response.session)
+
+    async def messages(self) -> list[Message]:
+        try:
+            response = await self.memory.client.memory.GetWorkingMemory(
+                memory_service_pb2.GetWorkingMemoryRequest(session_id=self.id)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return []
+            raise
+        return _messages(response.session)
+
+    async def checkpoint(self, label: str = "") -> int:
+        response = await self.memory.client.memory.CreateCheckpoint(
+            memory_service_pb2.CreateCheckpointRequest(session_id=self.id, label=label)
+        )
+        return int(response.checkpoint.number)
+
+    async def restore(self, number: int) -> list[Message]:
+        response = await self.memory.client.memory.RestoreCheckpoint(
+            memory_service_pb2.RestoreCheckpointRequest(session_id=self.id, number=number)
+        )
+        return _messages(response.session)
+
+    async def remember(self, text: str, **fields: Any) -> Added:
+        return await self.memory.add(text, agent=self.agent, session=self.id, **fields)
+
 
 class AsyncMemory:
     """The asyncio twin of `Memory`."""
@@ -261,3 +424,22 @@ class AsyncMemory:
             _forget_request(agent or self.agent, ids)
         )
         return list(response.forgotten_ids)
+
+    def session(self, session_id: str, *, agent: str | None = None) -> AsyncSession:
+        return AsyncSession(self, session_id, agent or self.agent)
+
+    async def record(
+        self,
+        name: str,
+        *,
+        kind: str = "tool_call",
+        outcome: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        session: str | None = None,
+        event_id: str | None = None,
+        agent: str | None = None,
+    ) -> str:
+        response = await self.client.episodes.RecordEpisode(
+            _episode(name, agent or self.agent, kind, outcome, payload, session, event_id)
+        )
+        return str(response.episode.episode_id)
