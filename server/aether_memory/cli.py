@@ -315,6 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         if name == "search":
             cmd.add_argument("query", help="what to look for")
             cmd.add_argument("--limit", type=int, default=5, help="results to show (default 5)")
+    mcp = sub.add_parser(
+        "mcp",
+        help="memory tools over the Model Context Protocol (needs the [mcp] extra)",
+        description="An MCP server (stdio, or streamable HTTP on loopback) whose tools call the "
+        "running service; tenant, key and agent come from these flags or AETHER_MCP_* variables.",
+    )
+    env = os.environ.get
+    mcp.add_argument("--target", default=env("AETHER_MCP_TARGET", "127.0.0.1:50051"))
+    mcp.add_argument("--tenant", default=env("AETHER_MCP_TENANT"))
+    mcp.add_argument("--api-key", default=env("AETHER_MCP_API_KEY"))
+    mcp.add_argument("--agent", default=env("AETHER_MCP_AGENT", "default"))
+    mcp.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    mcp.add_argument("--port", type=int, default=8765, help="streamable-http, on 127.0.0.1")
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
@@ -332,6 +345,16 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_keys(args))
     if args.command == "status":
         return asyncio.run(_status(args))
+    if args.command == "mcp":
+        if getattr(args, "mcp_missing", False):
+            print(
+                "aether-memory: the MCP server needs: pip install 'aether-memory[mcp]'",
+                file=sys.stderr,
+            )
+            return 2
+        from .mcp_server import run
+
+        return run(args)
     if args.command == "serve":
         from .settings import Settings
 
