@@ -155,3 +155,18 @@ def test_page_tokens_reject_other_requests_tampering_and_other_keys() -> None:
         PageTokens(b"x" * 32).decode(
             token, PageTokens(b"x" * 32).fingerprint("tenant", "List", b"request")
         )
+
+
+def test_every_reason_the_server_sends_is_in_error_reason_proto() -> None:
+    """build_status refuses a reason the proto does not list (clients switch on those), and
+    the reasons of the access layer and the storage guards are listed."""
+    import pytest
+    from google.rpc import code_pb2
+
+    from aether_memory.transport.errors import REASONS, build_status
+
+    for reason in ("API_KEY_MISSING", "API_KEY_INVALID", "ROLE_FORBIDDEN", "TENANT_FORBIDDEN"):
+        assert reason in REASONS
+    assert {"RATE_LIMITED", "TOO_MANY_STREAMS", "STORAGE_FULL", "DEADLINE_EXCEEDED"} <= REASONS
+    with pytest.raises(ValueError, match="NOT_A_REASON"):
+        build_status(code_pb2.INTERNAL, "x", "NOT_A_REASON")

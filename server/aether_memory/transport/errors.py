@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from aether.memory.v1 import error_reason_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -54,9 +55,19 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+# Every ErrorInfo.reason this server may send: error_reason.proto's values without the prefix.
+REASONS = frozenset(
+    value.name.removeprefix("ERROR_REASON_")
+    for value in error_reason_pb2.ErrorReason.DESCRIPTOR.values
+    if value.number != 0
+)
+
+
 def build_status(
     code: int, message: str, reason: str, *details: Any, metadata: dict[str, str] | None = None
 ) -> status_pb2.Status:
+    if reason not in REASONS:  # a bug: clients switch on the documented reasons only
+        raise ValueError(f"reason {reason!r} is not in error_reason.proto")
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
     return status_pb2.Status(
         code=code, message=message, details=[_pack(info), *(_pack(d) for d in details)]

@@ -70,6 +70,18 @@ const (
 	// The caller's deadline passed while the service waited on the archive; the call changed
 	// nothing.
 	ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED ErrorReason = 19
+	// The server requires an API key and the call carried none (UNAUTHENTICATED).
+	ErrorReason_ERROR_REASON_API_KEY_MISSING ErrorReason = 20
+	// The API key is unknown or revoked (UNAUTHENTICATED).
+	ErrorReason_ERROR_REASON_API_KEY_INVALID ErrorReason = 21
+	// The API key's role does not allow this call, a read key calling a write (PERMISSION_DENIED).
+	ErrorReason_ERROR_REASON_ROLE_FORBIDDEN ErrorReason = 22
+	// The tenant metadata names another tenant than the API key's (PERMISSION_DENIED).
+	ErrorReason_ERROR_REASON_TENANT_FORBIDDEN ErrorReason = 23
+	// The tenant's call rate is over its limit; RetryInfo says when to retry. Metadata: "limit".
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 24
+	// The tenant has the most concurrent streams allowed open. Metadata: "limit".
+	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -95,6 +107,12 @@ var (
 		17: "ERROR_REASON_CONFLICT",
 		18: "ERROR_REASON_STORAGE_FULL",
 		19: "ERROR_REASON_DEADLINE_EXCEEDED",
+		20: "ERROR_REASON_API_KEY_MISSING",
+		21: "ERROR_REASON_API_KEY_INVALID",
+		22: "ERROR_REASON_ROLE_FORBIDDEN",
+		23: "ERROR_REASON_TENANT_FORBIDDEN",
+		24: "ERROR_REASON_RATE_LIMITED",
+		25: "ERROR_REASON_TOO_MANY_STREAMS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                  0,
@@ -117,6 +135,12 @@ var (
 		"ERROR_REASON_CONFLICT":                     17,
 		"ERROR_REASON_STORAGE_FULL":                 18,
 		"ERROR_REASON_DEADLINE_EXCEEDED":            19,
+		"ERROR_REASON_API_KEY_MISSING":              20,
+		"ERROR_REASON_API_KEY_INVALID":              21,
+		"ERROR_REASON_ROLE_FORBIDDEN":               22,
+		"ERROR_REASON_TENANT_FORBIDDEN":             23,
+		"ERROR_REASON_RATE_LIMITED":                 24,
+		"ERROR_REASON_TOO_MANY_STREAMS":             25,
 	}
 )
 
@@ -151,7 +175,7 @@ var File_aether_memory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\xc9\x05\n" +
+	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\x93\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12#\n" +
@@ -173,7 +197,13 @@ const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"!ERROR_REASON_NOTHING_TO_SUMMARIZE\x10\x10\x12\x19\n" +
 	"\x15ERROR_REASON_CONFLICT\x10\x11\x12\x1d\n" +
 	"\x19ERROR_REASON_STORAGE_FULL\x10\x12\x12\"\n" +
-	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x13BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
+	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x13\x12 \n" +
+	"\x1cERROR_REASON_API_KEY_MISSING\x10\x14\x12 \n" +
+	"\x1cERROR_REASON_API_KEY_INVALID\x10\x15\x12\x1f\n" +
+	"\x1bERROR_REASON_ROLE_FORBIDDEN\x10\x16\x12!\n" +
+	"\x1dERROR_REASON_TENANT_FORBIDDEN\x10\x17\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\x18\x12!\n" +
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x19BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
 
 var (
 	file_aether_memory_v1_error_reason_proto_rawDescOnce sync.Once

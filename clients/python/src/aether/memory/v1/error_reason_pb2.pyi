@@ -67,6 +67,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The caller's deadline passed while the service waited on the archive; the call changed
     nothing.
     """
+    ERROR_REASON_API_KEY_MISSING: _ErrorReason.ValueType  # 20
+    """The server requires an API key and the call carried none (UNAUTHENTICATED)."""
+    ERROR_REASON_API_KEY_INVALID: _ErrorReason.ValueType  # 21
+    """The API key is unknown or revoked (UNAUTHENTICATED)."""
+    ERROR_REASON_ROLE_FORBIDDEN: _ErrorReason.ValueType  # 22
+    """The API key's role does not allow this call, a read key calling a write (PERMISSION_DENIED)."""
+    ERROR_REASON_TENANT_FORBIDDEN: _ErrorReason.ValueType  # 23
+    """The tenant metadata names another tenant than the API key's (PERMISSION_DENIED)."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 24
+    """The tenant's call rate is over its limit; RetryInfo says when to retry. Metadata: "limit"."""
+    ERROR_REASON_TOO_MANY_STREAMS: _ErrorReason.ValueType  # 25
+    """The tenant has the most concurrent streams allowed open. Metadata: "limit"."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The vocabulary of `google.rpc.ErrorInfo.reason` in this service's errors. On the wire the
@@ -119,4 +131,16 @@ ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 19
 """The caller's deadline passed while the service waited on the archive; the call changed
 nothing.
 """
+ERROR_REASON_API_KEY_MISSING: ErrorReason.ValueType  # 20
+"""The server requires an API key and the call carried none (UNAUTHENTICATED)."""
+ERROR_REASON_API_KEY_INVALID: ErrorReason.ValueType  # 21
+"""The API key is unknown or revoked (UNAUTHENTICATED)."""
+ERROR_REASON_ROLE_FORBIDDEN: ErrorReason.ValueType  # 22
+"""The API key's role does not allow this call, a read key calling a write (PERMISSION_DENIED)."""
+ERROR_REASON_TENANT_FORBIDDEN: ErrorReason.ValueType  # 23
+"""The tenant metadata names another tenant than the API key's (PERMISSION_DENIED)."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 24
+"""The tenant's call rate is over its limit; RetryInfo says when to retry. Metadata: "limit"."""
+ERROR_REASON_TOO_MANY_STREAMS: ErrorReason.ValueType  # 25
+"""The tenant has the most concurrent streams allowed open. Metadata: "limit"."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
