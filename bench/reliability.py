@@ -66,7 +66,7 @@ from aether_memory.app import serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
-from .servers import DelayProxy, FerretDB, free_port
+from .servers import DelayProxy, FerretDB, free_port, service_env, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -116,6 +116,40 @@ async def wait_health(channel: grpc.aio.Channel, wanted: int, within_s: float) -
             return time.monotonic() - started
         await asyncio.sleep(0.05)
     raise AssertionError(f"health never became {wanted}")
+
+
+async def stored_events(
+    episodes: episode_service_pb2_grpc.EpisodeServiceStub, metadata: Any
+) -> list[str]:
+    """Every episode's event id in the tenant, in log order, duplicates included."""
+    found: list[str] = []
+    token = ""
+    while True:
+        page = await episodes.ListEpisodes(
+            episode_service_pb2.ListEpisodesRequest(page_size=1000, page_token=token),
+            metadata=metadata,
+            timeout=30,
+        )
+        found += [e.event_id for e in page.episodes]
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def missing_memories(
+    memories: memory_service_pb2_grpc.MemoryServiceStub, metadata: Any, acked: dict[str, str]
+) -> int:
+    """How many acknowledged memories (id -> content) cannot be read back as acknowledged."""
+    missing = 0
+    for memory_id, content in acked.items():
+        try:
+            got = await memories.GetMemory(
+                memory_service_pb2.GetMemoryRequest(id=memory_id), metadata=metadata, timeout=10
+            )
+            missing += got.memory.content != content
+        except grpc.aio.AioRpcError:
+            missing += 1
+    return missing
 
 
 CLIENT_WRITE_AFTER_END = "client-side write after the end (grpc#36066)"
@@ -315,17 +349,7 @@ class Load:
                 await asyncio.sleep(0.1)
 
     async def stored_events(self) -> list[str]:
-        found: list[str] = []
-        token = ""
-        while True:
-            page = await self.episodes.ListEpisodes(
-                episode_service_pb2.ListEpisodesRequest(page_size=1000, page_token=token),
-                metadata=MD,
-            )
-            found += [e.event_id for e in page.episodes]
-            token = page.next_page_token
-            if not token:
-                return found
+        return await stored_events(self.episodes, MD)
 
     async def outcome(self, scenario: str, fault: str, detail: str) -> Outcome:
         """After `finish`: is every acknowledged write readable, and none stored twice? Also
@@ -356,16 +380,7 @@ class Load:
         return outcome
 
     async def missing_memories(self) -> int:
-        missing = 0
-        for memory_id, content in self.acked_memories.items():
-            try:
-                got = await self.memories.GetMemory(
-                    memory_service_pb2.GetMemoryRequest(id=memory_id), metadata=MD
-                )
-                missing += got.memory.content != content
-            except grpc.aio.AioRpcError:
-                missing += 1
-        return missing
+        return await missing_memories(self.memories, MD, self.acked_memories)
 
     async def missing_checkpoints(self) -> int:
         missing = 0
@@ -901,27 +916,13 @@ def _alive(pid: int) -> bool:
 
 async def server_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) -> Outcome:
     port, data = free_port(), tmp / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHER_", "OTEL_"))}
-    env.pop("REDIS_URL", None)
-    env.pop("MONGO_URL", None)
-    env |= {
-        "AETHER_PORT": str(port),
-        "AETHER_DATA_DIR": str(data),
-        "AETHER_INDEX_EPISODES": "false",
-        "AETHER_MAINTENANCE_INTERVAL_S": "3600",
-    }
-
-    def start() -> subprocess.Popen[bytes]:
-        with (tmp / "server.log").open("ab") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", "aether_memory", "serve"],
-                env=env,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )
-
-    server = await asyncio.to_thread(start)
+    env = service_env(
+        AETHER_PORT=str(port),
+        AETHER_DATA_DIR=str(data),
+        AETHER_INDEX_EPISODES="false",
+        AETHER_MAINTENANCE_INTERVAL_S="3600",
+    )
+    server = await asyncio.to_thread(start_service, env, tmp / "server.log")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             await wait_answering(ch, 120)
@@ -932,7 +933,7 @@ async def server_kill(tmp: Path, before_s: float = 1.0, after_s: float = 1.0) ->
             await asyncio.to_thread(server.wait)
             orphan = int((data / "redis.pid").read_text())
             orphaned = _alive(orphan)
-            server = await asyncio.to_thread(start)
+            server = await asyncio.to_thread(start_service, env, tmp / "server.log")
             recovered = await wait_answering(ch, 120)
             await asyncio.sleep(after_s)
             await load.finish()

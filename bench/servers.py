@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -118,6 +119,27 @@ class DelayProxy:
         for pump in list(self._pumps):
             pump.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
+
+
+def service_env(**settings: str) -> dict[str, str]:
+    """This environment without any setting of the service's (AETHER_*, OTEL_*, REDIS_URL,
+    MONGO_URL), plus `settings`: what a `serve` process of a benchmark sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHER_", "OTEL_"))}
+    for name in ("REDIS_URL", "MONGO_URL"):
+        env.pop(name, None)
+    return env | settings
+
+
+def start_service(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`aether-memory serve` in its own process (and session), its output appended to a log."""
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aether_memory", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
 
 
 @contextlib.contextmanager

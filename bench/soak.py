@@ -21,11 +21,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -48,8 +45,8 @@ from aether.memory.v1 import (
 from google.protobuf.struct_pb2 import Struct
 from pymongo import AsyncMongoClient
 
-from .reliability import wait_answering
-from .servers import FerretDB, free_port
+from .reliability import missing_memories, stored_events, wait_answering
+from .servers import FerretDB, free_port, service_env, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -280,57 +277,24 @@ class Soak:
 
 
 async def missing(soak: Soak) -> dict[str, int]:
-    lost_memories = 0
-    for memory_id, content in soak.acked_memories.items():
-        try:
-            got = await soak.memories.GetMemory(
-                memory_service_pb2.GetMemoryRequest(id=memory_id), metadata=MD, timeout=10
-            )
-            lost_memories += got.memory.content != content
-        except grpc.aio.AioRpcError:
-            lost_memories += 1
-    stored: set[str] = set()
-    token = ""
-    while True:
-        page = await soak.episodes.ListEpisodes(
-            episode_service_pb2.ListEpisodesRequest(page_size=1000, page_token=token),
-            metadata=MD,
-            timeout=30,
-        )
-        stored.update(e.event_id for e in page.episodes)
-        token = page.next_page_token
-        if not token:
-            break
+    stored = set(await stored_events(soak.episodes, MD))
     return {
-        "memories": lost_memories,
+        "memories": await missing_memories(soak.memories, MD, soak.acked_memories),
         "episodes": len(soak.acked_events - stored),
     }
-
-
-def start_server(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "aether_memory", "serve"],
-            env=env,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
 
 
 async def run(minutes: float, rate: float, tmp: Path) -> dict[str, Any]:
     mongo = FerretDB(tmp / "ferret")
     mongo_url = await asyncio.to_thread(mongo.start)
     port, data = free_port(), tmp / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHER_", "OTEL_"))}
-    env.pop("REDIS_URL", None)
-    env |= {
-        "AETHER_PORT": str(port),
-        "AETHER_DATA_DIR": str(data),
-        "AETHER_MONGO_URL": mongo_url,
-        "AETHER_MAINTENANCE_INTERVAL_S": "60",
-    }
-    server = await asyncio.to_thread(start_server, env, tmp / "server.log")
+    env = service_env(
+        AETHER_PORT=str(port),
+        AETHER_DATA_DIR=str(data),
+        AETHER_MONGO_URL=mongo_url,
+        AETHER_MAINTENANCE_INTERVAL_S="60",
+    )
+    server = await asyncio.to_thread(start_service, env, tmp / "server.log")
     samples: list[dict[str, Any]] = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
