@@ -47,7 +47,7 @@ from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
-from .stores.redis.pool import connect
+from .stores.redis.pool import CancelSafePool, connect
 from .summarizer import ChatSummarizer
 from .supervision import WORKER_NAMES, Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
@@ -93,7 +93,9 @@ async def _watch_health(
         if up != serving and not stop.is_set():
             serving = up
             if up:  # pooled connections to the Redis that went away would each fail a call
-                await client.connection_pool.disconnect(inuse_connections=False)
+                pool = client.connection_pool
+                assert isinstance(pool, CancelSafePool)  # the client comes from pool.connect
+                await pool.disconnect_idle()
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if up

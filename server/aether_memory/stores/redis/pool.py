@@ -8,6 +8,10 @@ for ever. Under callers that give up, the pool then runs out and every call fail
 connections" (bench/reliability.py, scenario `client_cancel`). Here taking and giving back run to
 completion whatever happens to the caller: a connection taken for a call that was cancelled
 meanwhile goes straight back.
+
+Its `disconnect(inuse_connections=False)` closes idle connections without the pool lock, so a
+call can take one while it is being closed and then write to a socket that is gone
+(AttributeError on `None.writelines`, answered INTERNAL). `disconnect_idle` holds the lock.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class CancelSafePool(aioredis.ConnectionPool):
             await asyncio.shield(giving)
         if not giving.done():  # we were cancelled: it finishes on its own
             raise asyncio.CancelledError
+
+    async def disconnect_idle(self) -> None:
+        """Close every idle connection (each reconnects when next taken), none while a call
+        takes it."""
+        async with self._lock:
+            idle = list(self._available_connections)
+            await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
