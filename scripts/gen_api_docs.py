@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+from proto_source import ROOT, descriptor_set
+from proto_source import comments as _comments
 
-ROOT = Path(__file__).resolve().parent.parent
-PROTO = ROOT / "proto"
-PACKAGE = Path("aether") / "memory" / "v1"
 OUT = ROOT / "docs" / "api.md"
 SCALARS = {
     descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: "double",
@@ -27,38 +24,6 @@ SCALARS = {
     descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
     descriptor_pb2.FieldDescriptorProto.TYPE_UINT32: "uint32",
 }
-
-
-def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
-    from grpc_tools import protoc
-
-    include = Path(protoc.__file__).parent / "_proto"
-    protos = sorted(str(p.relative_to(PROTO)) for p in (PROTO / PACKAGE).glob("*.proto"))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "set.pb"
-        code = protoc.main(
-            [
-                "protoc",
-                f"-I{PROTO}",
-                f"-I{ROOT / 'third_party' / 'proto'}",
-                f"-I{include}",
-                "--include_source_info",
-                f"--descriptor_set_out={out}",
-                *protos,
-            ]
-        )
-        if code != 0:
-            sys.exit(f"gen_api_docs: protoc failed ({code})")
-        return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-
-
-def _comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:
-    found = {}
-    for location in file.source_code_info.location:
-        text = location.leading_comments.strip()
-        if text:
-            found[tuple(location.path)] = " ".join(line.strip() for line in text.splitlines())
-    return found
 
 
 def _type(field: descriptor_pb2.FieldDescriptorProto) -> str:

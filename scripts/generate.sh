@@ -2,7 +2,8 @@
 # The one entry point that regenerates code from proto/: the Python stubs of the client package
 # (scripts/gen_protos.py, pinned grpcio-tools + mypy-protobuf) and the TypeScript and Go clients
 # (buf generate with the local, pinned plugins named in buf.gen.yaml), and each client's list of
-# the RPCs it may retry (scripts/gen_rpc_kinds.py, from the protos' idempotency_level).
+# the RPCs it may retry (scripts/gen_rpc_kinds.py, from the protos' idempotency_level), and the
+# memory tools for agents (scripts/gen_tools.py, from proto/tools.toml and the protos' comments).
 # --check: fail when any generated tree differs from what the protos produce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ GENERATED=(clients/go/gen clients/typescript/src/gen)
 if [[ "${1:-}" == "--check" ]]; then
   "$PY" scripts/gen_protos.py --check
   "$PY" scripts/gen_rpc_kinds.py --check
+  "$PY" scripts/gen_tools.py --check
   before=$(mktemp -d)
   for dir in "${GENERATED[@]}"; do mkdir -p "$before/$dir" && cp -a "$dir/." "$before/$dir/"; done
   rm -rf "${GENERATED[@]}"
@@ -27,5 +29,6 @@ if [[ "${1:-}" == "--check" ]]; then
 fi
 "$PY" scripts/gen_protos.py
 "$PY" scripts/gen_rpc_kinds.py
+"$PY" scripts/gen_tools.py
 rm -rf "${GENERATED[@]}"
 "$BUF" generate

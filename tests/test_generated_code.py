@@ -29,6 +29,16 @@ def test_each_clients_retry_list_is_in_sync_with_the_protos() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_tool_catalog_is_in_sync_with_the_protos() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_tools.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_roles_and_retries_follow_the_idempotency_levels() -> None:
     """One declaration in proto/: NO_SIDE_EFFECTS is what a read key may call and what the
     clients retry (the unary ones); everything else needs the write role and is not retried."""

@@ -43,6 +43,8 @@ def test_the_client_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None
             "-c",
             "import aether_memory_client, grpc_status\n"
             "from aether.memory.v1 import memory_service_pb2_grpc, episode_service_pb2_grpc\n"
+            "from aether_memory_client import tools\n"
+            "assert len(tools.openai_tools()) == len(tools.catalog()) > 10\n"
             "print(aether_memory_client.AsyncClient.__name__)",
         ],
         capture_output=True,

@@ -1,6 +1,8 @@
 """Aether Memory's Python client: `Memory` and `AsyncMemory` (plain dataclasses in and out), and
-`AsyncClient` and `Client` over the generated stubs in `aether.memory.v1`."""
+`AsyncClient` and `Client` over the generated stubs in `aether.memory.v1`; `tools`: the memory
+as tools a model can call (MCP, OpenAI and Anthropic schemas, and a dispatcher)."""
 
+from . import tools
 from .client import AsyncClient, Client
 from .memory import (
     Added,
@@ -24,4 +26,5 @@ __all__ = [
     "MemoryRecord",
     "Message",
     "Session",
+    "tools",
 ]

@@ -36,6 +36,7 @@ from aether.memory.v1 import (
 from google.protobuf import json_format, struct_pb2
 
 from .client import AsyncClient, Client
+from .tools import AsyncTools, Tools
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,12 @@ class Memory:
     def close(self) -> None:
         self.client.close()
 
+    @property
+    def tools(self) -> Tools:
+        """This agent's memory as tools a model calls: `memory.tools.call(name, arguments)`
+        runs a tool call from OpenAI, Anthropic or any loop (schemas: `tools.openai_tools()`)."""
+        return Tools(self.client, self.agent)
+
     def add(
         self,
         text: str,
@@ -379,6 +386,11 @@ class AsyncMemory:
 
     async def close(self) -> None:
         await self.client.close()
+
+    @property
+    def tools(self) -> AsyncTools:
+        """This agent's memory as tools a model calls: `await memory.tools.call(name, args)`."""
+        return AsyncTools(self.client, self.agent)
 
     async def add(
         self,
