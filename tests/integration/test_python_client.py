@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import grpc
 import pytest
 from aether.memory.v1 import episode_pb2, episode_service_pb2, memory_pb2, memory_service_pb2
+from google.protobuf import json_format
 
 from aether_memory.app import Running
 from aether_memory_client import (
@@ -139,3 +141,86 @@ async def test_sessions_checkpoints_and_episodes_through_the_high_level_api(
         await chat.append("user", "Make it three.")
         assert len(await chat.restore(number)) == 1
         assert await memory.record("web_search", kind="tool_call") != ""
+
+
+def _agent_loop(address: str, tenant: str) -> tuple[str, list[str]]:
+    """An agent loop adopting the wrapper: a session with its task, a tool whose calls become
+    episodes (one cached, one failing), a prompt block, then compress and close."""
+    runs: list[str] = []
+    with Memory(address, tenant=tenant, agent="planner") as memory:
+        memory.add("The user is allergic to peanuts.", tags=["health"])
+        session = memory.start_session("Plan dinner for Friday")
+
+        @session.tool(cache_ttl_s=600)
+        def find_restaurants(city: str, cuisine: str = "any") -> list[str]:
+            runs.append(city)
+            if city == "Atlantis":
+                raise LookupError("no such city")
+            return [f"{cuisine} place in {city}"]
+
+        assert find_restaurants("Lisbon", cuisine="thai") == ["thai place in Lisbon"]
+        assert find_restaurants("Lisbon", "thai") == ["thai place in Lisbon"]  # from the cache
+        with pytest.raises(LookupError):
+            find_restaurants("Atlantis")
+        session.remember("Booked Thai Garden for Friday at 8pm, peanut-free menu.")
+        session.remember("Friday's guest is the user's sister Ana.")
+        context = session.context("what should dinner avoid?")
+        closed = session.compress_and_close()
+        assert closed is not None and closed.session_id == session.id
+        return context, runs
+
+
+async def test_the_agent_wrapper_records_caches_retrieves_and_closes(
+    service: Running, channel: object
+) -> None:
+    tenant = f"aw-{uuid.uuid4().hex[:8]}"
+    context, runs = await asyncio.to_thread(_agent_loop, service.address, tenant)
+    assert runs == ["Lisbon", "Atlantis"]  # the second Lisbon call came from the cache
+    assert context.startswith("Relevant memories:\n- [")
+    assert "allergic to peanuts" in context.split("Recent conversation:")[0]
+    assert context.endswith("Recent conversation:\nuser: Plan dinner for Friday")
+    raw = new_client(channel, tenant)  # type: ignore[arg-type]
+    listed = await raw.episodes.ListEpisodes(
+        episode_service_pb2.ListEpisodesRequest(page_size=10), metadata=raw.md
+    )
+    calls = [e for e in listed.episodes if e.name == "find_restaurants"]
+    outcomes = [episode_pb2.EpisodeOutcome.Name(e.outcome) for e in calls]
+    assert outcomes == ["EPISODE_OUTCOME_SUCCESS"] * 2 + ["EPISODE_OUTCOME_FAILURE"]
+    first, cached, failed = (json_format.MessageToDict(e.payload) for e in calls)
+    assert first["arguments"] == {"city": "Lisbon", "cuisine": "thai"}
+    assert first["result"] == ["thai place in Lisbon"] and "cached" not in first
+    assert cached["cached"] is True and failed["error"].startswith("LookupError")
+    assert all(e.latency.ToNanoseconds() >= 0 and e.session_id for e in calls)
+    closing = listed.episodes[-1]
+    assert (closing.name, closing.type) == ("session_closed", episode_pb2.EPISODE_TYPE_CHECKPOINT)
+
+
+async def test_the_async_agent_wrapper_survives_memory_being_unreachable(
+    service: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncMemory(service.address, tenant=f"aw-{uuid.uuid4().hex[:8]}") as memory:
+        session = await memory.start_session()
+
+        @session.tool()
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        assert await add(2, 3) == 5
+        with pytest.raises(TypeError):
+            session.tool()(lambda: 1)  # a sync function needs the sync Session
+        assert await session.context() == ""  # no query, no messages
+        assert await session.compress_and_close() is None  # it stored nothing
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    async with AsyncMemory(nowhere, timeout_s=5) as unreachable:
+        session = unreachable.session("s")
+
+        @session.tool(cache_ttl_s=60)
+        async def multiply(a: int, b: int) -> int:
+            return a * b
+
+        assert await multiply(4, 5) == 20  # the tool answers; memory's part is skipped
+    warned = [r.getMessage() for r in caplog.records if r.name == "aether_memory_client"]
+    assert any("episode not recorded for multiply: StatusCode.UNAVAILABLE" in w for w in warned)
+    assert any("tool cache not read" in w for w in warned), warned

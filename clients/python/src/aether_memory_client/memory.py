@@ -19,24 +19,32 @@ the server's gRPC statuses (`grpc.RpcError`, with the offending field named in i
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import grpc
 from aether.memory.v1 import (
+    agent_state_pb2,
     episode_pb2,
     episode_service_pb2,
     memory_pb2,
     memory_service_pb2,
     working_memory_pb2,
 )
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
+from ._agent import ToolCall, arguments_of, jsonable, log, prompt_block, struct
 from .client import AsyncClient, Client
 from .tools import AsyncTools, Tools
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class MemoryRecord:
     importance: float | None = None
     session_id: str = ""
     created: datetime | None = None
+    happened: datetime | None = None  # event_time: when the remembered thing happened
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ def _record_fields(memory: memory_pb2.Memory) -> dict[str, Any]:
         "importance": memory.importance if memory.HasField("importance") else None,
         "session_id": memory.session_id,
         "created": memory.create_time.ToDatetime() if memory.HasField("create_time") else None,
+        "happened": memory.event_time.ToDatetime() if memory.HasField("event_time") else None,
     }
 
 
@@ -140,9 +150,7 @@ def _store_request(
 ) -> memory_service_pb2.StoreMemoryRequest:
     memory = memory_pb2.Memory(agent_id=agent, content=text, tags=list(tags))
     if metadata:
-        struct = struct_pb2.Struct()
-        struct.update(dict(metadata))
-        memory.metadata.CopyFrom(struct)
+        memory.metadata.CopyFrom(struct(metadata))
     if importance is not None:
         memory.importance = importance
     if session:
@@ -176,6 +184,61 @@ def _forget_request(agent: str, ids: Sequence[str]) -> memory_service_pb2.Forget
     return memory_service_pb2.ForgetMemoriesRequest(
         agent_id=agent, ids=memory_service_pb2.MemoryIds(ids=list(ids))
     )
+
+
+def _failed(error: BaseException) -> str:
+    cancelled = isinstance(error, (KeyboardInterrupt, asyncio.CancelledError))
+    return "cancelled" if cancelled else "failure"
+
+
+def _cache_lookup(
+    tool_name: str, arguments: dict[str, Any]
+) -> memory_service_pb2.GetToolResultRequest:
+    return memory_service_pb2.GetToolResultRequest(tool_name=tool_name, arguments=struct(arguments))
+
+
+def _cache_hit(found: memory_service_pb2.GetToolResultResponse) -> tuple[bool, Any]:
+    if not found.hit:
+        return False, None
+    return True, json_format.MessageToDict(found.tool_result.result).get("value")
+
+
+def _cache_entry(
+    tool_name: str, arguments: dict[str, Any], result: Any, ttl_s: float
+) -> memory_service_pb2.PutToolResultRequest:
+    request = memory_service_pb2.PutToolResultRequest(
+        tool_result=agent_state_pb2.ToolResult(
+            tool_name=tool_name,
+            arguments=struct(arguments),
+            result=struct({"value": jsonable(result)}),
+        )
+    )
+    request.ttl.FromNanoseconds(int(ttl_s * 1e9))
+    return request
+
+
+def _summarize_request(
+    agent: str, session_id: str, max_sentences: int
+) -> memory_service_pb2.SummarizeMemoriesRequest:
+    return memory_service_pb2.SummarizeMemoriesRequest(
+        agent_id=agent, session_id=session_id, max_sentences=max_sentences
+    )
+
+
+def _closed(
+    session: Session | AsyncSession, summary: MemoryRecord | None, checkpoint: int | None
+) -> episode_service_pb2.RecordEpisodeRequest:
+    payload: dict[str, Any] = {"summary_id": summary.id if summary else None}
+    if checkpoint is not None:
+        payload["checkpoint"] = checkpoint
+    return _episode(
+        "session_closed", session.agent, "checkpoint", "success", payload, session.id, None
+    )
+
+
+def _prompt(hits: Sequence[MemoryRecord], recent: Sequence[Message]) -> str:
+    memories = [(h.happened.date().isoformat() if h.happened else "", h.content) for h in hits]
+    return prompt_block(memories, [(m.role, m.content) for m in recent])
 
 
 class Session:
@@ -220,6 +283,93 @@ class Session:
     def remember(self, text: str, **fields: Any) -> Added:
         """Store a long-term memory from this session (it learns its place in the session)."""
         return self.memory.add(text, agent=self.agent, session=self.id, **fields)
+
+    def tool(
+        self, name: str | None = None, *, cache_ttl_s: float | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a tool function: each call is recorded as an episode of this session (its
+        arguments, result or error, latency, outcome and the current trace id). With
+        `cache_ttl_s`, a call with the same arguments within the TTL returns the cached result
+        without running the tool. Memory being unreachable never fails the tool: the episode
+        or cache write is skipped with a warning."""
+
+        def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+            tool_name = name or fn.__name__
+
+            @functools.wraps(fn)
+            def run(*args: P.args, **kwargs: P.kwargs) -> R:
+                call = ToolCall(tool_name, self.agent, self.id, arguments_of(fn, args, kwargs))
+                if cache_ttl_s is not None:
+                    hit, value = self._cached(tool_name, call.arguments)
+                    if hit:
+                        self._record(call.episode("success", value, cached=True))
+                        return cast(R, value)
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as error:
+                    self._record(call.episode(_failed(error), error=error))
+                    raise
+                self._record(call.episode("success", result))
+                if cache_ttl_s is not None:
+                    self._cache(tool_name, call.arguments, result, cache_ttl_s)
+                return result
+
+            return run
+
+        return wrap
+
+    def _cached(self, tool_name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
+        try:
+            found = self.memory.client.memory.GetToolResult(_cache_lookup(tool_name, arguments))
+        except grpc.RpcError as error:
+            log.warning("tool cache not read for %s: %s", tool_name, error.code())
+            return False, None
+        return _cache_hit(found)
+
+    def _cache(self, tool_name: str, arguments: dict[str, Any], result: Any, ttl_s: float) -> None:
+        try:
+            self.memory.client.memory.PutToolResult(
+                _cache_entry(tool_name, arguments, result, ttl_s)
+            )
+        except grpc.RpcError as error:
+            log.warning("tool result not cached for %s: %s", tool_name, error.code())
+
+    def _record(self, request: episode_service_pb2.RecordEpisodeRequest) -> None:
+        try:
+            self.memory.client.episodes.RecordEpisode(request)
+        except grpc.RpcError as error:
+            log.warning("episode not recorded for %s: %s", request.episode.name, error.code())
+
+    def context(self, query: str | None = None, *, k: int = 5, messages: int = 10) -> str:
+        """What to put in the prompt: the `k` memories most relevant to `query` and the last
+        `messages` messages of this session, as plain text (empty when there is neither)."""
+        hits = self.memory.search(query, agent=self.agent, k=k) if query else []
+        recent = self.messages()[-messages:] if messages else []
+        return _prompt(hits, recent)
+
+    def compress_and_close(self, max_sentences: int = 5) -> MemoryRecord | None:
+        """End the session: its memories compacted into one summary memory (None when it
+        stored none), a last checkpoint of its working memory, and a checkpoint episode."""
+        try:
+            summary: MemoryRecord | None = MemoryRecord(
+                **_record_fields(
+                    self.memory.client.memory.SummarizeMemories(
+                        _summarize_request(self.agent, self.id, max_sentences)
+                    ).summary
+                )
+            )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            summary = None
+        number = None
+        try:
+            number = self.checkpoint("closed")
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        self.memory.client.episodes.RecordEpisode(_closed(self, summary, number))
+        return summary
 
 
 class Memory:
@@ -302,6 +452,16 @@ class Memory:
     def session(self, session_id: str, *, agent: str | None = None) -> Session:
         return Session(self, session_id, agent or self.agent)
 
+    def start_session(
+        self, task: str | None = None, *, session_id: str | None = None, agent: str | None = None
+    ) -> Session:
+        """A new session (a fresh id unless given), its working memory opened with `task` as
+        the first user message when there is one."""
+        session = self.session(session_id or uuid.uuid4().hex, agent=agent)
+        if task:
+            session.append("user", task)
+        return session
+
     def record(
         self,
         name: str,
@@ -358,6 +518,90 @@ class AsyncSession:
 
     async def remember(self, text: str, **fields: Any) -> Added:
         return await self.memory.add(text, agent=self.agent, session=self.id, **fields)
+
+    def tool(
+        self, name: str | None = None, *, cache_ttl_s: float | None = None
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """`Session.tool` for coroutine functions."""
+
+        def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{fn!r} is not a coroutine function; use Session.tool")
+            tool_name = name or fn.__name__
+
+            @functools.wraps(fn)
+            async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+                call = ToolCall(tool_name, self.agent, self.id, arguments_of(fn, args, kwargs))
+                if cache_ttl_s is not None:
+                    hit, value = await self._cached(tool_name, call.arguments)
+                    if hit:
+                        await self._record(call.episode("success", value, cached=True))
+                        return cast(R, value)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as error:
+                    await self._record(call.episode(_failed(error), error=error))
+                    raise
+                await self._record(call.episode("success", result))
+                if cache_ttl_s is not None:
+                    await self._cache(tool_name, call.arguments, result, cache_ttl_s)
+                return result
+
+            return run
+
+        return wrap
+
+    async def _cached(self, tool_name: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
+        try:
+            found = await self.memory.client.memory.GetToolResult(
+                _cache_lookup(tool_name, arguments)
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("tool cache not read for %s: %s", tool_name, error.code())
+            return False, None
+        return _cache_hit(found)
+
+    async def _cache(
+        self, tool_name: str, arguments: dict[str, Any], result: Any, ttl_s: float
+    ) -> None:
+        try:
+            await self.memory.client.memory.PutToolResult(
+                _cache_entry(tool_name, arguments, result, ttl_s)
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("tool result not cached for %s: %s", tool_name, error.code())
+
+    async def _record(self, request: episode_service_pb2.RecordEpisodeRequest) -> None:
+        try:
+            await self.memory.client.episodes.RecordEpisode(request)
+        except grpc.aio.AioRpcError as error:
+            log.warning("episode not recorded for %s: %s", request.episode.name, error.code())
+
+    async def context(self, query: str | None = None, *, k: int = 5, messages: int = 10) -> str:
+        """`Session.context`."""
+        hits = await self.memory.search(query, agent=self.agent, k=k) if query else []
+        recent = (await self.messages())[-messages:] if messages else []
+        return _prompt(hits, recent)
+
+    async def compress_and_close(self, max_sentences: int = 5) -> MemoryRecord | None:
+        """`Session.compress_and_close`."""
+        try:
+            response = await self.memory.client.memory.SummarizeMemories(
+                _summarize_request(self.agent, self.id, max_sentences)
+            )
+            summary: MemoryRecord | None = MemoryRecord(**_record_fields(response.summary))
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            summary = None
+        number = None
+        try:
+            number = await self.checkpoint("closed")
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        await self.memory.client.episodes.RecordEpisode(_closed(self, summary, number))
+        return summary
 
 
 class AsyncMemory:
@@ -439,6 +683,15 @@ class AsyncMemory:
 
     def session(self, session_id: str, *, agent: str | None = None) -> AsyncSession:
         return AsyncSession(self, session_id, agent or self.agent)
+
+    async def start_session(
+        self, task: str | None = None, *, session_id: str | None = None, agent: str | None = None
+    ) -> AsyncSession:
+        """`Memory.start_session`."""
+        session = self.session(session_id or uuid.uuid4().hex, agent=agent)
+        if task:
+            await session.append("user", task)
+        return session
 
     async def record(
         self,
