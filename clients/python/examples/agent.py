@@ -13,21 +13,18 @@ import asyncio
 import time
 from collections import Counter
 
-from aether.memory.v1 import (
-    episode_pb2,
-    episode_service_pb2,
-    memory_pb2,
-    memory_service_pb2,
-    working_memory_pb2,
-)
+from aether.memory.v1 import episode_pb2, episode_service_pb2
 from google.protobuf import timestamp_pb2
 
-from aether_memory_client import AsyncClient
+from aether_memory_client import AsyncMemory
 
 
 async def main(args: argparse.Namespace) -> None:
     peers = [p for p in args.peers.split(",") if p]
-    async with AsyncClient(args.target, tenant=args.tenant, api_key=args.api_key) as client:
+    async with AsyncMemory(
+        args.target, tenant=args.tenant, api_key=args.api_key, agent=args.agent
+    ) as memory:
+        client = memory.client  # the stubs, for the live subscription and the episode stream
         since = timestamp_pb2.Timestamp()
         since.FromMilliseconds(args.since_ms or int(time.time() * 1000))
         subscription = client.episodes.SubscribeEpisodes(
@@ -48,42 +45,20 @@ async def main(args: argparse.Namespace) -> None:
             "The user prefers window seats on long flights.",
             "The user's daughter is called Maya.",
         ):
-            await client.memory.StoreMemory(
-                memory_service_pb2.StoreMemoryRequest(
-                    memory=memory_pb2.Memory(agent_id=args.agent, content=content)
-                )
-            )
-        found = await client.memory.SearchMemories(
-            memory_service_pb2.SearchMemoriesRequest(
-                agent_id=args.agent,
-                query="where does the user like to sit on a plane?",
-                page_size=1,
-            )
-        )
-        assert "window" in found.results[0].memory.content, found
+            await memory.add(content)
+        [best] = await memory.search("where does the user like to sit on a plane?", k=1)
+        assert "window" in best.content, best
 
-        session = f"{args.agent}-session"
+        chat = await memory.start_session("plan the trip", session_id=f"{args.agent}-session")
+        checkpoint = await chat.checkpoint("before tools")
+        await chat.append("user", "a step to undo")
+        assert len(await chat.restore(checkpoint)) == 1
 
-        async def say(text: str) -> None:
-            await client.memory.AppendWorkingMemory(
-                memory_service_pb2.AppendWorkingMemoryRequest(
-                    session_id=session,
-                    agent_id=args.agent,
-                    messages=[working_memory_pb2.ContextMessage(role="user", content=text)],
-                )
-            )
+        @chat.tool()
+        async def plan_trip(destination: str) -> str:
+            return f"itinerary for {destination}"
 
-        await say("plan the trip")
-        checkpoint = await client.memory.CreateCheckpoint(
-            memory_service_pb2.CreateCheckpointRequest(session_id=session, label="before tools")
-        )
-        await say("a step to undo")
-        restored = await client.memory.RestoreCheckpoint(
-            memory_service_pb2.RestoreCheckpointRequest(
-                session_id=session, number=checkpoint.checkpoint.number
-            )
-        )
-        assert len(restored.session.messages) == 1
+        await plan_trip("Lisbon")  # recorded as an episode of the session
 
         acks = await client.record(
             [
@@ -101,7 +76,7 @@ async def main(args: argparse.Namespace) -> None:
         seen = await asyncio.wait_for(watcher, 90)
         subscription.cancel()
         print(
-            f"{args.agent}: stored, searched, restored checkpoint {checkpoint.checkpoint.number}, "
+            f"{args.agent}: stored, searched, restored checkpoint {checkpoint}, "
             f"recorded {len(acks)} episodes, saw {dict(seen)}"
         )
 

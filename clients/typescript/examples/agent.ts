@@ -6,7 +6,7 @@
 //       --peers py-agent,go-agent --burst 50 --since-ms 1767225600000
 import { parseArgs } from "node:util";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { EpisodeOutcome, EpisodeType, connect } from "../src/index.js";
+import { AgentMemory, EpisodeOutcome, EpisodeType } from "../src/index.js";
 
 const { values } = parseArgs({
   options: {
@@ -22,11 +22,13 @@ const { values } = parseArgs({
 const agent = values.agent!;
 const burst = Number(values.burst);
 const peers = values.peers!.split(",").filter(Boolean);
-const client = connect({
+const memory = new AgentMemory({
   baseUrl: `http://${values.target}`,
   tenant: values.tenant,
   apiKey: values["api-key"] || undefined,
+  agent,
 });
+const client = memory.client; // the stubs, for the live subscription and the episode stream
 const abort = new AbortController();
 const deadline = setTimeout(() => abort.abort(), 90_000);
 
@@ -49,26 +51,21 @@ async function watch(): Promise<Map<string, number>> {
 
 const seen = watch();
 for (const content of ["The user prefers window seats on long flights.", "The user's daughter is called Maya."]) {
-  await client.memory.storeMemory({ memory: { agentId: agent, content } });
+  await memory.add(content);
 }
-const found = await client.memory.searchMemories({
-  agentId: agent,
-  query: "where does the user like to sit on a plane?",
-  pageSize: 1,
-});
-if (!found.results[0]?.memory?.content.includes("window")) throw new Error("search missed");
+const [best] = await memory.search("where does the user like to sit on a plane?", { k: 1 });
+if (!best?.content.includes("window")) throw new Error("search missed");
+if ((await memory.get(best.id)).agentId !== agent) throw new Error("get returned another agent's memory");
+const [maya] = await memory.search("the user's daughter", { k: 1 });
+if ((await memory.forget([maya!.id])).join() !== maya!.id) throw new Error("forget missed");
 
-const session = `${agent}-session`;
-const say = (content: string) =>
-  client.memory.appendWorkingMemory({ sessionId: session, agentId: agent, messages: [{ role: "user", content }] });
-await say("plan the trip");
-const checkpoint = await client.memory.createCheckpoint({ sessionId: session, label: "before tools" });
-await say("a step to undo");
-const restored = await client.memory.restoreCheckpoint({
-  sessionId: session,
-  number: checkpoint.checkpoint!.number,
-});
-if (restored.session!.messages.length !== 1) throw new Error("restore did not roll back");
+const chat = memory.session(`${agent}-session`);
+await chat.append("user", "plan the trip");
+const checkpoint = await chat.checkpoint("before tools");
+await chat.append("user", "a step to undo");
+const restored = await chat.restore(checkpoint);
+if (restored.length !== 1) throw new Error("restore did not roll back");
+await memory.record("trip_planned", { kind: "decision", outcome: "success", session: chat.id });
 
 const acks = await client.record(
   Array.from({ length: burst }, (_, i) => ({
@@ -85,7 +82,7 @@ if (unwritten.length) throw new Error(`${unwritten.length} episodes not written`
 const counts = await seen;
 clearTimeout(deadline);
 console.log(
-  `${agent}: stored, searched, restored checkpoint ${checkpoint.checkpoint!.number}, ` +
+  `${agent}: stored, searched, restored checkpoint ${checkpoint}, ` +
     `recorded ${acks.length} episodes, saw ${JSON.stringify(Object.fromEntries(counts))}`,
 );
 abort.abort();

@@ -91,3 +91,12 @@ export function connect(options: Options): AetherClient {
 
   return { memory, episodes, record };
 }
+
+export {
+  AgentMemory,
+  AgentSession,
+  type Added,
+  type Hit,
+  type MemoryRecord,
+  type Message,
+} from "./memory.js";

@@ -31,11 +31,12 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	client, err := aether.Dial(aether.Options{Target: *target, Tenant: *tenant, APIKey: *apiKey})
+	memory, err := aether.NewMemory(aether.Options{Target: *target, Tenant: *tenant, APIKey: *apiKey}, *agent)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer client.Close()
+	defer memory.Close()
+	client := memory.Client // the stubs, for the live subscription and the episode stream
 
 	// Watch first, so nothing recorded after since-ms is missed.
 	start := time.Now()
@@ -74,35 +75,42 @@ func main() {
 	}()
 
 	for _, content := range []string{"The user prefers window seats on long flights.", "The user's daughter is called Maya."} {
-		if _, err := client.Memory.StoreMemory(ctx, &memoryv1.StoreMemoryRequest{
-			Memory: &memoryv1.Memory{AgentId: *agent, Content: content},
-		}); err != nil {
+		if _, err := memory.Add(ctx, content, aether.AddOptions{}); err != nil {
 			log.Fatal(err)
 		}
 	}
-	found, err := client.Memory.SearchMemories(ctx, &memoryv1.SearchMemoriesRequest{AgentId: *agent, Query: "where does the user like to sit on a plane?", PageSize: 1})
-	if err != nil || len(found.GetResults()) == 0 || !strings.Contains(found.GetResults()[0].GetMemory().GetContent(), "window") {
-		log.Fatalf("search: %v %v", err, found)
+	hits, err := memory.Search(ctx, "where does the user like to sit on a plane?", aether.SearchOptions{K: 1})
+	if err != nil || len(hits) == 0 || !strings.Contains(hits[0].Content, "window") {
+		log.Fatalf("search: %v %v", err, hits)
+	}
+	if got, err := memory.Get(ctx, hits[0].ID); err != nil || got.AgentID != *agent {
+		log.Fatalf("get: %v %v", err, got)
+	}
+	maya, err := memory.Search(ctx, "the user's daughter", aether.SearchOptions{K: 1})
+	if err != nil || len(maya) == 0 {
+		log.Fatalf("search: %v", err)
+	}
+	if forgotten, err := memory.Forget(ctx, maya[0].ID); err != nil || len(forgotten) != 1 {
+		log.Fatalf("forget: %v %v", err, forgotten)
 	}
 
-	session := *agent + "-session"
-	msg := func(text string) *memoryv1.AppendWorkingMemoryRequest {
-		return &memoryv1.AppendWorkingMemoryRequest{SessionId: session, AgentId: *agent,
-			Messages: []*memoryv1.ContextMessage{{Role: "user", Content: text}}}
-	}
-	if _, err := client.Memory.AppendWorkingMemory(ctx, msg("plan the trip")); err != nil {
+	chat := memory.Session(*agent + "-session")
+	if _, err := chat.Append(ctx, "user", "plan the trip"); err != nil {
 		log.Fatal(err)
 	}
-	cp, err := client.Memory.CreateCheckpoint(ctx, &memoryv1.CreateCheckpointRequest{SessionId: session, Label: "before tools"})
+	checkpoint, err := chat.Checkpoint(ctx, "before tools")
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := client.Memory.AppendWorkingMemory(ctx, msg("a step to undo")); err != nil {
+	if _, err := chat.Append(ctx, "user", "a step to undo"); err != nil {
 		log.Fatal(err)
 	}
-	restored, err := client.Memory.RestoreCheckpoint(ctx, &memoryv1.RestoreCheckpointRequest{SessionId: session, Number: cp.GetCheckpoint().GetNumber()})
-	if err != nil || len(restored.GetSession().GetMessages()) != 1 {
+	restored, err := chat.Restore(ctx, checkpoint)
+	if err != nil || len(restored) != 1 {
 		log.Fatalf("restore: %v", err)
+	}
+	if _, err := memory.Record(ctx, "trip_planned", aether.RecordOptions{Kind: "decision", Outcome: "success", Session: chat.ID}); err != nil {
+		log.Fatal(err)
 	}
 
 	episodes := make([]*memoryv1.Episode, *burst)
@@ -124,7 +132,7 @@ func main() {
 	select {
 	case counts := <-seen:
 		fmt.Printf("%s: stored, searched, restored checkpoint %d, recorded %d episodes, saw %v\n",
-			*agent, cp.GetCheckpoint().GetNumber(), len(acks), counts)
+			*agent, checkpoint, len(acks), counts)
 	case <-ctx.Done():
 		log.Fatal("timed out waiting for the peers' episodes")
 	}
