@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .bundled import ensure_default_pack
+from .bundled import BUNDLED, MODEL_NAME, ensure_default_pack
 from .export import export_pack
 from .pack import ModelPack, PackError
 from .presets import PRESETS
@@ -15,7 +15,10 @@ from .runtime import Embedder, EmptyTextError, Mode
 
 
 def _embed(args: argparse.Namespace) -> int:
-    pack = ModelPack.open(args.pack) if args.pack else ensure_default_pack(args.variant)
+    if args.pack:
+        pack = ModelPack.open(args.pack)
+    else:
+        pack = ensure_default_pack(args.variant, model=args.model)
     embedder = Embedder(pack)
     mode: Mode = "query" if args.query else "document"
     lines = [line.rstrip("\n") for line in sys.stdin]
@@ -33,7 +36,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     if args.default:
-        pack = ensure_default_pack(args.variant, optimize=args.optimize)
+        pack = ensure_default_pack(args.variant, optimize=args.optimize, model=args.model)
     else:
         if not (args.snapshot and args.out and args.preset):
             print(
@@ -57,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aether-embed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     embed = sub.add_parser("embed", help="one JSON array of floats per stdin line")
-    embed.add_argument("--pack", help="pack directory (default: the bundled MiniLM pack)")
+    embed.add_argument("--pack", help="pack directory (default: the bundled --model's pack)")
+    embed.add_argument("--model", choices=sorted(BUNDLED), default=MODEL_NAME)
     embed.add_argument("--variant", choices=["fp32", "int8"], default="fp32")
     embed.add_argument("--query", action="store_true", help="embed as queries (adds prefixes)")
     embed.add_argument("--batch", type=int, default=32)
-    export = sub.add_parser("export", help="build a pack from a BERT snapshot directory")
-    export.add_argument("--default", action="store_true", help="build the bundled default pack")
+    export = sub.add_parser("export", help="build a pack from a BERT or MPNet snapshot directory")
+    export.add_argument("--default", action="store_true", help="build a bundled --model's pack")
+    export.add_argument("--model", choices=sorted(BUNDLED), default=MODEL_NAME)
     export.add_argument(
         "--snapshot", help="directory with config.json, model.safetensors, tokenizer.json"
     )

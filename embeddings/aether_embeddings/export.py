@@ -1,14 +1,20 @@
-"""Build a model pack from a Hugging Face-style BERT snapshot with the `onnx` package and numpy.
+"""Build a model pack from a Hugging Face-style BERT or MPNet snapshot with `onnx` and numpy.
 
 No torch: the encoder graph is written op by op from `config.json` and `model.safetensors`, with
 pooling and L2 normalization inside the graph so one run returns finished sentence vectors.
 onnxruntime's offline graph optimization and dynamic int8 quantization are optional steps.
+
+MPNet (all-mpnet-base-v2) is BERT's layer with three differences, each written below: no token
+type embedding, positions counted from 2 over the real tokens (RoBERTa's padding_idx + 1), and a
+learned bias on the attention scores by bucketed relative distance (T5's buckets), shared by
+all layers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -36,12 +42,16 @@ class BertConfig:
     vocab_size: int
     max_positions: int
     layer_norm_eps: float
+    architecture: str = "bert"  # or "mpnet"
+    relative_buckets: int = 0  # MPNet's relative-position buckets
+    padding_idx: int = 0  # MPNet's first position is padding_idx + 1
 
     @classmethod
     def from_file(cls, path: Path) -> BertConfig:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.get("model_type") != "bert" or raw.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"{path}: only BERT encoders with exact GELU are supported")
+        architecture = raw.get("model_type")
+        if architecture not in ("bert", "mpnet") or raw.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"{path}: only BERT and MPNet encoders with exact GELU are supported")
         if raw.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{path}: only absolute position embeddings are supported")
         return cls(
@@ -52,7 +62,57 @@ class BertConfig:
             vocab_size=raw["vocab_size"],
             max_positions=raw["max_position_embeddings"],
             layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
+            architecture=architecture,
+            relative_buckets=int(raw.get("relative_attention_num_buckets", 0)),
+            padding_idx=int(raw.get("pad_token_id", 0)) if architecture == "mpnet" else 0,
         )
+
+    @property
+    def usable_positions(self) -> int:
+        """Tokens one window may hold: MPNet's positions start after padding_idx."""
+        if self.architecture == "mpnet":
+            return self.max_positions - self.padding_idx - 1
+        return self.max_positions
+
+
+# Parameter names of one layer, per architecture.
+_LAYER_NAMES = {
+    "bert": {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_out": "attention.output.dense",
+        "attention_norm": "attention.output.LayerNorm",
+    },
+    "mpnet": {
+        "query": "attention.attn.q",
+        "key": "attention.attn.k",
+        "value": "attention.attn.v",
+        "attention_out": "attention.attn.o",
+        "attention_norm": "attention.LayerNorm",
+    },
+}
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int = 128) -> np.ndarray:
+    """[length, length] bucket of each (query, key) pair's distance, as MPNet (and T5,
+    bidirectional) define it: half the buckets per direction, exact up to a quarter of them,
+    then logarithmic up to `max_distance`."""
+    context = np.arange(length)[:, None]
+    memory = np.arange(length)[None, :]
+    n = -(memory - context)
+    half = num_buckets // 2
+    ret = (n < 0).astype(np.int64) * half
+    n = np.abs(n)
+    max_exact = half // 2
+    with np.errstate(divide="ignore"):
+        large = max_exact + (
+            np.log(np.maximum(n, 1) / max_exact)
+            / math.log(max_distance / max_exact)
+            * (half - max_exact)
+        ).astype(np.int64)
+    large = np.minimum(large, half - 1)
+    return ret + np.where(n < max_exact, n, large)
 
 
 class _GraphBuilder:
@@ -99,16 +159,33 @@ def build_graph(
     hidden, heads = config.hidden_size, config.num_heads
     head_dim = hidden // heads
 
-    # Embeddings: word + position[0:seq] + token type 0 (single-segment input), then LayerNorm.
     word = g.const("word_embeddings", weights["embeddings.word_embeddings.weight"])
     positions = g.const("position_embeddings", weights["embeddings.position_embeddings.weight"])
-    token_type0 = g.const("token_type0", weights["embeddings.token_type_embeddings.weight"][0])
     seq_len = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_idx", np.array([1]))])
-    pos = g.op(
-        "Slice",
-        [positions, g.const("zero_1d", np.array([0])), seq_len, g.const("axis0", np.array([0]))],
-    )
-    x = g.op("Add", [g.op("Add", [g.op("Gather", [word, "input_ids"]), pos]), token_type0])
+    if config.architecture == "mpnet":
+        # Positions padding_idx + 1, + 2, ... over the real tokens (padding keeps padding_idx).
+        counted = g.op("CumSum", ["attention_mask", g.const("axis1", np.array(1))])
+        pos_ids = g.op(
+            "Add",
+            [
+                g.op("Mul", [counted, "attention_mask"]),
+                g.const("padding_idx", np.array(config.padding_idx, np.int64)),
+            ],
+        )
+        x = g.op("Add", [g.op("Gather", [word, "input_ids"]), g.op("Gather", [positions, pos_ids])])
+    else:
+        # Word + position[0:seq] + token type 0 (single-segment input).
+        token_type0 = g.const("token_type0", weights["embeddings.token_type_embeddings.weight"][0])
+        pos = g.op(
+            "Slice",
+            [
+                positions,
+                g.const("zero_1d", np.array([0])),
+                seq_len,
+                g.const("axis0", np.array([0])),
+            ],
+        )
+        x = g.op("Add", [g.op("Add", [g.op("Gather", [word, "input_ids"]), pos]), token_type0])
     x = g.layer_norm(x, weights, "embeddings.LayerNorm", config.layer_norm_eps)
 
     # Additive mask: 0 where attended, -10000 on padding, broadcast to [B, heads, S, S].
@@ -121,6 +198,20 @@ def build_graph(
         ],
     )
     additive_mask = g.op("Unsqueeze", [neg, g.const("mask_axes", np.array([1, 2]))])
+    if config.architecture == "mpnet":
+        # The learned bias by relative distance, [1, heads, S, S], added with the mask.
+        window = config.usable_positions
+        buckets = g.const(
+            "relative_buckets", relative_position_buckets(window, config.relative_buckets)
+        )
+        start = g.const("zero_2", np.array([0, 0]))
+        both = g.const("axes01", np.array([0, 1]))
+        sizes = g.op("Concat", [seq_len, seq_len], axis=0)
+        table = g.const("relative_bias", weights["encoder.relative_attention_bias.weight"])
+        bias = g.op("Gather", [table, g.op("Slice", [buckets, start, sizes, both])])
+        batch_axis = g.const("batch_axis", np.array([0]))
+        bias = g.op("Unsqueeze", [g.op("Transpose", [bias], perm=[2, 0, 1]), batch_axis])
+        additive_mask = g.op("Add", [additive_mask, bias])
 
     split_shape = g.const("split_heads", np.array([0, 0, heads, head_dim]))
     merge_shape = g.const("merge_heads", np.array([0, 0, hidden]))
@@ -129,16 +220,13 @@ def build_graph(
     half = g.const("half", np.array(0.5, np.float32))
     one = "one_f"
 
+    names = _LAYER_NAMES[config.architecture]
     for i in range(config.num_layers):
         p = f"encoder.layer.{i}"
 
         def proj(kind: str, src: str, prefix: str = p) -> str:
-            return g.linear(
-                src,
-                weights[f"{prefix}.attention.self.{kind}.weight"],
-                weights[f"{prefix}.attention.self.{kind}.bias"],
-                f"{prefix}.{kind}",
-            )
+            name = f"{prefix}.{names[kind]}"
+            return g.linear(src, weights[f"{name}.weight"], weights[f"{name}.bias"], name)
 
         q = g.op("Transpose", [g.op("Reshape", [proj("query", x), split_shape])], perm=[0, 2, 1, 3])
         k = g.op("Transpose", [g.op("Reshape", [proj("key", x), split_shape])], perm=[0, 2, 3, 1])
@@ -146,16 +234,11 @@ def build_graph(
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), additive_mask])
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merge_shape])
-        attn_out = g.linear(
-            context,
-            weights[f"{p}.attention.output.dense.weight"],
-            weights[f"{p}.attention.output.dense.bias"],
-            f"{p}.attention.output",
-        )
+        attn_out = proj("attention_out", context)
         x = g.layer_norm(
             g.op("Add", [attn_out, x]),
             weights,
-            f"{p}.attention.output.LayerNorm",
+            f"{p}.{names['attention_norm']}",
             config.layer_norm_eps,
         )
 
@@ -292,10 +375,10 @@ def export_pack(
         shutil.copyfile(snapshot / "tokenizer.json", pack_dir / TOKENIZER_FILE)
         manifest = Manifest(
             model_name=model_name,
-            architecture="bert",
+            architecture=config.architecture,
             pooling=preset.pooling,
             normalize=preset.normalize,
-            max_tokens=min(preset.max_tokens, config.max_positions),
+            max_tokens=min(preset.max_tokens, config.usable_positions),
             dimension=config.hidden_size,
             vocab_size=config.vocab_size,
             source_weights_sha256=file_sha256(weights_path),

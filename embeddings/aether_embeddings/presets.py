@@ -1,4 +1,4 @@
-"""Known BERT-family sentence encoders: how each one pools, normalizes and prefixes queries."""
+"""Known BERT and MPNet sentence encoders: how each one pools, normalizes and prefixes queries."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ _BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 PRESETS: dict[str, EncoderPreset] = {
     "all-minilm-l6-v2": EncoderPreset(pooling="mean", normalize=True, max_tokens=256),
+    "all-mpnet-base-v2": EncoderPreset(pooling="mean", normalize=True, max_tokens=384),
     "bge-small-en-v1.5": EncoderPreset("cls", True, 512, query_prefix=_BGE_QUERY),
     "bge-base-en-v1.5": EncoderPreset("cls", True, 512, query_prefix=_BGE_QUERY),
     "bge-large-en-v1.5": EncoderPreset("cls", True, 512, query_prefix=_BGE_QUERY),

@@ -96,8 +96,9 @@ class Embedder:
         tokenizer.enable_truncation(
             max_length=manifest.max_tokens, stride=min(WINDOW_OVERLAP, manifest.max_tokens // 4)
         )
+        shipped = tokenizer.padding  # its pad token (MPNet's is <pad> = 1), read before it goes
         tokenizer.no_padding()
-        self._pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self._pad_id = shipped["pad_id"] if shipped else (tokenizer.token_to_id("[PAD]") or 0)
         self._tokenizer = tokenizer
         self.chunk_size = chunk_size
 

@@ -163,7 +163,7 @@ def _record_batch(size: int, seconds: float, queue_depth: int) -> None:
 def _load_pack(settings: Settings) -> ModelPack:
     if settings.model_pack is not None:
         return ModelPack.open(settings.model_pack)
-    return ensure_default_pack(settings.model_variant)
+    return ensure_default_pack(settings.model_variant, model=settings.model)
 
 
 @contextlib.asynccontextmanager

@@ -38,7 +38,14 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
     )
     model_pack: Path | None = Field(
-        None, description="Model pack directory. Unset builds/uses the bundled MiniLM pack."
+        None, description="Model pack directory. Unset builds/uses the bundled `model`."
+    )
+    model: Literal["all-minilm-l6-v2", "all-mpnet-base-v2"] = Field(
+        "all-minilm-l6-v2",
+        description=(
+            "Bundled encoder when model_pack is unset; all-mpnet-base-v2 needs the [mpnet] "
+            "extra and a store of its own (see docs/operations.md)."
+        ),
     )
     model_variant: Literal["fp32", "int8"] = Field(
         "int8", description="Variant of the bundled pack when model_pack is unset."
