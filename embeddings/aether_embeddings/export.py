@@ -105,14 +105,14 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int =
     ret = (n < 0).astype(np.int64) * half
     n = np.abs(n)
     max_exact = half // 2
-    with np.errstate(divide="ignore"):
-        large = max_exact + (
-            np.log(np.maximum(n, 1) / max_exact)
-            / math.log(max_distance / max_exact)
-            * (half - max_exact)
-        ).astype(np.int64)
+    large = max_exact + (
+        np.log(np.maximum(n, 1) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (half - max_exact)
+    ).astype(np.int64)
     large = np.minimum(large, half - 1)
-    return ret + np.where(n < max_exact, n, large)
+    buckets: np.ndarray = ret + np.where(n < max_exact, n, large)
+    return buckets
 
 
 class _GraphBuilder:
