@@ -21,6 +21,8 @@ and the leave-one-out figure is the honest one.
     python -m bench.locomo --variant fp32   # writes locomo-fp32.json and .md
     python -m bench.locomo --train    # refits server/aether_memory/rerank_model.json (needs the
                                       # bench extra: pip install -e '.[bench]')
+    python -m bench.locomo --model all-mpnet-base-v2 [--train]   # the [mpnet] encoder, with
+                                      # its own re-ranker (rerank_model-all-mpnet-base-v2.json)
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ MODES = {  # name -> (SearchMode, RerankMode)
     "hybrid re-ranked (default)": (S.SEARCH_MODE_UNSPECIFIED, S.RERANK_MODE_UNSPECIFIED),
 }
 DEFAULT = "hybrid re-ranked (default)"
+ENCODER = "all-minilm-l6-v2"  # the bundled encoder measured (--model)
 CLIENTS = {"plain": False, "context": True}  # name -> sends the turn before as context
 BOOTSTRAP = 2000
 
@@ -216,6 +219,7 @@ def _settings(tmp: Path, variant: str, model: Path | None, overrides: dict[str, 
         port=0,
         data_dir=tmp,
         redis_url=None,
+        model=ENCODER,
         model_variant=variant,
         rerank_model=model,
         **{"embed_cache_size": 0, **overrides},
@@ -322,6 +326,7 @@ def fit(
         {
             "method": "logistic regression, L2, C=1, standardized features",
             "data": "LoCoMo dev conversations " + ", ".join(trained_on) + " (bench/locomo.py)",
+            "encoder": ENCODER,
             "rows": len(y),
             "positives": int(y.sum()),
         },
@@ -449,8 +454,11 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
     if train:
         rows = await collect(conversations, variant)
         model = fit([r for name in rows for r in rows[name]], list(rows))
-        RERANK_MODEL.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
-        print(f"wrote {RERANK_MODEL}")
+        target = RERANK_MODEL
+        if ENCODER != "all-minilm-l6-v2":
+            target = RERANK_MODEL.with_name(f"rerank_model-{ENCODER}.json")
+        target.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+        print(f"wrote {target}")
         return
     measured = await measure(conversations, variant, None, list(MODES), overrides)
     ingest = measured["plain"]["_ingest"]
@@ -471,14 +479,23 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
     if overrides:  # the report of record is the defaults'
         return
     name = "locomo" if variant == "int8" else f"locomo-{variant}"
+    if ENCODER != "all-minilm-l6-v2":
+        name = f"{name}-{ENCODER}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(report(result))
 
 
 def main() -> None:
+    global ENCODER
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", choices=["fp32", "int8"], default="int8")
+    parser.add_argument(
+        "--model",
+        choices=["all-minilm-l6-v2", "all-mpnet-base-v2"],
+        default="all-minilm-l6-v2",
+        help="the bundled encoder to measure (its re-ranker is rerank_model-<model>.json)",
+    )
     parser.add_argument(
         "--train", action="store_true", help="refit the bundled re-ranker on every conversation"
     )
@@ -491,6 +508,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
+    ENCODER = args.model
     asyncio.run(main_async(args.variant, args.train, overrides))
 
 

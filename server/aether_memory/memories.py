@@ -99,6 +99,20 @@ def load_rerank_model(path: Path = RERANK_MODEL) -> LinearModel:
     return LinearModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
+def bundled_rerank_model(model_name: str) -> Path:
+    """The re-ranker fitted on this encoder's scores (`rerank_model-<model>.json`, written by
+    `python -m bench.locomo --train --model <model>`); the default encoder's otherwise."""
+    fitted = RERANK_MODEL.with_name(f"rerank_model-{model_name}.json")
+    if fitted.exists():
+        return fitted
+    if model_name != "all-minilm-l6-v2":
+        log.warning(
+            "no re-ranker fitted for %s: using all-MiniLM-L6-v2's (set AETHER_RERANK_MODEL)",
+            model_name,
+        )
+    return RERANK_MODEL
+
+
 @dataclass(frozen=True)
 class ScoredMemory:
     memory: Memory
@@ -126,7 +140,9 @@ class MemoryBank:
         self._batches_above = settings.knn_batches_above
         self._agent_sizes: TTLCache[tuple[str, str, str], int] = TTLCache(10_000, 30)
         self._keyword_weight = settings.keyword_weight
-        self._reranker = load_rerank_model(settings.rerank_model or RERANK_MODEL)
+        self._reranker = load_rerank_model(
+            settings.rerank_model or bundled_rerank_model(self._model)
+        )
         self._rerank_by_default = settings.rerank == "learned"
         self._min_similarity = settings.search_min_similarity
         self._ttl = {
