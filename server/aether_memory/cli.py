@@ -115,9 +115,9 @@ async def _status(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
     from .settings import Settings
-    from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog
+    from .stores.redis.episode_log import RedisEpisodeLog
+    from .stores.redis.keys import EPISODE_INDEX_QUEUE, OUTBOX_KEY
     from .stores.redis.memory_store import RedisMemoryStore
-    from .stores.redis.outbox import OUTBOX_KEY
 
     settings = Settings()
     url = _redis_url(settings)
@@ -141,7 +141,11 @@ async def _status(args: argparse.Namespace) -> int:
         outbox, first = await redis.xlen(OUTBOX_KEY), await redis.xrange(OUTBOX_KEY, count=1)
         oldest_s = (now_ms - int(first[0][0].decode().split("-")[0])) / 1000 if first else 0.0
         lag = 0
-        groups = await redis.xinfo_groups(INDEX_QUEUE) if await redis.exists(INDEX_QUEUE) else []
+        groups = (
+            await redis.xinfo_groups(EPISODE_INDEX_QUEUE)
+            if await redis.exists(EPISODE_INDEX_QUEUE)
+            else []
+        )
         for group in groups:
             lag += int(group.get("lag") or 0) + int(group.get("pending") or 0)
         recent = 0

@@ -25,8 +25,8 @@ from redisvl.schema import IndexSchema
 
 from aether_embeddings.batching import MicroBatcher
 
-from .stores.redis.episode_log import INDEX_QUEUE, RedisEpisodeLog, stream_id_key
-from .stores.redis.keys import EPISODE_DOC_PREFIX, TenantKeys
+from .stores.redis.episode_log import RedisEpisodeLog, stream_id_key
+from .stores.redis.keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, TenantKeys
 from .stores.redis.query import SINGLE_VALUE, tag_in
 from .telemetry import instruments, tracer
 
@@ -104,11 +104,11 @@ class EpisodeIndex:
         if not await self.index.exists():
             await self.index.create(overwrite=False)
         with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it already exists
-            await self._client.xgroup_create(INDEX_QUEUE, GROUP, id="0", mkstream=True)
+            await self._client.xgroup_create(EPISODE_INDEX_QUEUE, GROUP, id="0", mkstream=True)
 
     async def lag(self) -> int:
         """Queued episodes not yet indexed: never delivered plus delivered but unacknowledged."""
-        for group in await self._client.xinfo_groups(INDEX_QUEUE):
+        for group in await self._client.xinfo_groups(EPISODE_INDEX_QUEUE):
             if group["name"] in (GROUP, GROUP.encode()):
                 return int(group.get("lag") or 0) + int(group.get("pending") or 0)
         return 0
@@ -121,7 +121,7 @@ class EpisodeIndex:
                 reply = await self._client.xreadgroup(
                     GROUP,
                     self._consumer,
-                    {INDEX_QUEUE: "0" if backlog else ">"},
+                    {EPISODE_INDEX_QUEUE: "0" if backlog else ">"},
                     count=self._batch,
                     block=None if backlog else 500,
                 )
@@ -179,7 +179,7 @@ class EpisodeIndex:
                     keys.episode_doc(stream_id),
                     mapping={**doc_fields, "embedding": vectors[i].astype(np.float32).tobytes()},
                 )
-            pipe.xack(INDEX_QUEUE, GROUP, *[entry_id for entry_id, _ in entries])
+            pipe.xack(EPISODE_INDEX_QUEUE, GROUP, *[entry_id for entry_id, _ in entries])
             await pipe.execute()
 
     async def prune(self, keys: TenantKeys, first_kept: str | None, limit: int = 1000) -> int:

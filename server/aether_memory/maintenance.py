@@ -28,13 +28,12 @@ from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from .domain.memory import Tier, content_fingerprint
 from .episodes import EpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
-from .stores.redis.keys import TenantKeys
+from .stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE, TenantKeys
+from .stores.redis.lease import Lease
 from .stores.redis.memory_store import RedisMemoryStore
 from .telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
-LEASE_KEY = "aether:maintenance:lease"
-CURSOR_KEY = "aether:maintenance:cursor"
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class Maintenance:
     async def _tick(self, now: float) -> TickReport:
         if self._access is not None:  # score what this server has read, not yet written
             await self._access.flush()
-        stored = await self._client.get(CURSOR_KEY) or b"0"
+        stored = await self._client.get(MAINTENANCE_CURSOR) or b"0"
         cursor = int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
         next_cursor, found = await self._store.scan(cursor, self._batch)
         promoted = evicted = 0
@@ -98,7 +97,7 @@ class Maintenance:
         for tenant, pairs in to_evict.items():
             evicted += await self._evict(tenant, pairs)
         wrapped = next_cursor == 0
-        await self._client.set(CURSOR_KEY, str(next_cursor))
+        await self._client.set(MAINTENANCE_CURSOR, str(next_cursor))
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
         trimmed = await self._trim_episodes(now)
         self.ticks += 1
@@ -124,7 +123,7 @@ class Maintenance:
 
     async def full_pass(self, now: float | None = None) -> TickReport:
         """Tick from the first memory until the walk wraps (tests and operators)."""
-        await self._client.delete(CURSOR_KEY)
+        await self._client.delete(MAINTENANCE_CURSOR)
         scanned = promoted = evicted = swept = trimmed = 0
         while True:
             report = await self.tick(now)
@@ -159,10 +158,11 @@ class Maintenance:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every interval while holding the per-interval lease."""
-        lease_ms = max(1, int(self._interval_s * 1000))
+        # Held for one interval and never released: at most one tick per interval across replicas.
+        lease = Lease(self._client, MAINTENANCE_LEASE, max(1, int(self._interval_s * 1000)))
         while not stop.is_set():
             try:
-                if await self._client.set(LEASE_KEY, "1", nx=True, px=lease_ms):
+                if await lease.hold():
                     report = await self.tick()
                     if report.promoted or report.evicted or report.swept:
                         log.info("maintenance: %s", report)

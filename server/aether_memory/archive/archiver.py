@@ -13,32 +13,21 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
-from ..stores.redis.outbox import OUTBOX_KEY, OutboxEntry
+from ..stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
+from ..stores.redis.lease import Lease
+from ..stores.redis.outbox import OutboxEntry
 from ..telemetry import instruments, tracer
 from .mongo import ArchiveFeatures, MongoArchive
 
 log = logging.getLogger(__name__)
 GROUP = "archivers"
 CONSUMER = "archiver"  # one name for every replica: only the lease holder reads
-LEASE_KEY = "aether:archiver:lease"
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -61,12 +50,9 @@ class Archiver:
         self._client: Any = client
         self.archive = archive
         self._batch = batch
-        self._lease_ms = lease_ms
         self._block_ms = block_ms
         self._max_retry_s = max_retry_s
-        self._token = uuid.uuid4().hex
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._lease = Lease(client, ARCHIVER_LEASE, lease_ms)
         self.archived = 0  # documents written, this process
         self.failures = 0  # failed batches (retried), this process
         self.last_error: str | None = None
@@ -136,8 +122,8 @@ class Archiver:
         delay = 0.1
         try:
             while not stop.is_set():
-                if not await self._renew(keys=[LEASE_KEY], args=[self._token, self._lease_ms]):
-                    await _wait(stop, self._lease_ms / 2000)
+                if not await self._lease.hold():
+                    await _wait(stop, self._lease.ttl_ms / 2000)
                     continue
                 try:
                     if self.features is None:
@@ -153,8 +139,7 @@ class Archiver:
                     await _wait(stop, delay)
                     delay = min(delay * 2, self._max_retry_s)
         finally:
-            with contextlib.suppress(aioredis.RedisError):
-                await self._release(keys=[LEASE_KEY], args=[self._token])
+            await self._lease.release()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

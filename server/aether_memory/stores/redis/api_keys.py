@@ -17,9 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .keys import TenantKeys
-
-PREFIX = "aether:apikey:"
+from .keys import TenantKeys, api_key
 
 
 class Role(IntEnum):
@@ -55,7 +53,7 @@ class ApiKeys:
 
     @staticmethod
     def _index(tenant: str) -> str:
-        return f"aether:apikeys:{{{TenantKeys(tenant).tenant}}}"
+        return TenantKeys(tenant).api_keys()
 
     async def create(self, tenant: str, role: Role, name: str) -> tuple[str, str]:
         """A new key for `tenant`; returns (key id, key). The key is shown once, never stored."""
@@ -64,7 +62,7 @@ class ApiKeys:
         key = f"aek_{key_id}_{secrets.token_urlsafe(32)}"
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(
-                PREFIX + key_id,
+                api_key(key_id),
                 mapping={
                     "hash": _digest(key),
                     "tenant": tenant,
@@ -78,11 +76,11 @@ class ApiKeys:
         return key_id, key
 
     async def revoke(self, key_id: str) -> bool:
-        record = await self._client.hgetall(PREFIX + key_id)
+        record = await self._client.hgetall(api_key(key_id))
         if not record:
             return False
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(PREFIX + key_id)
+            pipe.delete(api_key(key_id))
             pipe.srem(self._index(record[b"tenant"].decode()), key_id)
             await pipe.execute()
         return True
@@ -91,7 +89,7 @@ class ApiKeys:
         found = []
         for raw in sorted(await self._client.smembers(self._index(tenant))):
             key_id = raw.decode()
-            record = await self._client.hgetall(PREFIX + key_id)
+            record = await self._client.hgetall(api_key(key_id))
             if record:
                 found.append(self._principal(key_id, record))
         return found
@@ -110,7 +108,7 @@ class ApiKeys:
         key_id = key_id_of(key)
         if key_id is None:
             return None
-        record = await self._client.hgetall(PREFIX + key_id)
+        record = await self._client.hgetall(api_key(key_id))
         if not record or not hmac.compare_digest(record[b"hash"].decode(), _digest(key)):
             return None
         return self._principal(key_id, record)

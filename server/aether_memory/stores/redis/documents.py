@@ -16,7 +16,7 @@ from redis.exceptions import WatchError
 
 from ...domain.errors import NotFound, RevisionMismatch, TooLarge
 from . import outbox
-from .keys import TenantKeys
+from .keys import OUTBOX_KEY, TenantKeys
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -178,7 +178,7 @@ class DocumentStore:
             if self._archived:
                 expire_at = created / 1e6 + self._checkpoint_ttl
                 pipe.xadd(
-                    outbox.OUTBOX_KEY,
+                    OUTBOX_KEY,
                     outbox.document_put(
                         outbox.Kind.CHECKPOINT,
                         keys.tenant,
@@ -189,7 +189,7 @@ class DocumentStore:
                 )
                 for member in stale:
                     pipe.xadd(
-                        outbox.OUTBOX_KEY,
+                        OUTBOX_KEY,
                         outbox.document_delete(
                             outbox.Kind.CHECKPOINT,
                             keys.tenant,
@@ -286,7 +286,7 @@ class DocumentStore:
             pipe.json().set(key, "$", doc)
             if self._archived:
                 pipe.xadd(
-                    outbox.OUTBOX_KEY,
+                    OUTBOX_KEY,
                     outbox.document_put(outbox.Kind.AGENT_STATE, keys.tenant, agent_id, doc, 0.0),
                 )
             return doc

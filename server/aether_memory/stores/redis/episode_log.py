@@ -15,11 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ...domain.errors import CursorExpired
-from .keys import TenantKeys
-from .outbox import OUTBOX_KEY
+from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, OUTBOX_KEY, TenantKeys
 
-INDEX_QUEUE = "aether:epindex:queue"
-TENANTS_KEY = "aether:ep:tenants"  # tenants that have an episode stream (for retention)
 TAIL_BLOCK_MS = 1000
 MAX_GROUP = 64  # appends sent to Redis in one pipeline
 
@@ -142,9 +139,9 @@ class RedisEpisodeLog:
             args += [e.body, e.agent_id, e.session_id, e.type, e.outcome]
         script_keys = [
             keys.episodes(),
-            INDEX_QUEUE,
+            EPISODE_INDEX_QUEUE,
             OUTBOX_KEY,
-            TENANTS_KEY,
+            EPISODE_TENANTS,
             *(keys.event(e.event_id) for e in entries),
         ]
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -199,7 +196,9 @@ class RedisEpisodeLog:
         return [_entry(stream_id, fields) for stream_id, fields in found]
 
     async def tenants(self) -> list[TenantKeys]:
-        return [TenantKeys(t.decode()) for t in sorted(await self._client.smembers(TENANTS_KEY))]
+        return [
+            TenantKeys(t.decode()) for t in sorted(await self._client.smembers(EPISODE_TENANTS))
+        ]
 
     async def trim_before(self, keys: TenantKeys, min_id: str) -> tuple[int, str | None]:
         """Remove entries older than `min_id`; (how many, the first id kept or None)."""

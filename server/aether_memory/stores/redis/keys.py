@@ -19,8 +19,27 @@ def _part(value: str) -> str:
     return quote(value, safe="-._~")
 
 
+# ---- keys of the whole deployment, not of one tenant ------------------------------------------
+
 # The page-token key the service made for itself when none is configured (shared by replicas).
 PAGE_TOKEN_SECRET_KEY = "aether:meta:page-token-secret"
+# The write-behind stream the archiver drains into MongoDB.
+OUTBOX_KEY = "aether:outbox"
+# Episodes waiting to be embedded for SearchEpisodes, and the tenants that have an episode
+# stream (for retention).
+EPISODE_INDEX_QUEUE = "aether:epindex:queue"
+EPISODE_TENANTS = "aether:ep:tenants"
+# One replica at a time runs each background job (stores/redis/lease.py); maintenance keeps its
+# SCAN position across ticks and replicas.
+MAINTENANCE_LEASE = "aether:maintenance:lease"
+MAINTENANCE_CURSOR = "aether:maintenance:cursor"
+ARCHIVER_LEASE = "aether:archiver:lease"
+API_KEY_PREFIX = "aether:apikey:"
+
+
+def api_key(key_id: str) -> str:
+    """An API key's record (hash of the secret, tenant, role), by its public id."""
+    return API_KEY_PREFIX + _part(key_id)
 
 
 def index_meta(index_name: str) -> str:
@@ -81,3 +100,7 @@ class TenantKeys:
 
     def episode_doc(self, episode_id: str) -> str:
         return self._key("epdoc", episode_id)
+
+    def api_keys(self) -> str:
+        """The ids of the tenant's API keys."""
+        return ":".join(["aether", "apikeys", self._tag])

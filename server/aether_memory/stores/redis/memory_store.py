@@ -27,7 +27,7 @@ from ...domain.rerank import Facts, content_facts
 from ...telemetry import tracer
 from . import outbox
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MEMORY_PREFIX, TenantKeys, index_meta
+from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 
 log = logging.getLogger(__name__)
@@ -482,7 +482,7 @@ class RedisMemoryStore:
                 keys.memory(memory.id),
                 keys.dedup(fingerprint),
                 keys.links(memory.id),
-                outbox.OUTBOX_KEY,
+                OUTBOX_KEY,
                 *(tail if memory.session_id and archive else []),
             ],
             args=args,
@@ -516,7 +516,7 @@ class RedisMemoryStore:
                 keys.memory(memory.id),
                 keys.dedup(fingerprint),
                 keys.access(memory.id),
-                outbox.OUTBOX_KEY,
+                OUTBOX_KEY,
             ],
             args=args,
         )
@@ -580,7 +580,7 @@ class RedisMemoryStore:
                 pipe.sadd(keys.links(memory.id), other)
                 pipe.sadd(keys.links(other), memory.id)
             if self.archived:
-                pipe.xadd(outbox.OUTBOX_KEY, outbox.memory_put(keys.tenant, memory))
+                pipe.xadd(OUTBOX_KEY, outbox.memory_put(keys.tenant, memory))
             try:
                 await pipe.execute()
             except redis.exceptions.WatchError:
@@ -605,7 +605,7 @@ class RedisMemoryStore:
                     pipe.srem(keys.links(other), memory.id)
             if self.archived:
                 for memory_id in [m.id for m, _ in memories] + list(archived_only):
-                    pipe.xadd(outbox.OUTBOX_KEY, outbox.memory_delete(keys.tenant, memory_id))
+                    pipe.xadd(OUTBOX_KEY, outbox.memory_delete(keys.tenant, memory_id))
             await pipe.execute()
 
     # ---- reads ---------------------------------------------------------------------------

@@ -21,8 +21,6 @@ import numpy as np
 
 from ...domain.memory import Memory, MemoryType, Tier
 
-OUTBOX_KEY = "aether:outbox"
-
 Fields = dict[str, str | bytes]
 
 
