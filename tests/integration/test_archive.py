@@ -17,11 +17,11 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.app import Running, serve
-from aether_memory.archive.archiver import LEASE_KEY, Archiver
+from aether_memory.archive.archiver import Archiver
 from aether_memory.archive.mongo import doc_id
 from aether_memory.settings import Settings
-from aether_memory.stores.redis.keys import TenantKeys
-from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
+from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY, TenantKeys
+from aether_memory.stores.redis.outbox import OutboxEntry
 from bench.reliability import start_redis
 from bench.servers import FerretDB, free_port
 
@@ -208,7 +208,7 @@ async def test_a_memory_the_archive_does_not_hold_yet_is_not_evicted(
 ) -> None:
     await archiver(archived).drain()
     # Another replica holds the archiver lease and archives nothing: the outbox waits.
-    await archived.redis.set(LEASE_KEY, "another-replica", px=60_000)
+    await archived.redis.set(ARCHIVER_LEASE, "another-replica", px=60_000)
     await asyncio.sleep(0.7)  # lets a read already blocked in this replica's archiver end
     try:
         kept = await store(aclient, "Stored while no archiver runs, weakly held.", importance=0.0)
@@ -216,7 +216,7 @@ async def test_a_memory_the_archive_does_not_hold_yet_is_not_evicted(
         keys = TenantKeys(aclient.tenant)
         assert await archived.redis.exists(keys.memory(kept.id))
     finally:
-        await archived.redis.delete(LEASE_KEY)
+        await archived.redis.delete(ARCHIVER_LEASE)
     await archiver(archived).drain()
     await archived.maintenance.full_pass(now=time.time() + YEAR)
     assert not await archived.redis.exists(keys.memory(kept.id))
@@ -277,13 +277,13 @@ async def test_replaying_a_large_batch_rewrites_without_duplicates(
 ) -> None:
     """Outbox entries replayed after a crash (here 150, more than one update command of FerretDB
     can take) overwrite the same documents."""
-    await archived.redis.set(LEASE_KEY, "another-replica", px=60_000)  # hold the outbox still
+    await archived.redis.set(ARCHIVER_LEASE, "another-replica", px=60_000)  # hold the outbox still
     await asyncio.sleep(0.7)
     try:
         stored = [await store(aclient, f"replayed memory {i}") for i in range(150)]
         raw = await archived.redis.xrange(OUTBOX_KEY, "-", "+")
     finally:
-        await archived.redis.delete(LEASE_KEY)
+        await archived.redis.delete(ARCHIVER_LEASE)
     mine = [e for e in (OutboxEntry.decode(i, f) for i, f in raw) if e.tenant == aclient.tenant]
     assert len(mine) == 150
     await archiver(archived).drain()
