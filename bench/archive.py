@@ -33,10 +33,10 @@ from ulid import ULID
 from aether_memory.archive.archiver import Archiver
 from aether_memory.archive.mongo import MongoArchive
 from aether_memory.domain.memory import Memory, Tier, content_fingerprint
+from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.stores.redis.embedded import embedded_redis
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
-from aether_memory.stores.redis.outbox import OUTBOX_KEY, OutboxEntry
 
 from .servers import ferretdb
 

@@ -19,9 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aether_memory.app import Running, serve
 from aether_memory.archive.archiver import Archiver
 from aether_memory.archive.mongo import doc_id
+from aether_memory.domain import outbox
+from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY, TenantKeys
-from aether_memory.stores.redis.outbox import OutboxEntry
 from bench.reliability import start_redis
 from bench.servers import FerretDB, free_port
 
@@ -388,3 +389,32 @@ async def test_a_read_that_needs_the_archive_while_it_is_down_is_unavailable_and
         assert (await get(aclient, hot.id)).content == hot.content  # the forget did nothing
     finally:
         ferret.start()
+
+
+async def test_the_episode_script_writes_the_entry_the_outbox_format_defines(
+    archived: Running, aclient: Client
+) -> None:
+    """The append script builds an episode's outbox entry itself (its stream id exists only
+    there); it must be field for field what `outbox.episode_put` says."""
+    await archived.redis.set(ARCHIVER_LEASE, "another-replica", px=60_000)  # hold the outbox still
+    await asyncio.sleep(0.7)
+    try:
+        [ack] = await record(aclient, [episode("contract-1", session_id="s1")])
+        raw = await archived.redis.xrange(OUTBOX_KEY, "-", "+")
+    finally:
+        await archived.redis.delete(ARCHIVER_LEASE)
+    stream_id = ack.written.episode_id
+    [written] = [f for i, f in raw if f[b"tenant"] == aclient.tenant.encode()]
+    expected = outbox.episode_put(
+        aclient.tenant,
+        stream_id,
+        written[b"doc"],
+        "agent-1",
+        "s1",
+        written[b"type"].decode(),
+        written[b"outcome"].decode(),
+    )
+    assert {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in expected.items()} == (
+        written
+    )
+    assert written[b"id"] == stream_id.encode()

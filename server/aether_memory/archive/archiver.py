@@ -19,9 +19,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
+from ..domain.outbox import OutboxEntry
 from ..stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
 from ..stores.redis.lease import Lease
-from ..stores.redis.outbox import OutboxEntry
 from ..telemetry import instruments, tracer
 from .mongo import ArchiveFeatures, MongoArchive
 

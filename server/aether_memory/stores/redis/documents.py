@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from ...domain import outbox
 from ...domain.errors import NotFound, RevisionMismatch, TooLarge
-from . import outbox
 from .keys import OUTBOX_KEY, TenantKeys
 
 T = TypeVar("T")

@@ -21,11 +21,11 @@ from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
+from ...domain import outbox
 from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...domain.rerank import Facts, content_facts
 from ...telemetry import tracer
-from . import outbox
 from .embedded import HASH_LISTPACK_VALUE
 from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in

@@ -1,5 +1,7 @@
-"""The archive outbox: one Redis Stream that every hot-tier write appends to in the same script
-or transaction as the write itself, so nothing reaches Redis without its way to the archive.
+"""The archive outbox's entries: what every hot-tier write appends to one stream (Redis, in the
+same script or transaction as the write itself, so nothing reaches Redis without its way to the
+archive) and what the archive reads back. The format lives here, beside neither store: the Redis
+stores write it, the MongoDB archive decodes it.
 
 An entry carries the whole document, not a pointer to it: a memory whose TTL ends before the
 archiver reaches it (the archive was down for an hour) is still archived. The archiver deletes
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ...domain.memory import Memory, MemoryType, Tier
+from .memory import Memory, MemoryType, Tier
 
 Fields = dict[str, str | bytes]
 
@@ -75,6 +77,24 @@ def memory_put(tenant: str, memory: Memory) -> Fields:
     }
     vector = np.asarray(memory.embedding, dtype=np.float32).tobytes()
     return entry(Kind.MEMORY, Op.PUT, tenant, memory.id, _compact(doc), vec=vector)
+
+
+def episode_put(
+    tenant: str, stream_id: str, body: bytes, agent: str, session: str, kind: str, outcome: str
+) -> Fields:
+    """An episode's entry. The episode append script writes this same entry itself (its stream
+    id exists only inside the script); tests/integration/test_archive.py holds the two equal."""
+    return entry(
+        Kind.EPISODE,
+        Op.PUT,
+        tenant,
+        stream_id,
+        body,
+        agent=agent,
+        session=session,
+        type=kind,
+        outcome=outcome,
+    )
 
 
 def memory_delete(tenant: str, memory_id: str) -> Fields:
