@@ -1,17 +1,15 @@
-"""The composition root: builds every part from Settings, runs the server, shuts down in order."""
+"""The service's lifecycle: starts Redis and the embedder, has `wiring` build every part, runs
+the gRPC server and the supervised workers, and shuts down in order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import logging
-import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -23,37 +21,22 @@ from aether.memory.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pymongo import AsyncMongoClient
 
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder
 
+from . import wiring
 from .archive.archiver import Archiver
-from .archive.mongo import MongoArchive
-from .diskspace import DiskGuard
 from .domain.errors import StartupError
-from .domain.lifecycle import LifecyclePolicy
-from .domain.paging import PageTokens
-from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
 from .settings import Settings
-from .stores.redis.api_keys import ApiKeys
-from .stores.redis.documents import DocumentStore
 from .stores.redis.embedded import data_dir_lock, embedded_redis
-from .stores.redis.episode_log import RedisEpisodeLog
-from .stores.redis.idempotency import RequestLog
-from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
-from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.pool import CancelSafePool, connect
-from .summarizer import ChatSummarizer
 from .supervision import WORKER_NAMES, Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
-from .transport.access import AccessInterceptor
-from .transport.episode_servicer import EpisodeServicer
-from .transport.memory_servicer import MemoryServicer
 
 log = logging.getLogger(__name__)
 HEALTH_INTERVAL_S = 0.5
@@ -106,19 +89,6 @@ async def _watch_health(
             log.warning("Redis is %s: health %s", "back" if up else "unreachable", status)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)
-
-
-async def _page_token_key(client: aioredis.Redis, settings: Settings) -> bytes:
-    """The configured secret, or (unset or empty) one made once for this Redis: a key written
-    in the source would let anyone seal page tokens that say what they like."""
-    configured = settings.page_token_secret
-    if configured is not None and configured.get_secret_value():
-        secret = configured.get_secret_value().encode()
-    else:
-        await client.set(PAGE_TOKEN_SECRET_KEY, secrets.token_hex(32), nx=True)
-        stored = await client.get(PAGE_TOKEN_SECRET_KEY) or b""
-        secret = stored.encode() if isinstance(stored, str) else stored
-    return hashlib.sha256(secret).digest()
 
 
 def _claim_port(host: str, port: int) -> None:
@@ -215,106 +185,9 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         )
         telemetry.observe_embedder(batcher.stats)
 
-        archive: MongoArchive | None = None
-        if settings.mongo_url:
-            mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
-            )
-            stack.push_async_callback(mongo.close)
-            archive = MongoArchive(mongo, settings.archive_database, settings.archive_write_concern)
-        else:
-            log.warning(
-                "no MONGO_URL: running hot-only, without an archive; decayed memories stay in Redis"
-            )
-        archived = archive is not None
-        memory_store = RedisMemoryStore(
-            client,
-            index_name=settings.index_name,
-            dimension=embedder.dimension,
-            hnsw_m=settings.hnsw_m,
-            hnsw_ef_construction=settings.hnsw_ef_construction,
-            hnsw_ef_runtime=settings.hnsw_ef_runtime,
-            vector_type=settings.vector_type,
-            archived=archived,
-        )
-        await memory_store.ensure_index()
-        episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
-        episode_index = EpisodeIndex(
-            client,
-            episode_log,
-            batcher,
-            index_name=f"{settings.index_name}-episodes",
-            batch=settings.episode_index_batch,
-        )
-        await episode_index.ensure()
-        documents = DocumentStore(
-            client,
-            working_ttl_s=settings.working_ttl_s,
-            checkpoint_ttl_s=settings.checkpoint_ttl_s,
-            max_messages=settings.max_session_messages,
-            max_checkpoints=settings.max_checkpoints,
-            # What the largest response may carry, less room for the rest of it.
-            max_session_bytes=settings.max_message_bytes - 64 * 1024,
-            archived=archived,
-        )
-        summarizer = None
-        if settings.summarizer_url:
-            key = settings.summarizer_api_key
-            summarizer = ChatSummarizer(
-                settings.summarizer_url,
-                settings.summarizer_model,
-                key.get_secret_value() if key else None,
-                settings.summarizer_timeout_s,
-            )
-            stack.push_async_callback(summarizer.aclose)
-        bank = MemoryBank(memory_store, batcher, settings, archive, summarizer)
-        await bank.claim_vector_space(pack.manifest.vector_space)
-        archiver = None
-        if archive is not None:
-            archiver = Archiver(client, archive, batch=settings.archive_batch)
-            await archiver.ensure()
-        maintenance = Maintenance(
-            client,
-            memory_store,
-            archive,
-            LifecyclePolicy(
-                promote_accesses=settings.promote_accesses,
-                promote_importance=settings.promote_importance,
-                decay_half_life_s=settings.decay_half_life_s,
-                evict_below=settings.decay_evict_below,
-            ),
-            batch=settings.maintenance_batch,
-            interval_s=settings.maintenance_interval_s,
-            episodes=(episode_log, episode_index),
-            episode_retention_s=settings.episode_retention_s,
-            access=bank.access,
-        )
-        tokens = PageTokens(await _page_token_key(client, settings))
-        episodes = EpisodeServicer(episode_log, episode_index, bank, tokens, settings)
-        memories = MemoryServicer(
-            bank,
-            documents,
-            RequestLog(client, settings.request_id_ttl_s),
-            tokens,
-            settings,
-            episodes.episode_stats,
-        )
-
-        access = AccessInterceptor(
-            ApiKeys(client) if settings.require_api_keys else None,
-            default_tenant=settings.default_tenant,
-            rate_per_s=settings.rate_limit_per_s,
-            burst=settings.rate_limit_burst,
-            max_streams=settings.max_streams_per_tenant,
-            key_cache_s=settings.api_key_cache_s,
-            write_guard=(
-                DiskGuard(settings.data_dir, int(settings.min_free_disk_mb * 2**20)).check
-                if settings.redis_url is None and settings.min_free_disk_mb > 0
-                else None
-            ),
-        )
+        parts = await wiring.build(settings, client, batcher, pack.manifest.vector_space, stack)
         server = grpc.aio.server(
-            interceptors=[*telemetry.server_interceptors(), access],
+            interceptors=[*telemetry.server_interceptors(), parts.interceptor],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -325,8 +198,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 ("grpc.so_reuseport", 0),
             ],
         )
-        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memories, server)
-        episode_service_pb2_grpc.add_EpisodeServiceServicer_to_server(episodes, server)
+        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(parts.memories, server)
+        episode_service_pb2_grpc.add_EpisodeServiceServicer_to_server(parts.episodes, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -345,14 +218,14 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
 
         stop_workers = asyncio.Event()
         loops: dict[str, Worker] = {
-            "maintenance": maintenance.run,
+            "maintenance": parts.maintenance.run,
             "health": lambda stop: _watch_health(client, health_servicer, stop),
-            "access-recorder": bank.access.run,
+            "access-recorder": parts.access.run,
         }
         if settings.index_episodes:
-            loops["episode-indexer"] = episode_index.run
-        if archiver is not None:
-            loops["archiver"] = archiver.run
+            loops["episode-indexer"] = parts.episode_index.run
+        if parts.archiver is not None:
+            loops["archiver"] = parts.archiver.run
         assert set(loops) <= set(WORKER_NAMES), "name new workers in WORKER_NAMES"
         states = {name: WorkerState(name) for name in loops}
 
@@ -374,9 +247,9 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         async def shutdown() -> None:
             for name in ("", *SERVICE_NAMES):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            episodes.draining.set()  # subscriptions end with UNAVAILABLE within a second
+            parts.episodes.draining.set()  # subscriptions end with UNAVAILABLE within a second
             await server.stop(settings.grace_s)
-            await episodes.aclose()
+            await parts.episodes.aclose()
             stop_workers.set()
             await workers  # each restarted itself after failures; none is left running
 
@@ -398,8 +271,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             batcher,
             client,
             server,
-            archiver,
-            maintenance,
-            bank,
+            parts.archiver,
+            parts.maintenance,
+            parts.bank,
             states,
         )

@@ -125,11 +125,12 @@ class MemoryBank:
         store: RedisMemoryStore,
         embedder: MicroBatcher,
         settings: Settings,
+        access: AccessRecorder,
         archive: MongoArchive | None = None,
         summarizer: ChatSummarizer | None = None,
     ) -> None:
         self._store = store
-        self.access = AccessRecorder(store)  # its worker runs beside the service's others
+        self.access = access  # counts reads; its worker (`run`) runs beside the service's others
         self._archive = archive
         self._summarizer = summarizer
         self._model = embedder.embedder.pack.manifest.model_name

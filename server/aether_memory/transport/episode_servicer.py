@@ -117,12 +117,13 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         self,
         log: RedisEpisodeLog,
         index: EpisodeIndex,
+        tails: EpisodeTails,
         bank: MemoryBank,
         page_tokens: PageTokens,
         settings: Settings,
     ) -> None:
         self._log = log
-        self._tails = EpisodeTails(log)  # one shared reader per tenant for all subscribers
+        self._tails = tails
         self._live: LRUCache[tuple[str, str], episode_service_pb2.SubscribeEpisodesResponse] = (
             LRUCache(maxsize=LIVE_RESPONSES)
         )

@@ -1,0 +1,204 @@
+"""Builds every part of the service from Settings and the connections the lifecycle opened.
+
+`app.serve` owns the lifecycle (the data-dir lock, telemetry, Redis, the embedder, the gRPC
+server, the workers, shutdown in order); everything a request or a worker uses is made here, in
+one place, so a new part is wired by adding it to `Parts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from aether_embeddings.batching import MicroBatcher
+
+from .access import AccessRecorder
+from .archive.archiver import Archiver
+from .archive.mongo import MongoArchive
+from .diskspace import DiskGuard
+from .domain.lifecycle import LifecyclePolicy
+from .domain.paging import PageTokens
+from .episodes import EpisodeIndex
+from .maintenance import Maintenance
+from .memories import MemoryBank
+from .settings import Settings
+from .stores.redis.api_keys import ApiKeys
+from .stores.redis.documents import DocumentStore
+from .stores.redis.episode_log import RedisEpisodeLog
+from .stores.redis.episode_tail import EpisodeTails
+from .stores.redis.idempotency import RequestLog
+from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
+from .stores.redis.memory_store import RedisMemoryStore
+from .summarizer import ChatSummarizer
+from .transport.access import AccessInterceptor
+from .transport.episode_servicer import EpisodeServicer
+from .transport.memory_servicer import MemoryServicer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """What `build` made: the servicers and interceptor the server runs, and the workers'
+    owners."""
+
+    memory_store: RedisMemoryStore
+    episode_log: RedisEpisodeLog
+    episode_index: EpisodeIndex
+    bank: MemoryBank
+    access: AccessRecorder
+    archiver: Archiver | None
+    maintenance: Maintenance
+    memories: MemoryServicer
+    episodes: EpisodeServicer
+    interceptor: AccessInterceptor
+
+
+async def page_token_key(client: aioredis.Redis, settings: Settings) -> bytes:
+    """The configured secret, or (unset or empty) one made once for this Redis: a key written
+    in the source would let anyone seal page tokens that say what they like."""
+    configured = settings.page_token_secret
+    if configured is not None and configured.get_secret_value():
+        secret = configured.get_secret_value().encode()
+    else:
+        await client.set(PAGE_TOKEN_SECRET_KEY, secrets.token_hex(32), nx=True)
+        stored = await client.get(PAGE_TOKEN_SECRET_KEY) or b""
+        secret = stored.encode() if isinstance(stored, str) else stored
+    return hashlib.sha256(secret).digest()
+
+
+def _archive(settings: Settings, stack: contextlib.AsyncExitStack) -> MongoArchive | None:
+    if not settings.mongo_url:
+        log.warning(
+            "no MONGO_URL: running hot-only, without an archive; decayed memories stay in Redis"
+        )
+        return None
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    stack.push_async_callback(mongo.close)
+    return MongoArchive(mongo, settings.archive_database, settings.archive_write_concern)
+
+
+def _summarizer(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatSummarizer | None:
+    if not settings.summarizer_url:
+        return None
+    key = settings.summarizer_api_key
+    summarizer = ChatSummarizer(
+        settings.summarizer_url,
+        settings.summarizer_model,
+        key.get_secret_value() if key else None,
+        settings.summarizer_timeout_s,
+    )
+    stack.push_async_callback(summarizer.aclose)
+    return summarizer
+
+
+async def build(
+    settings: Settings,
+    client: aioredis.Redis,
+    batcher: MicroBatcher,
+    vector_space: str,
+    stack: contextlib.AsyncExitStack,
+) -> Parts:
+    """Every part, its indexes and consumer groups ensured; closers go on `stack`."""
+    archive = _archive(settings, stack)
+    archived = archive is not None
+    memory_store = RedisMemoryStore(
+        client,
+        index_name=settings.index_name,
+        dimension=batcher.embedder.dimension,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construction=settings.hnsw_ef_construction,
+        hnsw_ef_runtime=settings.hnsw_ef_runtime,
+        vector_type=settings.vector_type,
+        archived=archived,
+    )
+    await memory_store.ensure_index()
+    episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
+    episode_index = EpisodeIndex(
+        client,
+        episode_log,
+        batcher,
+        index_name=f"{settings.index_name}-episodes",
+        batch=settings.episode_index_batch,
+    )
+    await episode_index.ensure()
+    documents = DocumentStore(
+        client,
+        working_ttl_s=settings.working_ttl_s,
+        checkpoint_ttl_s=settings.checkpoint_ttl_s,
+        max_messages=settings.max_session_messages,
+        max_checkpoints=settings.max_checkpoints,
+        # What the largest response may carry, less room for the rest of it.
+        max_session_bytes=settings.max_message_bytes - 64 * 1024,
+        archived=archived,
+    )
+    access = AccessRecorder(memory_store)
+    bank = MemoryBank(
+        memory_store, batcher, settings, access, archive, _summarizer(settings, stack)
+    )
+    await bank.claim_vector_space(vector_space)
+    archiver = None
+    if archive is not None:
+        archiver = Archiver(client, archive, batch=settings.archive_batch)
+        await archiver.ensure()
+    maintenance = Maintenance(
+        client,
+        memory_store,
+        archive,
+        LifecyclePolicy(
+            promote_accesses=settings.promote_accesses,
+            promote_importance=settings.promote_importance,
+            decay_half_life_s=settings.decay_half_life_s,
+            evict_below=settings.decay_evict_below,
+        ),
+        batch=settings.maintenance_batch,
+        interval_s=settings.maintenance_interval_s,
+        episodes=(episode_log, episode_index),
+        episode_retention_s=settings.episode_retention_s,
+        access=access,
+    )
+    tokens = PageTokens(await page_token_key(client, settings))
+    tails = EpisodeTails(episode_log)  # one shared reader per tenant for all subscribers
+    episodes = EpisodeServicer(episode_log, episode_index, tails, bank, tokens, settings)
+    memories = MemoryServicer(
+        bank,
+        documents,
+        RequestLog(client, settings.request_id_ttl_s),
+        tokens,
+        settings,
+        episodes.episode_stats,
+    )
+    interceptor = AccessInterceptor(
+        ApiKeys(client) if settings.require_api_keys else None,
+        default_tenant=settings.default_tenant,
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+        max_streams=settings.max_streams_per_tenant,
+        key_cache_s=settings.api_key_cache_s,
+        write_guard=(
+            DiskGuard(settings.data_dir, int(settings.min_free_disk_mb * 2**20)).check
+            if settings.redis_url is None and settings.min_free_disk_mb > 0
+            else None
+        ),
+    )
+    return Parts(
+        memory_store,
+        episode_log,
+        episode_index,
+        bank,
+        access,
+        archiver,
+        maintenance,
+        memories,
+        episodes,
+        interceptor,
+    )
