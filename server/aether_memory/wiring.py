@@ -28,6 +28,7 @@ from .domain.paging import PageTokens
 from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
+from .service.idempotency import Idempotent
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
@@ -172,7 +173,7 @@ async def build(
     memories = MemoryServicer(
         bank,
         documents,
-        RequestLog(client, settings.request_id_ttl_s),
+        Idempotent(RequestLog(client, settings.request_id_ttl_s)),
         tokens,
         settings,
         episodes.episode_stats,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -18,14 +17,14 @@ from aether.memory.v1 import (
 )
 from google.protobuf.message import Message
 
-from ..domain.errors import InvalidField, NotFound, RequestIdReused, TooLarge
+from ..domain.errors import InvalidField, NotFound, TooLarge
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
 from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
+from ..service.idempotency import Idempotent
 from ..settings import Settings
 from ..stores.redis.documents import DocumentStore
-from ..stores.redis.idempotency import RequestLog
 from ..stores.redis.keys import TenantKeys
 from ..telemetry import instruments
 from . import convert as c
@@ -47,75 +46,25 @@ RERANK_CHOICES = {
 }
 
 
-def _fingerprint(request: Message) -> bytes:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-
-
 class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     def __init__(
         self,
         bank: MemoryBank,
         documents: DocumentStore,
-        requests: RequestLog,
+        idempotent: Idempotent,
         page_tokens: PageTokens,
         settings: Settings,
         episode_stats: Callable[[TenantKeys, str], Awaitable[agent_state_pb2.EpisodeStats]],
     ) -> None:
         self._bank = bank
         self._docs = documents
-        self._requests = requests
+        self._idempotent = idempotent
         self._tokens = page_tokens
         self._settings = settings
         self._episode_stats = episode_stats
 
     def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
         return tenant_keys(context, self._settings.default_tenant)
-
-    async def _once(
-        self,
-        keys: TenantKeys,
-        method: str,
-        request: Message,
-        request_id: str,
-        response_type: type[M],
-        compute: Callable[[], Awaitable[M]],
-    ) -> M:
-        """Run `compute` at most once per request_id (AIP-155); without one, just run it."""
-        if not request_id:
-            return await compute()
-        fingerprint = self._claimable(request_id, request, "request_id")
-        stored = await self._requests.claim(keys, method, request_id, fingerprint)
-        if stored is not None:
-            return response_type.FromString(stored)
-        return await self._run_claimed(keys, method, request_id, fingerprint, compute)
-
-    @staticmethod
-    def _claimable(request_id: str, request: Message, field: str) -> bytes:
-        if len(request_id) > 36 or not request_id.isascii():
-            raise InvalidField.one(field, "must be at most 36 ASCII characters")
-        return _fingerprint(request)
-
-    async def _run_claimed(
-        self,
-        keys: TenantKeys,
-        method: str,
-        request_id: str,
-        fingerprint: bytes,
-        compute: Callable[[], Awaitable[M]],
-    ) -> M:
-        """Compute the response of a claimed request_id and keep it, or give the claim back."""
-        try:
-            response = await compute()
-        except BaseException:
-            await asyncio.shield(self._requests.release(keys, method, request_id, fingerprint))
-            raise
-        # Shielded: a caller gone now must not leave the claim pending (its retry would wait).
-        await asyncio.shield(
-            self._requests.remember(
-                keys, method, request_id, fingerprint, response.SerializeToString()
-            )
-        )
-        return response
 
     # ---- long-term memory -----------------------------------------------------------------
 
@@ -135,7 +84,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def _store_one(
         self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
     ) -> memory_service_pb2.StoreMemoryResponse:
-        return await self._once(
+        return await self._idempotent.once(
             keys,
             "StoreMemory",
             request,
@@ -179,7 +128,15 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     f"must have {self._bank.dimension} values, not {len(r.memory.embedding)}",
                 )
         v.raise_if_any()  # atomic validation: nothing is stored when any item is invalid
-        replies = await self._claim_batch(keys, request)
+        replies = await self._idempotent.claim_all(
+            keys,
+            "StoreMemory",
+            [
+                (r.request_id, r, f"requests[{i}].request_id")
+                for i, r in enumerate(request.requests)
+            ],
+            memory_service_pb2.StoreMemoryResponse,
+        )
         responses: list[memory_service_pb2.StoreMemoryResponse] = []
         try:
             for r, draft, reply in zip(request.requests, drafts, replies, strict=True):
@@ -189,51 +146,16 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     responses.append(await self._store_one(keys, r, draft))
                 else:  # claimed here: store, then keep the response for the id
                     responses.append(
-                        await self._run_claimed(
+                        await self._idempotent.run_claimed(
                             keys, "StoreMemory", r.request_id, reply, self._storing(keys, r, draft)
                         )
                     )
         except BaseException:  # cancelled or failed midway: the items not run give back their ids
             for r, reply in list(zip(request.requests, replies, strict=True))[len(responses) + 1 :]:
                 if isinstance(reply, bytes):
-                    await asyncio.shield(
-                        self._requests.release(keys, "StoreMemory", r.request_id, reply)
-                    )
+                    await self._idempotent.give_back(keys, "StoreMemory", r.request_id, reply)
             raise
         return memory_service_pb2.BatchStoreMemoriesResponse(responses=responses)
-
-    async def _claim_batch(
-        self, keys: TenantKeys, request: memory_service_pb2.BatchStoreMemoriesRequest
-    ) -> list[memory_service_pb2.StoreMemoryResponse | bytes | None]:
-        """Claim every item's request_id before anything is stored: per item its stored
-        response, its claim's fingerprint, or None (no request_id). A reused id refuses the
-        whole batch and gives back the claims taken; an id twice in the batch is one request."""
-        replies: list[memory_service_pb2.StoreMemoryResponse | bytes | None] = []
-        claimed: dict[str, bytes] = {}
-        try:
-            for i, r in enumerate(request.requests):
-                if not r.request_id:
-                    replies.append(None)
-                    continue
-                fingerprint = self._claimable(r.request_id, r, f"requests[{i}].request_id")
-                if r.request_id in claimed:
-                    if claimed[r.request_id] != fingerprint:
-                        raise RequestIdReused(r.request_id)
-                    replies.append(None)  # the same store again: dedup answers it
-                    continue
-                stored = await self._requests.claim(keys, "StoreMemory", r.request_id, fingerprint)
-                if stored is None:
-                    claimed[r.request_id] = fingerprint
-                    replies.append(fingerprint)
-                else:
-                    replies.append(memory_service_pb2.StoreMemoryResponse.FromString(stored))
-        except BaseException:
-            for request_id, fingerprint in claimed.items():
-                await asyncio.shield(
-                    self._requests.release(keys, "StoreMemory", request_id, fingerprint)
-                )
-            raise
-        return replies
 
     @mapped
     async def GetMemory(
@@ -382,7 +304,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 memory=c.memory_to_proto(memory, full=False)
             )
 
-        return await self._once(
+        return await self._idempotent.once(
             keys,
             "UpdateMemory",
             request,
@@ -419,7 +341,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             forgotten = await self._bank.forget(keys, request.agent_id, ids, flt, request.cascade)
             return memory_service_pb2.ForgetMemoriesResponse(forgotten_ids=forgotten)
 
-        return await self._once(
+        return await self._idempotent.once(
             keys,
             "ForgetMemories",
             request,
@@ -450,7 +372,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 summary=c.memory_to_proto(summary, full=False), source_ids=sources
             )
 
-        return await self._once(
+        return await self._idempotent.once(
             keys,
             "SummarizeMemories",
             request,
