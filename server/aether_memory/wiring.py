@@ -29,6 +29,7 @@ from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
 from .service.idempotency import Idempotent
+from .service.tool_cache import ToolCache
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
@@ -174,6 +175,7 @@ async def build(
         bank,
         documents,
         Idempotent(RequestLog(client, settings.request_id_ttl_s)),
+        ToolCache(documents, settings.tool_cache_ttl_s),
         tokens,
         settings,
         episodes.episode_stats,

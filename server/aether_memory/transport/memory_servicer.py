@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,10 +21,10 @@ from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
 from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
 from ..service.idempotency import Idempotent
+from ..service.tool_cache import ToolCache
 from ..settings import Settings
 from ..stores.redis.documents import DocumentStore
 from ..stores.redis.keys import TenantKeys
-from ..telemetry import instruments
 from . import convert as c
 from .access import may_write
 from .errors import mapped
@@ -52,6 +50,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         bank: MemoryBank,
         documents: DocumentStore,
         idempotent: Idempotent,
+        tools: ToolCache,
         page_tokens: PageTokens,
         settings: Settings,
         episode_stats: Callable[[TenantKeys, str], Awaitable[agent_state_pb2.EpisodeStats]],
@@ -59,6 +58,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self._bank = bank
         self._docs = documents
         self._idempotent = idempotent
+        self._tools = tools
         self._tokens = page_tokens
         self._settings = settings
         self._episode_stats = episode_stats
@@ -520,11 +520,6 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
 
     # ---- tool cache ------------------------------------------------------------------------
 
-    @staticmethod
-    def _tool_digest(tool_name: str, arguments: dict[str, object]) -> str:
-        canonical = json.dumps([tool_name, arguments], sort_keys=True, separators=(",", ":"))
-        return hashlib.blake2b(canonical.encode(), digest_size=20).hexdigest()
-
     def _tool_result(self, doc: dict[str, object]) -> agent_state_pb2.ToolResult:
         return agent_state_pb2.ToolResult(
             tool_name=str(doc["tool_name"]),
@@ -542,11 +537,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v = c.Violations()
         v.identifier("tool_name", request.tool_name, required=True)
         v.raise_if_any()
-        digest = self._tool_digest(request.tool_name, c.struct_to_dict(request.arguments))
-        doc = await self._docs.get_tool_result(keys, digest)
-        instruments().cache_lookups.add(
-            1, {"aether.cache": "tool", "aether.cache.result": "miss" if doc is None else "hit"}
-        )
+        doc = await self._tools.get(keys, request.tool_name, c.struct_to_dict(request.arguments))
         if doc is None:
             return memory_service_pb2.GetToolResultResponse(hit=False)
         return memory_service_pb2.GetToolResultResponse(
@@ -563,21 +554,17 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.identifier("tool_result.tool_name", entry.tool_name, required=True)
         c.check_struct_size("tool_result.result", entry.result, MAX_TOOL_RESULT_BYTES)
         c.check_struct_size("tool_result.arguments", entry.arguments, c.MAX_METADATA_BYTES)
-        ttl = float(self._settings.tool_cache_ttl_s)
+        ttl = None
         if request.HasField("ttl"):
             ttl = request.ttl.ToTimedelta().total_seconds()
             if not 1 <= ttl <= 7 * 24 * 3600:
                 v.add("ttl", "must be between 1 s and 7 days")
         v.raise_if_any()
-        arguments = c.struct_to_dict(entry.arguments)
-        doc = await self._docs.put_tool_result(
+        doc = await self._tools.put(
             keys,
-            self._tool_digest(entry.tool_name, arguments),
-            {
-                "tool_name": entry.tool_name,
-                "arguments": arguments,
-                "result": c.struct_to_dict(entry.result),
-            },
+            entry.tool_name,
+            c.struct_to_dict(entry.arguments),
+            c.struct_to_dict(entry.result),
             ttl,
         )
         return memory_service_pb2.PutToolResultResponse(tool_result=self._tool_result(doc))
