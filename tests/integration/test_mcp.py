@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from aether_memory.app import Running
 from aether_memory_client import tools
 
 mcp = pytest.importorskip("mcp")
+EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples"
 
 
 def text_of(result: Any) -> str:
@@ -166,3 +168,27 @@ async def test_the_streamable_http_transport_serves_the_same_tools(service: Runn
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_the_example_agents_of_each_tool_interface_run(service: Running) -> None:
+    """clients/python/examples: the MCP host and the function-calling loop, as users run them."""
+    examples = EXAMPLES
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AETHER_", "OPENAI_"))}
+    outputs = {}
+    for script in ("mcp_agent.py", "tool_loop.py"):
+        tenant = f"ex-{uuid.uuid4().hex[:8]}"
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, str(examples / script), "--target", service.address),
+            *("--tenant", tenant),
+            env=clean,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, out.decode()
+        outputs[script] = out.decode()
+    assert f"{len(tools.catalog())} tools" in outputs["mcp_agent.py"]
+    assert "found: The user is allergic to peanuts." in outputs["mcp_agent.py"]
+    loop = outputs["tool_loop.py"].splitlines()
+    assert "allergic to peanuts" in loop[1]  # the search found what the first call stored
+    assert "INVALID_ARGUMENT: importance" in loop[2]  # the bad call's error names the argument
