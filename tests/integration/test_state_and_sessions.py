@@ -4,6 +4,8 @@ standard health and reflection services."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from unittest.mock import ANY
 
 import grpc
 import pytest
@@ -11,6 +13,11 @@ from aether.memory.v1 import agent_state_pb2, memory_service_pb2, working_memory
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aether_memory.app import Running
+from aether_memory.domain.errors import TooLarge
+from aether_memory.stores.redis.documents import DocumentStore
+from aether_memory.stores.redis.keys import TenantKeys
 
 from .conftest import Client, failure
 from .test_memory_service import store
@@ -282,3 +289,33 @@ async def test_an_append_no_response_could_carry_is_refused_and_the_session_stil
         memory_service_pb2.GetWorkingMemoryRequest(session_id="big"), metadata=client.md
     )
     assert got.session.revision == 1 and len(got.session.messages) == 100  # nothing was saved
+
+
+async def test_the_append_script_trims_counts_sets_the_agent_and_refuses_whole(
+    service: Running,
+) -> None:
+    """The session append script against real Redis, with small limits."""
+    docs = DocumentStore(
+        service.redis,
+        working_ttl_s=60,
+        checkpoint_ttl_s=60,
+        max_messages=3,
+        max_checkpoints=3,
+        max_session_bytes=1500,
+    )
+    keys = TenantKeys(f"t-{uuid.uuid4().hex[:10]}")
+    first = await docs.append_session(keys, "s", "", [{"role": "user", "content": "m0"}])
+    assert (first["revision"], first["agent_id"], len(first["messages"])) == (1, "", 1)
+    said = [{"role": "user", "content": f"m{i}", "metadata": {"i": i}} for i in range(1, 5)]
+    trimmed = await docs.append_session(keys, "s", "planner", said)
+    assert [m["content"] for m in trimmed["messages"]] == ["m2", "m3", "m4"]  # the newest 3
+    assert (trimmed["revision"], trimmed["agent_id"]) == (2, "planner")  # set once it had none
+    again = await docs.append_session(keys, "s", "someone-else", [{"role": "a", "content": "é 🙂"}])
+    assert again["agent_id"] == "planner" and again["messages"][-1]["content"] == "é 🙂"
+    assert 55 <= await service.redis.ttl(keys.session("s")) <= 60
+    with pytest.raises(TooLarge):
+        await docs.append_session(keys, "s", "", [{"role": "user", "content": "x" * 2000}])
+    assert await docs.get_session(keys, "s") == {**again, "expire_time": ANY}  # unchanged
+    with pytest.raises(TooLarge):
+        await docs.append_session(keys, "new", "", [{"role": "user", "content": "x" * 2000}])
+    assert not await service.redis.exists(keys.session("new"))  # not even created

@@ -329,20 +329,22 @@ def message_to_doc(message: working_memory_pb2.ContextMessage) -> dict[str, Any]
 
 
 def session_to_proto(doc: dict[str, Any]) -> working_memory_pb2.Session:
-    return working_memory_pb2.Session(
+    session = working_memory_pb2.Session(
         session_id=doc["session_id"],
         agent_id=doc.get("agent_id", ""),
-        messages=[
-            working_memory_pb2.ContextMessage(
-                role=m["role"],
-                content=m["content"],
-                metadata=dict_to_struct(m.get("metadata")),
-                create_time=timestamp_us(m.get("create_time")),
-            )
-            for m in doc.get("messages", [])
-        ],
         state=dict_to_struct(doc.get("state")),
         revision=int(doc.get("revision", 0)),
         update_time=timestamp_us(doc.get("update_time")),
         expire_time=timestamp_us(doc.get("expire_time")),
     )
+    # Built in place: a session holds up to 1000 messages, and a Struct and a Timestamp made
+    # apart and copied in cost twice as much (AppendWorkingMemory answers with all of them).
+    add = session.messages.add
+    for m in doc.get("messages", []):
+        message = add(role=m["role"], content=m["content"])
+        message.metadata.SetInParent()  # present even when empty
+        if m.get("metadata"):
+            message.metadata.update(m["metadata"])
+        if m.get("create_time"):
+            message.create_time.FromMicroseconds(int(m["create_time"]))
+    return session
