@@ -114,3 +114,13 @@ class TooManyStreams(DomainError):
 
 class StorageFull(DomainError):
     """The hot store cannot take writes now (its disk is nearly full); reads still work."""
+
+
+class BackendUnavailable(DomainError):
+    """A store the call needs did not answer (connection lost, timed out); nothing was changed
+    that the caller must know of, and the call may be retried."""
+
+    def __init__(self, backend: str, retry_after_ms: int) -> None:
+        super().__init__(f"the {backend} is unreachable; retry")
+        self.backend = backend
+        self.retry_after_ms = retry_after_ms

@@ -12,19 +12,10 @@ from aether.memory.v1 import error_reason_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from pymongo.errors import ConnectionFailure as MongoConnectionFailure
-from pymongo.errors import ExecutionTimeout as MongoExecutionTimeout
-from pymongo.errors import PyMongoError
-from pymongo.errors import WTimeoutError as MongoWriteTimeout
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
-from redis.exceptions import RedisError
-from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redisvl.exceptions import RedisVLError
 
 from ..archive.mongo import within
 from ..domain.errors import (
+    BackendUnavailable,
     Conflict,
     CursorExpired,
     DimensionMismatch,
@@ -43,6 +34,7 @@ from ..domain.errors import (
     TooManyStreams,
     Unauthenticated,
 )
+from ..stores.backend_errors import archive_timed_out, as_domain
 from .convert import check_request
 
 DOMAIN = "memory.aether"
@@ -91,10 +83,10 @@ def bad_request(
 
 def status_for(error: BaseException) -> status_pb2.Status:
     """The status a caller sees for an exception; unknown exceptions become a generic INTERNAL."""
+    translated = as_domain(error)  # a backend's own exception, as what it means
+    if translated is not None:
+        return status_for(translated)
     match error:
-        case RedisVLError() if isinstance(error.__cause__, RedisError):
-            # redisvl wraps what Redis said ("Error while searching: ..."): answer for that.
-            return status_for(error.__cause__)
         case InvalidField():
             return bad_request(error.violations)
         case InvalidPageToken():
@@ -155,27 +147,12 @@ def status_for(error: BaseException) -> status_pb2.Status:
             return _retry_after(code_pb2.ABORTED, str(error), "CONFLICT", 50)
         case ShuttingDown():
             return _retry_after(code_pb2.UNAVAILABLE, str(error), "SHUTTING_DOWN", 1000)
-        case RedisConnectionError() | RedisTimeoutError():
+        case BackendUnavailable():
             return _retry_after(
-                code_pb2.UNAVAILABLE,
-                "the hot store is unreachable; retry",
-                "BACKEND_UNAVAILABLE",
-                500,
-            )
-        case MongoConnectionFailure() | MongoExecutionTimeout() | MongoWriteTimeout():
-            # Reads that need the archive (rehydration, forgetting archived memories) read it
-            # before they change anything, so a refused call changed nothing.
-            return _retry_after(
-                code_pb2.UNAVAILABLE, "the archive is unreachable; retry", "BACKEND_UNAVAILABLE"
+                code_pb2.UNAVAILABLE, str(error), "BACKEND_UNAVAILABLE", error.retry_after_ms
             )
         case StorageFull():
             return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % str(error))
-        case RedisOutOfMemory():
-            return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % "at its memory limit")
-        case RedisResponseError() if str(error).startswith("MISCONF"):
-            return _retry_after(
-                code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % "unable to persist (a full disk?)"
-            )
         case Unauthenticated():
             return build_status(code_pb2.UNAUTHENTICATED, str(error), error.reason)
         case PermissionDenied():
@@ -252,8 +229,7 @@ def mapped(
 def _deadline_reached(error: Exception, context: grpc.aio.ServicerContext) -> bool:
     """An archive call that timed out because the caller's deadline ran out (`within`)."""
     remaining = context.time_remaining()
-    timed_out = isinstance(error, PyMongoError) and error.timeout
-    return bool(timed_out) and remaining is not None and remaining < 0.05
+    return archive_timed_out(error) and remaining is not None and remaining < 0.05
 
 
 def mapped_stream(
