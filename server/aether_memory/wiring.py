@@ -29,6 +29,7 @@ from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
 from .service.idempotency import Idempotent
+from .service.self_model import SelfModel
 from .service.tool_cache import ToolCache
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys
@@ -178,7 +179,7 @@ async def build(
         ToolCache(documents, settings.tool_cache_ttl_s),
         tokens,
         settings,
-        episodes.episode_stats,
+        SelfModel(bank, documents, episode_log),
     )
     interceptor = AccessInterceptor(
         ApiKeys(client) if settings.require_api_keys else None,

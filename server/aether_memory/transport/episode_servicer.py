@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 from aether.memory.v1 import (
-    agent_state_pb2,
     episode_pb2,
     episode_service_pb2,
     episode_service_pb2_grpc,
@@ -40,7 +39,6 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 8192
 MAX_SEQ = 18446744073709551615
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-STATS_WINDOW = 1000
 EPISODE_TYPES = frozenset(episode_pb2.EpisodeType.values()) - {0}
 EPISODE_OUTCOMES = frozenset(episode_pb2.EpisodeOutcome.values())
 
@@ -460,23 +458,3 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         if len(hits) > offset + size:
             response.next_page_token = self._tokens.encode(fingerprint, offset + size)
         return response
-
-    async def episode_stats(self, keys: TenantKeys, agent_id: str) -> agent_state_pb2.EpisodeStats:
-        """Outcomes of the agent's episodes among the tenant's most recent ones."""
-        entries = await self._log.recent(keys, STATS_WINDOW)
-        mine = [e for e in entries if e.agent_id == agent_id]
-        stats = agent_state_pb2.EpisodeStats(
-            total=len(mine),
-            succeeded=sum(e.outcome == "success" for e in mine),
-            failed=sum(e.outcome == "failure" for e in mine),
-        )
-        latencies = []
-        for entry in mine:
-            episode = episode_pb2.Episode.FromString(entry.body)
-            if episode.HasField("latency"):
-                latencies.append(episode.latency.ToNanoseconds())
-        if latencies:
-            stats.mean_latency.FromNanoseconds(sum(latencies) // len(latencies))
-        if mine:
-            stats.window_start_time.FromMilliseconds(int(mine[-1].stream_id.split("-")[0]))
-        return stats

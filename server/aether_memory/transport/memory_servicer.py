@@ -21,6 +21,7 @@ from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
 from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
 from ..service.idempotency import Idempotent
+from ..service.self_model import SelfModel
 from ..service.tool_cache import ToolCache
 from ..settings import Settings
 from ..stores.redis.documents import DocumentStore
@@ -53,7 +54,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         tools: ToolCache,
         page_tokens: PageTokens,
         settings: Settings,
-        episode_stats: Callable[[TenantKeys, str], Awaitable[agent_state_pb2.EpisodeStats]],
+        self_model: SelfModel,
     ) -> None:
         self._bank = bank
         self._docs = documents
@@ -61,7 +62,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self._tools = tools
         self._tokens = page_tokens
         self._settings = settings
-        self._episode_stats = episode_stats
+        self._self_model = self_model
 
     def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
         return tenant_keys(context, self._settings.default_tenant)
@@ -631,32 +632,30 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         if not 0 <= request.max_memories <= 50:
             v.add("max_memories", "must be between 0 and 50")
         v.raise_if_any()
+        described = await self._self_model.describe(
+            keys, request.agent_id, request.topic, request.max_memories, record_access=may_write()
+        )
         response = memory_service_pb2.DescribeSelfResponse()
-        if request.topic.strip():
-            results, _ = await self._bank.search(
-                keys,
-                SearchRequest(
-                    filter=MemoryFilter(agent_id=request.agent_id),
-                    query=request.topic,
-                    query_vector=None,
-                    use_vector=True,
-                    use_keywords=True,
-                    weights=Weights(),
-                    offset=0,
-                    limit=request.max_memories or 5,
-                    record_access=may_write(),
-                ),
+        for r in described.memories:
+            response.memories.add(
+                memory=c.memory_to_proto(r.memory, full=False), score=r.candidate.score
             )
-            for r in results:
-                response.memories.add(
-                    memory=c.memory_to_proto(r.memory, full=False), score=r.candidate.score
-                )
-        for tier, kind, count in await self._bank.counts(keys, request.agent_id):
+        for tier, kind, count in described.counts:
             response.memory_counts.add(
                 tier=c.TIER_TO_PROTO[tier], type=c.TYPE_TO_PROTO[kind], count=count
             )
-        response.episode_stats.CopyFrom(await self._episode_stats(keys, request.agent_id))
-        doc = await self._docs.get_agent_state(keys, request.agent_id)
-        if doc is not None:
-            response.agent_state.CopyFrom(self._agent_state(doc))
+        outcomes = described.outcomes
+        stats = response.episode_stats
+        stats.SetInParent()  # present even for an agent with no episodes
+        stats.total, stats.succeeded, stats.failed = (
+            outcomes.total,
+            outcomes.succeeded,
+            outcomes.failed,
+        )
+        if outcomes.mean_latency_ns is not None:
+            stats.mean_latency.FromNanoseconds(outcomes.mean_latency_ns)
+        if outcomes.window_start_ms is not None:
+            stats.window_start_time.FromMilliseconds(outcomes.window_start_ms)
+        if described.state is not None:
+            response.agent_state.CopyFrom(self._agent_state(described.state))
         return response
