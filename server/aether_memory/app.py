@@ -91,7 +91,7 @@ async def _watch_health(
             await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)
 
 
-def _claim_port(host: str, port: int) -> None:
+def claim_port(host: str, port: int) -> None:
     """Fail at once, with the port's name, when something already listens on it."""
     if port == 0:
         return
@@ -150,7 +150,8 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 "AETHER_REQUIRE_API_KEYS=true (keys: `aether-memory keys create`) or bind loopback"
             )
         log.warning("API keys are not required: serving on loopback only (%s)", settings.host)
-    _claim_port(settings.host, settings.port)  # a clash fails before anything starts
+    if not settings.share_port:  # `serve --workers` claimed it for all its workers
+        claim_port(settings.host, settings.port)  # a clash fails before anything starts
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url is None:
             stack.enter_context(data_dir_lock(settings.data_dir))
@@ -195,7 +196,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
                 ("grpc.http2.max_pings_without_data", 0),
                 # gRPC shares a port between processes by default (SO_REUSEPORT): a second
                 # server would take half the calls to another data set.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(settings.share_port)),
             ],
         )
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(parts.memories, server)

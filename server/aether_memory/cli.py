@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -80,6 +81,83 @@ async def _serve(settings: Settings) -> None:
         print(f"aether-memory: serving on {running.address}", flush=True)
         await stop.wait()
         print("aether-memory: draining and shutting down", flush=True)
+
+
+async def _serve_workers(settings: Settings, workers: int) -> int:
+    """`serve --workers N`: N server processes on one port (SO_REUSEPORT) and one Redis. The
+    parent claims the port, holds the data directory and runs the embedded Redis (when no
+    AETHER_REDIS_URL), restarts a worker that dies, and on SIGINT/SIGTERM stops the workers
+    (each drains its calls) before Redis."""
+    from .app import claim_port
+    from .domain.errors import StartupError
+    from .stores.redis.embedded import data_dir_lock, embedded_redis
+
+    if settings.port == 0:
+        raise StartupError("--workers needs a fixed port (AETHER_PORT), not 0")
+    claim_port(settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = settings.redis_url
+        if redis_url is None:
+            stack.enter_context(data_dir_lock(settings.data_dir))
+            redis_url = await stack.enter_async_context(
+                embedded_redis(
+                    settings.data_dir, settings.embedded_redis_port, settings.embedded_redis_fsync
+                )
+            )
+            url_file = settings.data_dir / "redis.url"  # for `keys` and `status`
+            url_file.write_text(redis_url + "\n")
+            stack.callback(url_file.unlink, missing_ok=True)
+        env = {
+            **os.environ,
+            "AETHER_REDIS_URL": redis_url,
+            "AETHER_SHARE_PORT": "true",
+            "AETHER_WORKERS": "1",
+        }
+
+        async def start() -> asyncio.subprocess.Process:
+            # Their own session: Ctrl-C reaches the parent, which stops them in order.
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aether_memory", "serve", env=env, start_new_session=True
+            )
+
+        running = [await start() for _ in range(workers)]
+        print(f"aether-memory: {workers} workers on port {settings.port}", flush=True)
+        while not stop.is_set():
+            waits = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(running)}
+            stopped = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([*waits, stopped], return_when=asyncio.FIRST_COMPLETED)
+            for future in waits:
+                future.cancel()
+            if stop.is_set():
+                stopped.cancel()
+                break
+            stopped.cancel()
+            for future in done:
+                i = waits[future]
+                print(
+                    f"aether-memory: worker {running[i].pid} exited with {running[i].returncode}; "
+                    "starting another",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                await asyncio.sleep(1.0)
+                running[i] = await start()
+        print("aether-memory: stopping the workers", flush=True)
+        for process in running:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        grace = settings.grace_s + 10
+        for process in running:
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    return 0
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -296,9 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    serve_cmd = sub.add_parser(
         "serve",
         help="run the service (embedded Redis and bundled model unless AETHER_* say otherwise)",
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes sharing the port and one Redis (default: AETHER_WORKERS, 1)",
     )
     helps = {
         "store": "store one memory (prints it as JSON)",
@@ -380,7 +464,10 @@ def main(argv: list[str] | None = None) -> int:
             pass
         from .domain.errors import StartupError
 
+        workers = args.workers or settings.workers
         try:
+            if workers > 1:
+                return asyncio.run(_serve_workers(settings, workers))
             asyncio.run(_serve(settings))
         except StartupError as error:
             print(f"aether-memory: {error}", file=sys.stderr)

@@ -34,6 +34,19 @@ class Settings(BaseSettings):
         description="Embedded Redis: refuse writes (RESOURCE_EXHAUSTED) below this much free "
         "disk under data_dir, before Redis fails its AOF write and exits; 0 turns it off.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes sharing the port and one Redis (`serve --workers N`); the embedded "
+            "Redis, when used, is started once by the parent."
+        ),
+    )
+    share_port: bool = Field(
+        False,
+        description="Bind the port with SO_REUSEPORT (set by `serve --workers` for its workers).",
+    )
     embedded_redis_port: int = Field(
         0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
     )

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -220,3 +221,104 @@ async def test_a_killed_embedded_redis_is_started_again_and_keeps_every_acked_wr
             memory_service_pb2.GetMemoryRequest(id=stored.memory.id), metadata=client.md
         )
         assert got.memory.content == "Acked before Redis died."
+
+
+async def test_workers_share_one_port_and_one_redis_and_a_dead_worker_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """`serve --workers 2`: two server processes on one port over one embedded Redis; what one
+    stored another finds; a killed worker is started again; SIGTERM stops workers, then Redis."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
+    parent = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "aether_memory", "serve", "--workers", "2"),
+        env={**clean, "AETHER_DATA_DIR": str(tmp_path), "AETHER_PORT": str(port)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        workers: list[int] = []
+        for _ in range(100):
+            workers = await _children(parent.pid)
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(workers) == 2, workers
+        await _serving(address)
+        for _ in range(300):
+            if await _listeners(port) == 2:  # one socket each, on the one port
+                break
+            await asyncio.sleep(0.1)
+        assert await _listeners(port) == 2
+        md = (("aether-tenant", "workers"),)
+        await _serving(address)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stored = await new_client(channel).memory.StoreMemory(
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="me", content="I am allergic to peanuts")
+                ),
+                metadata=md,
+            )
+        found = set()
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            async with grpc.aio.insecure_channel(address) as channel:
+                reply = await new_client(channel).memory.GetMemory(
+                    memory_service_pb2.GetMemoryRequest(id=stored.memory.id), metadata=md
+                )
+                found.add(reply.memory.content)
+        assert found == {"I am allergic to peanuts"}
+        os.kill(workers[0], signal.SIGKILL)
+        for _ in range(100):
+            replaced = await _children(parent.pid)
+            if len(replaced) == 2 and workers[0] not in replaced:
+                break
+            await asyncio.sleep(0.1)
+        assert len(replaced) == 2 and workers[0] not in replaced, replaced
+        await _serving(address)
+        for _ in range(300):  # until the new worker listens beside the other
+            if await _listeners(port) == 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(parent.communicate(), 60)
+    text = out.decode()
+    assert parent.returncode == 0, text
+    assert text.count("aether-memory: serving on") == 3  # 2, then the one started again
+    assert "starting another" in text
+    assert text.index("stopping the workers") < text.rindex("draining and shutting down")
+    with data_dir_lock(tmp_path):  # free: Redis stopped with the parent
+        pass
+
+
+async def _serving(address: str, within_s: float = 60) -> None:
+    """Until a new connection's health check says SERVING (workers take a while to start)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                await wait_health(channel, health_pb2.HealthCheckResponse.SERVING, 5)
+                return
+        except grpc.aio.AioRpcError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _listeners(port: int) -> int:
+    """How many sockets listen on the port (one per worker, with SO_REUSEPORT)."""
+    found = await asyncio.create_subprocess_exec(
+        *("ss", "-Hltn", f"sport = :{port}"), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await found.communicate()
+    return len(out.splitlines())
+
+
+async def _children(pid: int) -> list[int]:
+    """The worker processes of a `serve --workers` parent (not its embedded Redis)."""
+    found = await asyncio.create_subprocess_exec(
+        *("pgrep", "-P", str(pid), "-f", "aether_memory serve"), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await found.communicate()
+    return [int(p) for p in out.split()]
