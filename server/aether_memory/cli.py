@@ -116,6 +116,7 @@ async def _serve_workers(settings: Settings, workers: int) -> int:
             "AETHER_REDIS_URL": redis_url,
             "AETHER_SHARE_PORT": "true",
             "AETHER_WORKERS": "1",
+            "AETHER_PARENT_RUNS_REDIS": str(settings.redis_url is None).lower(),
         }
 
         async def start() -> asyncio.subprocess.Process:

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         False,
         description="Bind the port with SO_REUSEPORT (set by `serve --workers` for its workers).",
     )
+    parent_runs_redis: bool = Field(
+        False,
+        description=(
+            "Set by `serve --workers` when it runs the embedded Redis in data_dir: its workers "
+            "then guard that disk's free space."
+        ),
+    )
     embedded_redis_port: int = Field(
         0, ge=0, le=65535, description="Embedded Redis port; 0 picks a free one."
     )

@@ -190,7 +190,8 @@ async def build(
         key_cache_s=settings.api_key_cache_s,
         write_guard=(
             DiskGuard(settings.data_dir, int(settings.min_free_disk_mb * 2**20)).check
-            if settings.redis_url is None and settings.min_free_disk_mb > 0
+            if (settings.redis_url is None or settings.parent_runs_redis)
+            and settings.min_free_disk_mb > 0
             else None
         ),
     )

@@ -245,6 +245,8 @@ async def test_workers_share_one_port_and_one_redis_and_a_dead_worker_is_replace
                 break
             await asyncio.sleep(0.1)
         assert len(workers) == 2, workers
+        environ = await asyncio.to_thread(Path(f"/proc/{workers[0]}/environ").read_bytes)
+        assert b"AETHER_PARENT_RUNS_REDIS=true" in environ.split(b"\0")  # it guards the disk
         await _serving(address)
         for _ in range(300):
             if await _listeners(port) == 2:  # one socket each, on the one port
