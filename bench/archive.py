@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -37,11 +36,11 @@ from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
+from bench.output import publish
 
 from .servers import ferretdb
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DIM = 384
 rng = np.random.default_rng(7)
 
@@ -202,9 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "archive.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "archive.md").write_text(report(result))
+    publish("archive", result, report(result))
     print(report(result))
 
 

@@ -32,9 +32,9 @@ import onnxruntime as ort
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.runtime import Embedder
+from bench.output import publish
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 LOCOMO = ROOT.parent / "shared" / "data" / "locomo-dev"
 
 
@@ -225,9 +225,7 @@ def main() -> None:
         "seconds": args.seconds,
         "packs": [bench_pack(v, texts, args.seconds) for v in ("fp32", "int8")],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embeddings.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "embeddings.md").write_text(report(data))
+    publish("embeddings", data, report(data))
     print(report(data))
 
 

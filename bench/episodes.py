@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
 import statistics
@@ -40,11 +39,11 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.stores.redis.embedded import embedded_redis
+from bench.output import publish
 
 from .servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 
 
 def make_episode(stream: int, n: int) -> episode_pb2.Episode:
@@ -416,11 +415,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"episodes-b{args.batch}{'-indexed' if args.index else ''}"
     name += "" if args.fsync == "always" else f"-{args.fsync}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(report(results))
+    publish(name, results, report(results))
     print(report(results))
 
 

@@ -39,11 +39,11 @@ import redis.asyncio as aioredis
 from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.runtime import Embedder
 from aether_memory.stores.redis.embedded import embedded_redis
+from bench.output import publish
 
 from .locomo import DATA, content_of, turns
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 EF_RUNTIMES = (10, 20, 40, 64, 100, 200)
 K = 10
 
@@ -217,9 +217,7 @@ def main() -> None:
     parser.add_argument("--types", type=lambda s: s.split(","), default=["FLOAT32", "FLOAT16"])
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hnsw.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "hnsw.md").write_text(report(result))
+    publish("hnsw", result, report(result))
     print(report(result))
 
 

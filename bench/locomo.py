@@ -54,10 +54,10 @@ from aether_memory.domain.scoring import Weights
 from aether_memory.memories import RERANK_MODEL, SearchRequest
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
+from bench.output import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "locomo-dev"
-RESULTS = ROOT / "bench" / "results"
 KS = (5, 10, 25)
 AGENT = "locomo"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -481,9 +481,7 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
     name = "locomo" if variant == "int8" else f"locomo-{variant}"
     if ENCODER != "all-minilm-l6-v2":
         name = f"{name}-{ENCODER}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(report(result))
+    publish(name, result, report(result))
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -36,11 +35,11 @@ from aether_memory.domain.memory import MemoryFilter
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
+from bench.output import publish
 
 from .episodes import service
 from .load import TENANT, query_text, seed
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUERIES = 200
 FILTERS = {
     "tenant and agent (the service's filter)": " @tenant:{bench} @agent_id:{bench}",
@@ -142,9 +141,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     args = parser.parse_args()
     result = asyncio.run(run(args.size))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search-split.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "search-split.md").write_text(report(result))
+    publish("search-split", result, report(result))
     print(report(result))
 
 

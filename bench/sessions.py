@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -27,8 +26,8 @@ from aether.memory.v1 import working_memory_pb2 as W
 from aether_memory.app import serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
+from bench.output import publish
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LENGTHS = (10, 100, 500, 1000)
 TEXT = "A chat message of ordinary length, about twenty words, as an agent's session holds. " * 2
 TENANT = "bench"
@@ -104,9 +103,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     result = asyncio.run(measure(args.calls))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sessions.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "sessions.md").write_text(report(result))
+    publish("sessions", result, report(result))
     print(report(result))
 
 

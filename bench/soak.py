@@ -45,11 +45,11 @@ from aether.memory.v1 import (
 from google.protobuf.struct_pb2 import Struct
 from pymongo import AsyncMongoClient
 
+from .output import publish
 from .reliability import missing_memories, stored_events, wait_answering
 from .servers import FerretDB, free_port, service_env, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 TENANT = "soak"
 MD = (("aether-tenant", TENANT),)
 WORDS = tuple(
@@ -418,9 +418,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args.minutes, args.rate, Path(tmp)))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(report(result))
+    publish(args.out, result, report(result))
     print(report(result))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -41,10 +40,10 @@ from aether_memory.app import serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.telemetry import Telemetry
+from bench.output import publish
 
 from .episodes import make_episode, pct
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SINK = """
 import sys, grpc
 from concurrent import futures
@@ -225,9 +224,7 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.wait(10)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "telemetry.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "telemetry.md").write_text(report(summary))
+    publish("telemetry", summary, report(summary))
     print(report(summary))
 
 
