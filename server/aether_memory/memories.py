@@ -32,7 +32,7 @@ from .domain.errors import (
     StartupError,
 )
 from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
-from .domain.rerank import Facts, LinearModel, features, rerank
+from .domain.rerank import Facts, LinearModel, features, query_words, rerank
 from .domain.scoring import Candidate, Weights, fuse, rescore
 from .domain.temporal import DateCue, date_cues
 from .settings import Settings
@@ -89,10 +89,11 @@ class Retrieved:
     facts: dict[str, Facts]
     cosines: dict[str, float] = field(default_factory=dict)
     cues: list[DateCue] = field(default_factory=list)
+    named: frozenset[str] = frozenset()  # the query's words
 
     def features(self) -> npt.NDArray[np.float64]:
         """The re-ranker's feature rows, one per candidate (bench.locomo trains on these)."""
-        return features(self.candidates, self.cosines, self.facts, self.cues)
+        return features(self.candidates, self.cosines, self.facts, self.cues, self.named)
 
 
 def load_rerank_model(path: Path = RERANK_MODEL) -> LinearModel:
@@ -326,7 +327,14 @@ class MemoryBank:
             },
         ):
             if self._reranks(request):
-                rerank(found.candidates, self._reranker, found.cosines, found.facts, found.cues)
+                rerank(
+                    found.candidates,
+                    self._reranker,
+                    found.cosines,
+                    found.facts,
+                    found.cues,
+                    found.named,
+                )
             ranked = rescore(
                 found.candidates,
                 request.weights,
@@ -362,8 +370,8 @@ class MemoryBank:
     ) -> Retrieved:
         """Vector and keyword hits fused; with `expand` (what re-ranking needs), also the hits'
         session neighbours and every candidate's cosine similarity, from one more query."""
-        # Deeper lists do not help on LoCoMo (bench/results/locomo-sweep.md: recall@10 0.720 at
-        # 25 and 50 candidates, 0.715 at 100) and cost more to fetch and fuse.
+        # 50 candidates per method: every leave-one-conversation-out fold on LoCoMo chose 50
+        # over 25 on its training conversations (bench/results/locomo.md); 25 more cost ~5 ms.
         depth = min(MAX_SEARCH_DEPTH, max(self._search_depth, request.offset + request.limit + 1))
         # The keyword query needs no embedding: it runs while the query is being embedded.
         keyword = (
@@ -441,6 +449,7 @@ class MemoryBank:
                 found.facts[memory_id] = around.facts[memory_id]
         found.cosines = cosines
         found.cues = date_cues(request.query)
+        found.named = query_words(request.query)
 
     async def _many_memories(self, keys: TenantKeys, flt: MemoryFilter) -> bool:
         """Whether the KNN filter keeps a large set (the agent's memories, no narrower filter),

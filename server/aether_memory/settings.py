@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         "the query's words (a request's min_similarity wins); unset: no threshold.",
     )
     search_depth: int = Field(
-        25,
+        50,
         ge=1,
         le=1000,
         description="Minimum candidates each retrieval method gives the fusion (page end if more).",

@@ -160,6 +160,19 @@ async def test_a_date_in_the_question_prefers_memories_of_that_time(
     assert response.results[0].memory.id == (may.id if month == 5 else october.id)
 
 
+@pytest.mark.parametrize("asked", ["Melanie", "Caroline"])
+async def test_a_question_about_someone_prefers_what_they_said(
+    service: Running, client: Client, asked: str
+) -> None:
+    melanie = await store(client, "Melanie: Caroline, I took up pottery and painting.")
+    caroline = await store(client, "Caroline: Melanie, I took up pottery and painting too!")
+    speakers = await service.redis.hmget(TenantKeys(client.tenant).memory(melanie.id), ["speaker"])
+    assert speakers == [b"melanie"]
+    response = await search(client, f"What hobbies has {asked} taken up?", page_size=2)
+    # Both name both people and share their words: only who said it tells them apart.
+    assert response.results[0].memory.id == (melanie.id if asked == "Melanie" else caroline.id)
+
+
 async def test_the_index_records_its_model_and_refuses_another(service: Running) -> None:
     space = await service.memories._store.vector_space()
     assert space is not None and space.startswith("all-minilm-l6-v2/mean/53aa51172d142c89")

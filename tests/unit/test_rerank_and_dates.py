@@ -8,7 +8,15 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
-from aether_memory.domain.rerank import FEATURES, Facts, LinearModel, features, rerank
+from aether_memory.domain.rerank import (
+    FEATURES,
+    Facts,
+    LinearModel,
+    features,
+    query_words,
+    rerank,
+    speaker_of,
+)
 from aether_memory.domain.scoring import Candidate
 from aether_memory.domain.temporal import DateCue, date_cues
 from aether_memory.memories import load_rerank_model
@@ -101,6 +109,35 @@ def test_a_question_before_lifts_its_answer_and_unknown_facts_are_neutral() -> N
     # A memory stored before words were recorded scores as if it had the average length.
     unknown = model.probabilities(np.full((1, len(FEATURES)), np.nan))
     assert unknown[0] == pytest.approx(1 / (1 + math.exp(-model.bias)))
+
+
+@pytest.mark.parametrize(
+    ("content", "speaker"),
+    [
+        ("Melanie: I signed up for a pottery class", "melanie"),
+        ("Dr. Ana Ruiz: the scan is clear", "dr. ana ruiz"),
+        ("melanie: lower case is no name", None),
+        ("I said: this is no speaker", None),
+        ("Melanie:no space after the colon", None),
+        ("Jon went to Paris: a trip", None),  # more than three words before the colon
+    ],
+)
+def test_a_speaker_is_a_leading_name_and_colon(content: str, speaker: str | None) -> None:
+    assert speaker_of(content) == speaker
+
+
+def test_speaker_named_marks_memories_said_by_whom_the_query_names() -> None:
+    found = [_candidate(i, vector=0.5, keyword=1.0, v=1, k=1) for i in ("m", "c", "x")]
+    facts = {"m": Facts(speaker="melanie"), "c": Facts(speaker="caroline"), "x": Facts()}
+    named = query_words("What activities does Melanie's family enjoy?")
+    assert "melanie" in named and "melanie's" not in named
+    rows = features(found, {}, facts, [], named)
+    column = rows[:, FEATURES.index("speaker_named")]
+    assert column[:2].tolist() == [1.0, 0.0] and math.isnan(column[2])  # unknown: neutral
+    # The bundled model lifts what the named person said over what the other one said.
+    model = load_rerank_model()
+    rerank(found, model, {}, facts, [], named)
+    assert found[0].rerank > found[2].rerank > found[1].rerank
 
 
 def test_the_bundled_model_matches_this_version_and_bad_files_are_refused() -> None:

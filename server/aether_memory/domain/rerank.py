@@ -15,6 +15,7 @@ returned joins the candidates.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ FEATURES = (
     "asks",  # 1 if its content has a question mark: a question is seldom the answer
     "log_words",  # log(1 + words in its content)
     "date_fit",  # 1 if its event time falls in a date the query names (+ 7 days)
+    "speaker_named",  # 1 if the query names who said it ("Name: ..."), 0 if not; NaN: unknown
 )
 _RANK_SCALE = 5.0
 
@@ -52,6 +54,23 @@ class Facts:
     seq: int | None = None  # its position in its session; None outside one
     words: int | None = None  # None: outside a session, or stored before words were recorded
     asks: bool | None = None
+    speaker: str | None = None  # who said it, lower case, from a leading "Name: "; None: unknown
+
+
+_SPEAKER = re.compile(r"([A-Z][\w'.-]{0,30}(?: [A-Z][\w'.-]{0,30}){0,2}):\s")
+_WORD = re.compile(r"[\w'.-]+")
+
+
+def speaker_of(content: str) -> str | None:
+    """Who said a memory, when its content leads with a name and a colon ("Melanie: ...")."""
+    found = _SPEAKER.match(content)
+    return found.group(1).lower() if found else None
+
+
+def query_words(query: str) -> frozenset[str]:
+    """The query's words, lower case, possessives dropped ("Melanie's" is "melanie")."""
+    words = (w.strip("'.-") for w in _WORD.findall(query.lower()))
+    return frozenset(w[:-2] if w.endswith("'s") else w for w in words)
 
 
 def content_facts(content: str, in_session: bool) -> tuple[int | None, bool]:
@@ -111,8 +130,9 @@ def features(
     cosines: Mapping[str, float],
     facts: Mapping[str, Facts],
     cues: list[DateCue],
+    named: frozenset[str] = frozenset(),
 ) -> npt.NDArray[np.float64]:
-    """One row of FEATURES per candidate, in order."""
+    """One row of FEATURES per candidate, in order; `named` are the query's words."""
     vector = convex_parts(
         [(c.memory_id, c.vector_similarity) for c in candidates if c.vector_rank is not None],
         minimum=True,
@@ -147,6 +167,7 @@ def features(
             math.nan if fact.asks is None else float(fact.asks),
             math.nan if fact.words is None else math.log1p(fact.words),
             float(bool(cues) and fits_any(cues, fact.event_time)),
+            math.nan if fact.speaker is None else float(set(fact.speaker.split()) <= named),
         )
     return rows
 
@@ -157,11 +178,12 @@ def rerank(
     cosines: Mapping[str, float],
     facts: Mapping[str, Facts],
     cues: list[DateCue],
+    named: frozenset[str] = frozenset(),
 ) -> None:
     """Set each candidate's `rerank` (P(relevant)) and `relevance` (that over the best one's)."""
     if not candidates:
         return
-    scores = model.probabilities(features(candidates, cosines, facts, cues))
+    scores = model.probabilities(features(candidates, cosines, facts, cues, named))
     best = float(scores.max())
     for c, p in zip(candidates, scores, strict=True):
         c.rerank = float(p)

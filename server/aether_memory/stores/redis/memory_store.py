@@ -24,7 +24,7 @@ from redisvl.schema import IndexSchema
 from ...domain import outbox
 from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
-from ...domain.rerank import Facts, content_facts
+from ...domain.rerank import Facts, content_facts, speaker_of
 from ...telemetry import tracer
 from .embedded import HASH_LISTPACK_VALUE
 from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
@@ -64,7 +64,16 @@ _SCALAR_FIELDS = [
 ]
 
 # What a search hit carries: re-scoring and the re-ranker's facts about the memory.
-_HIT_FIELDS = ["memory_id", "event_time", "importance", "session_id", "seq", "words", "asks"]
+_HIT_FIELDS = [
+    "memory_id",
+    "event_time",
+    "importance",
+    "session_id",
+    "seq",
+    "words",
+    "asks",
+    "speaker",
+]
 
 # Stores a memory unless the agent already holds identical content (the dedup key names it).
 # KEYS: memory, dedup, links, outbox, and the session's tail key when the memory joins a session.
@@ -399,6 +408,9 @@ class RedisMemoryStore:
         }
         if words is not None:
             fields["words"] = str(words)
+        speaker = speaker_of(memory.content)
+        if speaker is not None:
+            fields["speaker"] = speaker
         return fields
 
     @staticmethod
@@ -746,6 +758,7 @@ class RedisMemoryStore:
                     seq=int(_num(doc["seq"])) if doc.get("seq") else None,
                     words=int(_num(doc["words"])) if doc.get("words") else None,
                     asks=doc["asks"] == "1" if doc.get("asks") else None,
+                    speaker=doc.get("speaker") or None,
                 )
                 for doc in docs
             },
