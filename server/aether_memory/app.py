@@ -227,6 +227,9 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             loops["episode-indexer"] = parts.episode_index.run
         if parts.archiver is not None:
             loops["archiver"] = parts.archiver.run
+        if parts.reembedder is not None:
+            reembedder = parts.reembedder
+            loops["re-embedder"] = lambda stop: reembedder.catch_up(settings.index_name, stop)
         assert set(loops) <= set(WORKER_NAMES), "name new workers in WORKER_NAMES"
         states = {name: WorkerState(name) for name in loops}
 

@@ -302,6 +302,21 @@ async def _keys(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
+async def _reembed(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from .reembed_command import run
+    from .settings import Settings
+
+    url = _redis_url(Settings())
+    client = aioredis.from_url(url)
+    try:
+        await _ping(client, url)
+        return await run(args, client)
+    finally:
+        await client.aclose()
+
+
 def _client_call(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         if args.command == "health":
@@ -417,6 +432,26 @@ def main(argv: list[str] | None = None) -> int:
     mcp.add_argument("--agent", default=env("AETHER_MCP_AGENT", "default"))
     mcp.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
     mcp.add_argument("--port", type=int, default=8765, help="streamable-http, on 127.0.0.1")
+    reembed = sub.add_parser(
+        "reembed",
+        help="re-embed every memory and episode with another bundled model into a new index, "
+        "while the service serves (talks to Redis)",
+        description="Builds <AETHER_INDEX_NAME>-<model> beside the serving index and fills it "
+        "with the model's vectors; then restart the service on it (AETHER_MODEL, "
+        "AETHER_INDEX_NAME) and, once it logs the index complete, run --drop-source.",
+    )
+    reembed.add_argument("--model", help="the bundled model to move to, e.g. all-mpnet-base-v2")
+    reembed.add_argument("--pack", help="or a model pack directory (`aether-embed export`)")
+    reembed.add_argument("--variant", choices=["int8", "fp32"], default="int8")
+    reembed.add_argument("--index", help="the new index (default <AETHER_INDEX_NAME>-<model>)")
+    reembed.add_argument(
+        "--threads", type=int, default=1, help="inference threads (leave the service its cores)"
+    )
+    reembed.add_argument(
+        "--drop-source",
+        action="store_true",
+        help="after the cut-over: drop the index AETHER_INDEX_NAME replaced, and its vectors",
+    )
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
@@ -434,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_keys(args))
     if args.command == "status":
         return asyncio.run(_status(args))
+    if args.command == "reembed":
+        if not args.drop_source and not (args.model or args.pack):
+            parser.error("reembed needs --model or --pack (or --drop-source)")
+        return asyncio.run(_reembed(args))
     if args.command == "mcp":
         if getattr(args, "mcp_missing", False):
             print(

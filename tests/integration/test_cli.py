@@ -60,7 +60,7 @@ def refusals(tmp_path: Path) -> None:
     stale = tmp_path / "data"
     stale.mkdir()
     (stale / "redis.url").write_text("redis://127.0.0.1:9/0\n")  # left by a server that died
-    for args in (("status",), ("keys", "list", "--tenant", "t")):
+    for args in (("status",), ("keys", "list", "--tenant", "t"), ("reembed", "--drop-source")):
         for data_dir in (stale, tmp_path / "never-used"):
             run = cli(*args, AETHER_DATA_DIR=str(data_dir))
             assert run.returncode != 0

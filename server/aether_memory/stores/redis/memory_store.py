@@ -29,6 +29,7 @@ from ...telemetry import tracer
 from .embedded import HASH_LISTPACK_VALUE
 from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
+from .vector_slots import SLOTS, other_slot, vector_attribute
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +222,16 @@ class RedisMemoryStore:
         hnsw_ef_runtime: int = 100,
         vector_type: str = "float32",
         archived: bool = False,
+        vector_slot: str = SLOTS[0],
     ) -> None:
+        """`vector_slot`: the hash field a new index reads vectors from (an existing index
+        keeps its own; see vector_slots.py)."""
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self.dimension = dimension
         self.archived = archived  # every write then also appends to the archive outbox
         self._index_name = index_name
+        self.vector_slot = vector_slot
         self._hnsw = {
             "m": hnsw_m,
             "ef_construction": hnsw_ef_construction,
@@ -274,7 +279,7 @@ class RedisMemoryStore:
                     {"name": "create_time", "type": "numeric", "attrs": {"sortable": True}},
                     {"name": "seq", "type": "numeric"},
                     {
-                        "name": "embedding",
+                        "name": self.vector_slot,
                         "type": "vector",
                         "attrs": {
                             "dims": self.dimension,
@@ -289,12 +294,17 @@ class RedisMemoryStore:
         )
         self.index = AsyncSearchIndex(self.schema, redis_client=self._client)
 
+    @property
+    def vector_dtype(self) -> type[np.floating[Any]]:
+        """How this index's vectors are held (float32 or float16)."""
+        return self._np_type
+
     async def ensure_index(self) -> None:
         """Create the index if it does not exist; a different dimension is a startup error.
 
-        An existing index keeps its vector type (the setting applies to new indexes), and one
-        made before a text field existed gets it with FT.ALTER (new and rewritten memories are
-        then indexed by it; older ones have no value for it anyway).
+        An existing index keeps its vector type and slot (the settings apply to new indexes),
+        and one made before a text field existed gets it with FT.ALTER (new and rewritten
+        memories are then indexed by it; older ones have no value for it anyway).
         """
         if await self.index.exists():
             info = await self.index.info()
@@ -302,17 +312,17 @@ class RedisMemoryStore:
             for attribute in info.get("attributes", []):
                 attrs = dict(zip(attribute[::2], attribute[1::2], strict=False))
                 present.add(attrs.get("identifier"))
-                if attrs.get("identifier") == "embedding":
-                    held = str(attrs.get("data_type", "FLOAT32")).lower()
-                    if held != self.vector_type:  # the index's type wins over the setting
-                        self._use_vector_type(held)
-                    dim = int(attrs.get("dim", self.dimension))
-                    if dim != self.dimension:
-                        raise StartupError(
-                            f"index {self.schema.index.name} holds {dim}-d vectors but the model "
-                            f"pack produces {self.dimension}-d: use the pack that wrote them, or "
-                            "another AETHER_INDEX_NAME"
-                        )
+            held = vector_attribute(info)
+            if held is not None:
+                if held.dimension != self.dimension:
+                    raise StartupError(
+                        f"index {self.schema.index.name} holds {held.dimension}-d vectors but "
+                        f"the model pack produces {self.dimension}-d: use the pack that wrote "
+                        "them, or another AETHER_INDEX_NAME (`aether-memory reembed` builds one)"
+                    )
+                if (held.vector_type, held.slot) != (self.vector_type, self.vector_slot):
+                    self.vector_slot = held.slot  # the index's own win over the settings
+                    self._use_vector_type(held.vector_type)
             for name, spec in ADDED_FIELDS.items():
                 if name not in present:
                     await self._client.execute_command(
@@ -403,7 +413,7 @@ class RedisMemoryStore:
             "create_time": repr(memory.create_time),
             "update_time": repr(memory.update_time),
             "expire_time": "" if memory.expire_time is None else repr(memory.expire_time),
-            "embedding": np.asarray(memory.embedding).astype(self._np_type).tobytes(),
+            self.vector_slot: np.asarray(memory.embedding).astype(self._np_type).tobytes(),
             "asks": "1" if asks else "0",
         }
         if words is not None:
@@ -427,7 +437,7 @@ class RedisMemoryStore:
             value = raw.get(name, raw.get(name.encode(), ""))
             return value.decode() if isinstance(value, bytes) else str(value)
 
-        vector = raw.get(b"embedding", raw.get("embedding"))
+        vector = raw.get(self.vector_slot.encode(), raw.get(self.vector_slot))
         expire = text("expire_time")
         tags = text("tags")
         return Memory(
@@ -576,6 +586,8 @@ class RedisMemoryStore:
                 return False
             pipe.multi()
             pipe.hset(key, mapping=self._fields(keys, memory))
+            # A vector another model made of the old content (`reembed`) is stale now.
+            pipe.hdel(key, other_slot(self.vector_slot))
             if old_fingerprint != new_fingerprint:
                 pipe.delete(keys.dedup(old_fingerprint))
                 pipe.set(keys.dedup(new_fingerprint), memory.id, nx=True)
@@ -776,7 +788,7 @@ class RedisMemoryStore:
         """The k memories nearest `vector` among those `expression` keeps."""
         query = VectorQuery(
             vector=np.asarray(vector).astype(self._np_type).tobytes(),
-            vector_field_name="embedding",
+            vector_field_name=self.vector_slot,
             return_fields=_HIT_FIELDS,
             filter_expression=expression,
             num_results=k,
@@ -842,7 +854,7 @@ class RedisMemoryStore:
         """The vectors of these memories in one round trip; absent ones are left out."""
         async with self._client.pipeline(transaction=False) as pipe:
             for memory_id in ids:
-                pipe.hget(keys.memory(memory_id), "embedding")
+                pipe.hget(keys.memory(memory_id), self.vector_slot)
             replies = await pipe.execute()
         return {
             memory_id: np.frombuffer(raw, dtype=self._np_type).astype(np.float32)
