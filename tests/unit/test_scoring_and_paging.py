@@ -17,6 +17,15 @@ ids = st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=20)
 scores = st.floats(0, 100, allow_nan=False)
 
 
+def test_equal_scores_share_the_better_rank() -> None:
+    # Two memories with the same words have the same BM25: neither is the better keyword hit.
+    found = fuse([("a", 0.9)], [("a", 2.0), ("b", 2.0), ("c", 1.0), ("d", 1.0), ("e", 0.5)])
+    ranks = {c.memory_id: c.keyword_rank for c in found}
+    assert ranks == {"a": 1, "b": 1, "c": 3, "d": 3, "e": 5}
+    rrf = {c.memory_id: c.fused for c in fuse([], [("x", 1.0), ("y", 1.0)], method="rrf")}
+    assert rrf["x"] == rrf["y"]
+
+
 @pytest.mark.parametrize("method", ["convex", "rrf"])
 @given(
     v=ids,

@@ -6,6 +6,7 @@ Every number here is a similarity (higher is better); distances never leave the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 RRF_K = 60
@@ -63,11 +64,11 @@ def fuse(
     candidates: dict[str, Candidate] = {}
     vector_part = convex_parts(vector_hits, minimum=True) if method == "convex" else {}
     keyword_part = convex_parts(keyword_hits, minimum=False) if method == "convex" else {}
-    for rank, (memory_id, similarity) in enumerate(vector_hits, start=1):
+    for rank, (memory_id, similarity) in zip(_ranks(vector_hits), vector_hits, strict=True):
         c = candidates.setdefault(memory_id, Candidate(memory_id))
         c.vector_similarity, c.vector_rank = similarity, rank
         c.fused += vector_part[memory_id] if method == "convex" else 1.0 / (rrf_k + rank)
-    for rank, (memory_id, score) in enumerate(keyword_hits, start=1):
+    for rank, (memory_id, score) in zip(_ranks(keyword_hits), keyword_hits, strict=True):
         c = candidates.setdefault(memory_id, Candidate(memory_id))
         c.keyword_score, c.keyword_rank = score, rank
         part = keyword_part[memory_id] if method == "convex" else 1.0 / (rrf_k + rank)
@@ -126,6 +127,15 @@ def rescore(
             + weights.frequency * c.frequency
         )
     return sorted(candidates, key=lambda c: (-c.score, -c.fused, _best_rank(c), c.memory_id))
+
+
+def _ranks(hits: Sequence[tuple[str, float]]) -> list[int]:
+    """Each hit's rank, best first; equal scores share the better one (1, 2, 2, 4): two
+    memories with the same words have the same BM25, and neither is the better keyword hit."""
+    ranks: list[int] = []
+    for i, (_, score) in enumerate(hits, start=1):
+        ranks.append(ranks[-1] if ranks and score == hits[i - 2][1] else i)
+    return ranks
 
 
 def _best_rank(c: Candidate) -> int:
