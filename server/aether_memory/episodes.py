@@ -160,10 +160,8 @@ class EpisodeIndex:
         from aether.memory.v1 import episode_pb2  # the stored body is a serialized Episode
 
         docs: list[tuple[TenantKeys, str, dict[str, Any], str]] = []
-        for _, queued in entries:
-            keys = TenantKeys(queued[b"t"].decode())
-            stream_id = queued[b"i"].decode()
-            stored = await self._log.get(keys, stream_id)
+        wanted = [(TenantKeys(q[b"t"].decode()), q[b"i"].decode()) for _, q in entries]
+        for (keys, stream_id), stored in zip(wanted, await self._log.get_many(wanted), strict=True):
             if stored is None:
                 continue  # trimmed by retention before it was indexed
             episode = episode_pb2.Episode.FromString(stored.body)

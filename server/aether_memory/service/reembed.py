@@ -102,16 +102,16 @@ class Reembedder:
         from aether.memory.v1 import episode_pb2  # the stored body is a serialized Episode
 
         tenants = await self.corpora[1].fill.fields(names, "tenant")
-        texts: list[str | None] = []
-        for name, tenant in zip(names, tenants, strict=True):
-            stored = None
-            if tenant is not None:
-                stream_id = unquote(name.decode().rsplit(":", 1)[1])
-                stored = await self._log.get(TenantKeys(tenant.decode()), stream_id)
-            # An episode trimmed by retention has no text left; its document is pruned.
-            texts.append(
-                episode_text(episode_pb2.Episode.FromString(stored.body)) if stored else None
-            )
+        known = [(n, t) for n, t in zip(names, tenants, strict=True) if t is not None]
+        found = await self._log.get_many(
+            [(TenantKeys(t.decode()), unquote(n.decode().rsplit(":", 1)[1])) for n, t in known]
+        )
+        bodies = {n: stored.body for (n, _), stored in zip(known, found, strict=True) if stored}
+        # An episode trimmed by retention has no text left; its document is pruned.
+        texts = [
+            episode_text(episode_pb2.Episode.FromString(bodies[n])) if n in bodies else None
+            for n in names
+        ]
         return texts, [None] * len(names)
 
     async def fill(self, progress: Progress | None = None) -> Filled:

@@ -150,8 +150,11 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         episode = episode_pb2.Episode()
         episode.CopyFrom(request.episode)
         (appended,) = await self._log.append(keys, [_to_entry(episode, now, current_trace_id())])
-        stored = await self._log.get(keys, appended.stream_id)
-        episode = _from_entry(stored) if stored else request.episode
+        if appended.duplicate:  # the episode first recorded with this event_id
+            stored = await self._log.get(keys, appended.stream_id)
+            episode = _from_entry(stored) if stored else request.episode
+        else:  # what was written: no need to read it back
+            episode.episode_id = episode.cursor = appended.stream_id
         return episode_service_pb2.RecordEpisodeResponse(
             episode=episode, duplicate=appended.duplicate
         )
@@ -451,8 +454,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         )
         page = hits[offset : offset + size]
         response = episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
-        for hit in page:
-            stored = await self._log.get(keys, hit.stream_id)
+        found = await self._log.get_many([(keys, hit.stream_id) for hit in page])
+        for hit, stored in zip(page, found, strict=True):
             if stored is not None:
                 response.results.add(episode=_from_entry(stored), similarity=hit.similarity)
         if len(hits) > offset + size:

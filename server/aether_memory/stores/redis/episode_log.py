@@ -190,6 +190,16 @@ class RedisEpisodeLog:
         found = await self._client.xrange(keys.episodes(), stream_id, stream_id, count=1)
         return _entry(*found[0]) if found else None
 
+    async def get_many(self, wanted: Sequence[tuple[TenantKeys, str]]) -> list[StoredEntry | None]:
+        """Entries by (tenant, stream id), in one round trip; None where one is gone."""
+        if not wanted:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, stream_id in wanted:
+                pipe.xrange(keys.episodes(), stream_id, stream_id, count=1)
+            replies = await pipe.execute()
+        return [_entry(*found[0]) if found else None for found in replies]
+
     async def range(self, keys: TenantKeys, start: str, end: str, count: int) -> list[StoredEntry]:
         """Entries with start <= id <= end ("-"/"+" for open ends; "(" prefix for exclusive)."""
         found = await self._client.xrange(keys.episodes(), start, end, count=count)

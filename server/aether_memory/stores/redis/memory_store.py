@@ -175,6 +175,13 @@ end
 return out
 """
 
+# One field of several hashes (nil where absent). Read-only. KEYS: the hashes. ARGV: the field.
+_FIELD_SCRIPT = """#!lua flags=no-writes
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], ARGV[1]) end
+return out
+"""
+
 # Adds reads to memories' access stats; a memory gone since it was read is skipped. Access stats
 # live in their own key: writing them into the indexed hash would make RediSearch re-index the
 # document, vector included, on every read. The last access time never moves back.
@@ -191,6 +198,47 @@ for i = 1, #KEYS, 2 do
 end
 return 0
 """
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _documents(reply: Any, scores: bool) -> list[dict[str, str]]:
+    """FT.SEARCH's documents as {field: text} with "id" (and "score" WITHSCORES), from a RESP3
+    map or a RESP2 array. A document without fields (its hash expired while the query ran) is
+    left out: every hit query here asks for fields."""
+    docs: list[dict[str, str]] = []
+    if isinstance(reply, dict):
+        for found in reply.get(b"results", reply.get("results")) or []:
+            get = found.get
+            fields = get(b"extra_attributes", get("extra_attributes")) or {}
+            if not fields:
+                continue
+            doc = {_text(k): _text(v) for k, v in fields.items()}
+            doc["id"] = _text(get(b"id", get("id")))
+            if scores:
+                doc["score"] = _text(get(b"score", get("score", 0.0)))
+            docs.append(doc)
+        return docs
+    step = 3 if scores else 2
+    for i in range(1, len(reply) - step + 2, step):
+        flat = reply[i + step - 1]
+        if not flat:
+            continue
+        doc = {_text(flat[j]): _text(flat[j + 1]) for j in range(0, len(flat) - 1, 2)}
+        doc["id"] = _text(reply[i])
+        if scores:
+            doc["score"] = _text(reply[i + 1])
+        docs.append(doc)
+    return docs
+
+
+def _total(reply: Any) -> int:
+    """FT.SEARCH's total: the first element of a RESP2 reply, a field of a RESP3 map."""
+    if isinstance(reply, dict):
+        return int(reply.get(b"total_results", reply.get("total_results")) or 0)
+    return int(reply[0])
 
 
 def _num(value: Any, default: float = 0.0) -> float:
@@ -240,6 +288,7 @@ class RedisMemoryStore:
         self._use_vector_type(vector_type)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
+        self._field_script = client.register_script(_FIELD_SCRIPT)
         self._touch_script = client.register_script(_TOUCH_SCRIPT)
         self._retier_script = client.register_script(_RETIER_SCRIPT)
         self._evict_script = client.register_script(_EVICT_SCRIPT)
@@ -679,10 +728,11 @@ class RedisMemoryStore:
     async def page(
         self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
     ) -> tuple[list[Memory], bool]:
-        """A page of memories newest first, and whether more follow."""
+        """A page of memories newest first, and whether more follow: the index gives the ids,
+        one read of the hashes (with links and access stats) the memories."""
         query = FilterQuery(
             filter_expression=self._filter(keys, flt),
-            return_fields=_SCALAR_FIELDS,
+            return_fields=["memory_id"],
             num_results=limit + 1,
         ).sort_by("create_time", asc=False)
         query.paging(offset, limit + 1)
@@ -753,6 +803,26 @@ class RedisMemoryStore:
         result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))
         return int(result)
 
+    async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]:
+        """How many memories each filter keeps, in one round trip."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for flt in filters:
+                query = CountQuery(filter_expression=self._filter(keys, flt))
+                pipe.execute_command("FT.SEARCH", self._index_name, *query.get_args())
+            replies = await pipe.execute()
+        return [_total(reply) for reply in replies]
+
+    async def _search(self, query: Any) -> list[dict[str, str]]:
+        """A hit query's documents. FT.SEARCH goes through the client's own reply parser:
+        redis-py's search Result objects cost a third of a re-ranked search's CPU."""
+        args: list[Any] = ["FT.SEARCH", self._index_name, *query.get_args()]
+        if query.params:
+            args += ["PARAMS", 2 * len(query.params)]
+            for name, value in query.params.items():
+                args += [name, value]
+        reply = await self._client.execute_command(*args)
+        return _documents(reply, scores="WITHSCORES" in args)
+
     def _attributes(self, flt: MemoryFilter, k: int) -> dict[str, Any]:
         # Filter field names only: the values are the caller's data.
         filters = [name for name, value in vars(flt).items() if value not in ("", (), None)]
@@ -803,7 +873,7 @@ class RedisMemoryStore:
             current.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
             # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
             hits = self._hits(
-                await self.index.query(query), lambda doc: 1.0 - float(doc["vector_distance"])
+                await self._search(query), lambda doc: 1.0 - float(doc["vector_distance"])
             )
             current.set_attribute("aether.hits", len(hits.scores))
         return hits
@@ -851,11 +921,12 @@ class RedisMemoryStore:
     async def vectors(
         self, keys: TenantKeys, ids: Sequence[str]
     ) -> dict[str, npt.NDArray[np.float32]]:
-        """The vectors of these memories in one round trip; absent ones are left out."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for memory_id in ids:
-                pipe.hget(keys.memory(memory_id), self.vector_slot)
-            replies = await pipe.execute()
+        """The vectors of these memories in one command; absent ones are left out."""
+        if not ids:
+            return {}
+        replies = await self._field_script(
+            keys=[keys.memory(memory_id) for memory_id in ids], args=[self.vector_slot]
+        )
         return {
             memory_id: np.frombuffer(raw, dtype=self._np_type).astype(np.float32)
             for memory_id, raw in zip(ids, replies, strict=True)
@@ -878,9 +949,7 @@ class RedisMemoryStore:
         with tracer().start_as_current_span(
             "aether.search.keyword", attributes=self._attributes(flt, k)
         ) as span:
-            hits = self._hits(
-                await self.index.query(query), lambda doc: float(doc.get("score", 0.0))
-            )
+            hits = self._hits(await self._search(query), lambda doc: float(doc.get("score", 0.0)))
             span.set_attribute("aether.terms", len(terms))
             span.set_attribute("aether.hits", len(hits.scores))
         return hits
