@@ -126,14 +126,7 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
             vector_slot=other_slot(episode_slot),
         )
         await episode_index.ensure()
-        reembedder = Reembedder(
-            client,
-            batcher.embed_many,
-            memory_slot=store.vector_slot,
-            memory_dtype=store.vector_dtype,
-            episode_slot=episode_index.vector_slot,
-            episode_log=episode_log,
-        )
+        reembedder = Reembedder(client, batcher.embed_many, store, episode_index, episode_log)
         total = memories + (episodes_held[1] if episodes_held else 0)
         print(
             f"re-embedding {memories} memories and their episodes from {source} "

@@ -163,12 +163,7 @@ async def build(
             state,
         )
         reembedder = Reembedder(
-            client,
-            batcher.embed_many,
-            memory_slot=memory_store.vector_slot,
-            memory_dtype=memory_store.vector_dtype,
-            episode_slot=episode_index.vector_slot,
-            episode_log=episode_log,
+            client, batcher.embed_many, memory_store, episode_index, episode_log
         )
     archiver = None
     if archive is not None:

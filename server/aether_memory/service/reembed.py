@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import numpy as np
@@ -42,6 +42,18 @@ Texts = Callable[[Sequence[bytes]], Awaitable[tuple[list[str | None], list[bytes
 SCAN_COUNT = 256
 
 
+class SlotReader(Protocol):
+    """An index's vector slot (stores/redis/vector_slots.py)."""
+
+    @property
+    def vector_slot(self) -> str: ...
+
+
+class VectorStore(SlotReader, Protocol):
+    @property
+    def vector_dtype(self) -> type[np.floating[Any]]: ...
+
+
 @dataclass(frozen=True)
 class Corpus:
     """Hashes under one prefix whose vectors one index reads: how to get each one's text (None:
@@ -66,25 +78,24 @@ class Reembedder:
         self,
         client: aioredis.Redis,
         embed_many: EmbedMany,
-        *,
-        memory_slot: str,
-        memory_dtype: type[np.floating[Any]],
-        episode_slot: str,
+        memories: VectorStore,
+        episodes: SlotReader,
         episode_log: RedisEpisodeLog,
     ) -> None:
+        """Fills the slots `memories` and `episodes` (the new indexes) read."""
         self._client: Any = client
         self._embed_many = embed_many
         self._log = episode_log
         self.corpora = (
             Corpus(
                 "memories",
-                SlotFill(client, MEMORY_PREFIX, memory_slot, guard="content"),
-                memory_dtype,
+                SlotFill(client, MEMORY_PREFIX, memories.vector_slot, guard="content"),
+                memories.vector_dtype,
                 self._memory_texts,
             ),
             Corpus(
                 "episodes",
-                SlotFill(client, EPISODE_DOC_PREFIX, episode_slot, guard=None),
+                SlotFill(client, EPISODE_DOC_PREFIX, episodes.vector_slot, guard=None),
                 np.float32,
                 self._episode_texts,
             ),
