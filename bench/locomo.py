@@ -322,8 +322,9 @@ def fit(
 
     x = np.vstack([features for features, _ in rows])
     y = np.concatenate([labels for _, labels in rows])
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+    mean, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     scale[scale == 0] = 1.0
+    x = np.where(np.isnan(x), mean, x)  # unknown is the mean, as the service scores it
     regression = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
     return LinearModel(
         FEATURES,

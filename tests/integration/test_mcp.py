@@ -126,7 +126,8 @@ async def test_every_tool_runs_through_an_mcp_session_in_its_configured_tenant(
         value_of(await call("search_episodes", {"query": "web search"}))
 
         described = value_of(await call("describe_self", {"topic": "food"}))
-        assert described["memories"][0]["memory"]["id"] == stored["id"]
+        # "food" fits the dinner booking's summary as well as the allergy: either may lead.
+        assert stored["id"] in [m["memory"]["id"] for m in described["memories"][:2]]
 
         value_of(await call("forget_memory", {"memory_ids": [stored["id"]]}))
         gone = await call("get_memory", {"memory_id": stored["id"]})

@@ -134,6 +134,11 @@ def test_speaker_named_marks_memories_said_by_whom_the_query_names() -> None:
     rows = features(found, {}, facts, [], named)
     column = rows[:, FEATURES.index("speaker_named")]
     assert column[:2].tolist() == [1.0, 0.0] and math.isnan(column[2])  # unknown: neutral
+    nobody = features(found, {}, facts, [], query_words("What did they cook?"))
+    assert np.isnan(nobody[:, FEATURES.index("speaker_named")]).all()  # tells nothing then
+    # Outside a session a memory has no neighbours to speak of: unknown, not "none found".
+    around = [FEATURES.index(f) for f in ("neighbor", "neighbor_keyword", "previous", "next")]
+    assert np.isnan(rows[:, around]).all()
     # The bundled model lifts what the named person said over what the other one said.
     model = load_rerank_model()
     rerank(found, model, {}, facts, [], named)

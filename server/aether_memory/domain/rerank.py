@@ -32,6 +32,7 @@ FEATURES = (
     "cosine",  # raw cosine similarity to the query (neighbours and keyword hits included)
     "vector_rank",  # 1 / (1 + (rank - 1) / 5) in the vector hits; 0 if not one
     "keyword_rank",  # the same in the keyword hits
+    # The next four are unknown (NaN, scored as the training mean) outside a session.
     "neighbor",  # the best vector + keyword of the memories before and after it
     "neighbor_keyword",  # the best keyword of the same two
     "previous",  # vector + keyword of the memory before it in its session
@@ -39,7 +40,9 @@ FEATURES = (
     "asks",  # 1 if its content has a question mark: a question is seldom the answer
     "log_words",  # log(1 + words in its content)
     "date_fit",  # 1 if its event time falls in a date the query names (+ 7 days)
-    "speaker_named",  # 1 if the query names who said it ("Name: ..."), 0 if not; NaN: unknown
+    # 1 if the query names who said it ("Name: ..."), 0 if it names another speaker; NaN where
+    # it is unknown who said it, or the query names none of the candidates' speakers.
+    "speaker_named",
 )
 _RANK_SCALE = 5.0
 
@@ -146,28 +149,35 @@ def features(
         fact = facts.get(c.memory_id, Facts())
         if fact.seq is not None:
             at[(fact.session, fact.seq)] = c.memory_id
+    # Whether the query names anyone who said a candidate; if not, who said what tells nothing.
+    speakers = {c.memory_id: facts.get(c.memory_id, Facts()).speaker for c in candidates}
+    naming = any(s is not None and set(s.split()) <= named for s in speakers.values())
     rows = np.zeros((len(candidates), len(FEATURES)))
     for i, c in enumerate(candidates):
         fact = facts.get(c.memory_id, Facts())
-        before = after = ""
+        speaker = speakers[c.memory_id]
+        around = (math.nan,) * 4  # outside a session a memory has no neighbours: unknown
         if fact.seq is not None:
             before = at.get((fact.session, fact.seq - 1), "")
             after = at.get((fact.session, fact.seq + 1), "")
-        both = [vector.get(n, 0.0) + keyword.get(n, 0.0) for n in (before, after) if n]
+            both = [vector.get(n, 0.0) + keyword.get(n, 0.0) for n in (before, after) if n]
+            around = (
+                max(both, default=0.0),
+                max((keyword.get(n, 0.0) for n in (before, after) if n), default=0.0),
+                vector.get(before, 0.0) + keyword.get(before, 0.0) if before else 0.0,
+                vector.get(after, 0.0) + keyword.get(after, 0.0) if after else 0.0,
+            )
         rows[i] = (
             vector.get(c.memory_id, 0.0),
             keyword.get(c.memory_id, 0.0),
             cosines.get(c.memory_id, c.vector_similarity),
             _rank(c.vector_rank),
             _rank(c.keyword_rank),
-            max(both, default=0.0),
-            max((keyword.get(n, 0.0) for n in (before, after) if n), default=0.0),
-            vector.get(before, 0.0) + keyword.get(before, 0.0) if before else 0.0,
-            vector.get(after, 0.0) + keyword.get(after, 0.0) if after else 0.0,
+            *around,
             math.nan if fact.asks is None else float(fact.asks),
             math.nan if fact.words is None else math.log1p(fact.words),
             float(bool(cues) and fits_any(cues, fact.event_time)),
-            math.nan if fact.speaker is None else float(set(fact.speaker.split()) <= named),
+            math.nan if speaker is None or not naming else float(set(speaker.split()) <= named),
         )
     return rows
 
