@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redisvl.index import AsyncSearchIndex
 from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
@@ -820,7 +821,10 @@ class RedisMemoryStore:
             args += ["PARAMS", 2 * len(query.params)]
             for name, value in query.params.items():
                 args += [name, value]
-        reply = await self._client.execute_command(*args)
+        # Each hit query runs inside its own aether.search.* span, which names the index, k,
+        # the filters and the hits: Redis's span of the one command would say it again.
+        with suppress_instrumentation():
+            reply = await self._client.execute_command(*args)
         return _documents(reply, scores="WITHSCORES" in args)
 
     def _attributes(self, flt: MemoryFilter, k: int) -> dict[str, Any]:
