@@ -54,9 +54,17 @@ FACTS = [
 
 
 def args(**fields: Any) -> argparse.Namespace:
-    base = {"model": "all-mpnet-base-v2", "pack": None, "variant": "int8", "index": None}
-    base["threads"] = 1
-    return argparse.Namespace(**{**base, "drop_source": False, **fields})
+    return argparse.Namespace(
+        **{
+            "model": "all-mpnet-base-v2",
+            "pack": None,
+            "variant": "int8",
+            "index": None,
+            "threads": 1,
+            "drop_source": False,
+            **fields,
+        }
+    )
 
 
 async def store(stub: Any, content: str, **fields: Any) -> memory_pb2.Memory:

@@ -105,6 +105,8 @@ class SlotFill:
         return int(cursor), len(names), lacking
 
     async def fields(self, names: Sequence[bytes], field: str) -> list[bytes | None]:
+        # A pipeline, not one script over all the keys as a search reads vectors: a walk's
+        # hashes belong to many tenants, and no script may touch two tenants' key slots.
         async with self._client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hget(name, field)
