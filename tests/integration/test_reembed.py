@@ -116,6 +116,13 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         await until(indexed)
         with pytest.raises(Refused, match="was not built by `reembed`"):
             await drop_source(running.redis, old)
+        with pytest.raises(Refused, match="needs a name other than aether-memories"):
+            await build(running.redis, old, args(index="aether-memories"))
+        with pytest.raises(Refused, match="no bundled model 'bge-huge'"):
+            await build(running.redis, old, args(model="bge-huge"))
+        indexes = await running.redis.execute_command("FT._LIST")
+        assert sorted(indexes) == [b"aether-memories", b"aether-memories-episodes"]
+        assert await slot_of(running, stored[0].id, SLOTS[1]) is None  # nothing written
 
         target = await build(running.redis, old, args())
         assert target == "aether-memories-all-mpnet-base-v2"
