@@ -31,7 +31,7 @@ from ulid import ULID
 
 from aether_memory.archive.archiver import Archiver
 from aether_memory.archive.mongo import MongoArchive
-from aether_memory.domain.memory import Memory, Tier, content_fingerprint
+from aether_memory.domain.memory import Memory, Tier, fingerprint
 from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
@@ -71,7 +71,7 @@ def pct(samples: list[float], q: float) -> float:
 
 async def write(store: RedisMemoryStore, keys: TenantKeys, n: int) -> Memory:
     m = memory(n)
-    await store.store(keys, m, content_fingerprint(m.agent_id, m.content), None)
+    await store.store(keys, m, fingerprint(m), None)
     return m
 
 

@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 from .access import AccessRecorder
 from .archive.mongo import MongoArchive
 from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
-from .domain.memory import Tier, content_fingerprint
+from .domain.memory import Tier, fingerprint
 from .episodes import EpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE, TenantKeys
@@ -141,8 +141,7 @@ class Maintenance:
             return 0
         memory = loaded[memory_id]
         promoted = replace(memory, tier=Tier.LONG_TERM, update_time=now, expire_time=None)
-        fingerprint = content_fingerprint(memory.agent_id, memory.content)
-        return int(await self._store.retier(keys, promoted, fingerprint, None, seen))
+        return int(await self._store.retier(keys, promoted, fingerprint(memory), None, seen))
 
     async def _evict(self, tenant: str, pairs: list[tuple[TenantKeys, Any]]) -> int:
         """Evict memories whose current version the archive confirmed holding."""
@@ -152,8 +151,7 @@ class Maintenance:
         for keys, memory in pairs:
             if archived.get(memory.id) != memory.update_time:
                 continue  # not archived yet (or an older version): keep it hot for now
-            fingerprint = content_fingerprint(memory.agent_id, memory.content)
-            evicted += int(await self._store.evict(keys, memory, fingerprint))
+            evicted += int(await self._store.evict(keys, memory, fingerprint(memory)))
         return evicted
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -31,7 +31,14 @@ from .domain.errors import (
     NothingToSummarize,
     StartupError,
 )
-from .domain.memory import Memory, MemoryFilter, MemoryType, Tier, content_fingerprint
+from .domain.memory import (
+    Memory,
+    MemoryFilter,
+    MemoryType,
+    Tier,
+    fingerprint,
+    key_fingerprint,
+)
 from .domain.rerank import Facts, LinearModel, features, query_words, rerank
 from .domain.scoring import Candidate, Weights, fuse, rescore
 from .domain.temporal import DateCue, date_cues
@@ -48,6 +55,7 @@ MAX_SEARCH_DEPTH = 1000
 # method at the former depth, 25. Deeper lists then cost fewer neighbour lookups.
 NEIGHBOR_HITS = 25
 UPDATE_ATTEMPTS = 5  # reads and re-applies of an update that raced other writes
+KEY_LOCK_STRIPES = 64  # locks that serialize stores under one key within this process
 SPACE_SAMPLE = 8  # memories re-embedded to tell which model wrote an unrecorded index
 SAME_SPACE_COSINE = 0.95  # fp32 and int8 vectors of one model agree to >= 0.99
 # The re-ranker's weights, fitted by `python -m bench.locomo --train`.
@@ -66,6 +74,15 @@ MUTABLE_PATHS = frozenset(
     }
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What StoreMemory did: the memory now stored, and whether it was already there."""
+
+    memory: Memory
+    deduplicated: bool = False  # identical content of the agent, returned instead
+    replaced: bool = False  # the memory under the draft's key, which took its values
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,9 @@ class MemoryBank:
         self._fusion = settings.fusion
         self._batches_above = settings.knn_batches_above
         self._agent_sizes: TTLCache[tuple[str, str, str], int] = TTLCache(10_000, 30)
+        # Stores under one key queue here rather than race (a replace that races another write
+        # reads again, and gives up after UPDATE_ATTEMPTS); other processes' writes still race.
+        self._key_locks = [asyncio.Lock() for _ in range(KEY_LOCK_STRIPES)]
         self._keyword_weight = settings.keyword_weight
         self._reranker = load_rerank_model(
             settings.rerank_model or bundled_rerank_model(self._model)
@@ -264,26 +284,36 @@ class MemoryBank:
         if memory.embedding is None or memory.embedding.shape != (self.dimension,):
             memory.embedding = await self._vector(memory.content, None)  # the model pack changed
         ttl = int(memory.expire_time - now) + 1 if memory.expire_time else None
-        fingerprint = content_fingerprint(memory.agent_id, memory.content)
-        winner = await self._store.store(keys, memory, fingerprint, ttl, archive=False)
+        winner = await self._store.store(keys, memory, fingerprint(memory), ttl, archive=False)
         return winner == memory_id
 
     async def store(
         self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None = None
-    ) -> tuple[Memory, bool]:
-        """Store `draft` (its id and times are assigned here); (memory, deduplicated)."""
+    ) -> Stored:
+        """Store `draft` (its id and times are assigned here). Without a key, identical content
+        the agent already holds is returned instead (deduplicated); with one, the memory under
+        that key, if any, takes the draft's values (replaced)."""
         if embedding is not None:
             self._check_vector("memory.embedding", embedding)
-        fingerprint = content_fingerprint(draft.agent_id, draft.content)
-        existing = await self._store.find_duplicate(keys, fingerprint)
+        if draft.key:
+            return await self._put_keyed(keys, draft, embedding)
+        existing = await self._store.find_duplicate(keys, fingerprint(draft))
         if existing:
             found = await self._read(keys, [existing], count=True)
             if existing in found:
                 instruments().dedup_hits.add(1)
-                return found[existing], True
+                return Stored(found[existing], deduplicated=True)
+        memory = await self._new(draft, embedding)
+        winner = await self._store.store(keys, memory, fingerprint(memory), self._ttl[memory.tier])
+        if winner != memory.id:  # a concurrent store of the same content won the race
+            instruments().dedup_hits.add(1)
+            return Stored(await self.get(keys, winner), deduplicated=True)
+        return Stored(memory)
+
+    async def _new(self, draft: Memory, embedding: npt.NDArray[np.float32] | None) -> Memory:
         now = time.time()
         ttl = self._ttl[draft.tier]
-        memory = replace(
+        return replace(
             draft,
             id=str(ULID()),
             event_time=draft.event_time or now,
@@ -292,11 +322,50 @@ class MemoryBank:
             expire_time=now + ttl if ttl else None,
             embedding=await self._vector(draft.content, embedding),
         )
-        winner = await self._store.store(keys, memory, fingerprint, ttl)
-        if winner != memory.id:  # a concurrent store of the same content won the race
-            instruments().dedup_hits.add(1)
-            return await self.get(keys, winner), True
-        return memory, False
+
+    async def _put_keyed(
+        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None
+    ) -> Stored:
+        """Create the agent's memory under `draft.key`, or give the existing one its values."""
+        stripe = int(fingerprint(draft)[:8], 16) % KEY_LOCK_STRIPES
+        async with self._key_locks[stripe]:
+            return await self._put_keyed_now(keys, draft, embedding)
+
+    async def _put_keyed_now(
+        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None
+    ) -> Stored:
+        existing = await self._find_keyed(keys, draft.agent_id, draft.key)
+        if existing is None:
+            memory = await self._new(draft, embedding)
+            winner = await self._store.store(
+                keys, memory, fingerprint(memory), self._ttl[memory.tier]
+            )
+            if winner == memory.id:
+                return Stored(memory)
+            existing = winner  # a concurrent first store of the key won: replace its values
+        patch = replace(draft, id=existing)
+        return Stored(await self.update(keys, patch, set(MUTABLE_PATHS), embedding), replaced=True)
+
+    async def _find_keyed(self, keys: TenantKeys, agent_id: str, key: str) -> str | None:
+        """The id of the agent's memory under `key`, hot or rehydrated from the archive."""
+        found = await self._store.find_duplicate(keys, key_fingerprint(agent_id, key))
+        if found and found in await self._store.get_many(keys, [found]):
+            return found
+        if self._archive is None:
+            return None
+        archived = await self._archive.get_memory_by_key(keys.tenant, agent_id, key, time.time())
+        if archived is not None and await self._rehydrate(keys, archived.id):
+            return archived.id
+        return None
+
+    async def get_by_key(
+        self, keys: TenantKeys, agent_id: str, key: str, *, record_access: bool = True
+    ) -> Memory:
+        """The agent's memory stored under `key`."""
+        memory_id = await self._find_keyed(keys, agent_id, key)
+        if memory_id is None:
+            raise NotFound("aether.memory.v1.Memory", key, "MEMORY_NOT_FOUND")
+        return await self.get(keys, memory_id, record_access=record_access)
 
     async def page(
         self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
@@ -504,8 +573,8 @@ class MemoryBank:
             if await self._store.replace(
                 keys,
                 updated,
-                content_fingerprint(current.agent_id, current.content),
-                content_fingerprint(updated.agent_id, updated.content),
+                fingerprint(current),
+                fingerprint(updated),
                 ttl if updated.expire_time else None,
                 removed_links=sorted(old_links - new_links),
                 added_links=sorted(new_links - old_links),
@@ -546,7 +615,7 @@ class MemoryBank:
             cold.update(more_cold)
         await self._store.delete(
             keys,
-            [(m, content_fingerprint(m.agent_id, m.content)) for m in selected.values()],
+            [(m, fingerprint(m)) for m in selected.values()],
             archived_only=sorted(cold),
         )
         return sorted(set(selected) | set(cold))
@@ -603,7 +672,7 @@ class MemoryBank:
             related_ids=[m.id for m in sources],
             metadata=metadata,
         )
-        memory, _ = await self.store(keys, draft)
+        memory = (await self.store(keys, draft)).memory
         await self._leave_working_memory(keys, sources)
         return memory, [m.id for m in sources]
 
@@ -627,8 +696,7 @@ class MemoryBank:
         for m in sources:
             if m.tier in (Tier.WORKING, Tier.SCRATCHPAD):
                 moved = replace(m, tier=Tier.SHORT_TERM, update_time=now, expire_time=now + ttl)
-                fingerprint = content_fingerprint(m.agent_id, m.content)
-                await self._store.retier(keys, moved, fingerprint, ttl, m.update_time)
+                await self._store.retier(keys, moved, fingerprint(m), ttl, m.update_time)
 
     async def counts(self, keys: TenantKeys, agent_id: str) -> list[tuple[Tier, MemoryType, int]]:
         """Non-zero memory counts by tier and type, from one round trip of count queries."""

@@ -204,6 +204,49 @@ async def test_a_decayed_memory_leaves_redis_and_get_brings_it_back(
     assert faded.id in await search(aclient, "favourite colour teal")
 
 
+async def test_an_evicted_keyed_memory_is_found_and_replaced_by_its_key(
+    archived: Running, aclient: Client
+) -> None:
+    async def put(content: str) -> memory_service_pb2.StoreMemoryResponse:
+        return await aclient.memory.StoreMemory(  # type: ignore[no-any-return]
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(
+                    agent_id="agent-1", key="settings/theme", content=content, importance=0.1
+                )
+            ),
+            metadata=aclient.md,
+        )
+
+    first = await put("The user prefers the dark theme.")
+    await archiver(archived).drain()
+    assert (await archived.maintenance.full_pass(now=time.time() + YEAR)).evicted >= 1
+    keys = TenantKeys(aclient.tenant)
+    assert not await archived.redis.exists(keys.memory(first.memory.id))
+
+    back = await aclient.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(agent_id="agent-1", key="settings/theme"),
+        metadata=aclient.md,
+    )
+    assert (back.memory.id, back.memory.key) == (first.memory.id, "settings/theme")
+    await archiver(archived).drain()
+    assert (await archived.maintenance.full_pass(now=time.time() + YEAR)).evicted >= 1
+    assert not await archived.redis.exists(keys.memory(first.memory.id))
+
+    # Stored again while only the archive holds it: the same memory takes the new text.
+    second = await put("The user prefers the light theme.")
+    assert second.replaced and second.memory.id == first.memory.id
+    await archiver(archived).drain()
+    docs = [
+        d
+        async for d in archiver(archived).archive.memories.find(
+            {"tenant": aclient.tenant, "key": "settings/theme"}
+        )
+    ]
+    assert [(d["memory_id"], d["content"]) for d in docs] == [
+        (first.memory.id, "The user prefers the light theme.")
+    ]
+
+
 async def test_a_memory_the_archive_does_not_hold_yet_is_not_evicted(
     archived: Running, aclient: Client
 ) -> None:

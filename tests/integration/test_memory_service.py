@@ -171,6 +171,104 @@ async def test_concurrent_stores_of_the_same_content_keep_one_memory(client: Cli
     assert await count(client, "a") == 1
 
 
+async def put_keyed(
+    client: Client, key: str, content: str, agent: str = "a", **fields: object
+) -> memory_service_pb2.StoreMemoryResponse:
+    return await client.memory.StoreMemory(  # type: ignore[no-any-return]
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(agent_id=agent, key=key, content=content, **fields)  # type: ignore[arg-type]
+        ),
+        metadata=client.md,
+    )
+
+
+async def get_keyed(client: Client, key: str, agent: str = "a") -> memory_pb2.Memory:
+    response = await client.memory.GetMemory(
+        memory_service_pb2.GetMemoryRequest(agent_id=agent, key=key), metadata=client.md
+    )
+    return response.memory
+
+
+async def test_a_key_names_one_memory_that_a_second_store_replaces_in_place(
+    client: Client,
+) -> None:
+    first = await put_keyed(client, "profile/diet", "Ana is vegetarian.", tags=["diet"])
+    twin = await put_keyed(client, "profile/diet-copy", "Ana is vegetarian.")
+    plain = await store(client, "Ana is vegetarian.", agent="a")
+    assert not first.replaced and not first.deduplicated and first.memory.key == "profile/diet"
+    # Keyed memories are not deduplicated by content: three memories hold the same text.
+    assert len({first.memory.id, twin.memory.id, plain.id}) == 3
+
+    second = await put_keyed(client, "profile/diet", "Ana eats fish again.", importance=0.9)
+    assert second.replaced and not second.deduplicated
+    assert second.memory.id == first.memory.id
+    assert second.memory.create_time == first.memory.create_time
+    assert second.memory.update_time.ToNanoseconds() > first.memory.update_time.ToNanoseconds()
+    # Every updatable field comes from the request: the tags it no longer carries are gone.
+    assert (second.memory.content, list(second.memory.tags)) == ("Ana eats fish again.", [])
+    assert second.memory.importance == pytest.approx(0.9)
+
+    got = await get_keyed(client, "profile/diet")
+    assert (got.id, got.content, got.key) == (
+        first.memory.id,
+        "Ana eats fish again.",
+        "profile/diet",
+    )
+    # The index holds the new text only: the old one is left in the two other memories.
+    assert (await search(client, "eats fish", agent="a"))[:1] == ["Ana eats fish again."]
+    found = await search(client, "vegetarian", agent="a", page_size=10)
+    assert found.count("Ana is vegetarian.") == 2
+    assert await count(client, "a") == 3
+    # The key belongs to agent "a": agent "b" has no memory under it, and its own is another.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await get_keyed(client, "profile/diet", agent="b")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    other = await put_keyed(client, "profile/diet", "Bo is vegan.", agent="b")
+    assert not other.replaced and other.memory.id != first.memory.id
+
+
+async def test_a_forgotten_keyed_memory_frees_its_key(client: Client) -> None:
+    first = await put_keyed(client, "k", "The build server is at 10.0.0.7.")
+    await client.memory.ForgetMemories(
+        memory_service_pb2.ForgetMemoriesRequest(
+            agent_id="a", ids=memory_service_pb2.MemoryIds(ids=[first.memory.id])
+        ),
+        metadata=client.md,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await get_keyed(client, "k")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    again = await put_keyed(client, "k", "The build server moved to 10.0.0.9.")
+    assert not again.replaced and again.memory.id != first.memory.id
+
+
+async def test_concurrent_first_stores_of_one_key_keep_one_memory(client: Client) -> None:
+    responses = await asyncio.gather(
+        *(put_keyed(client, "race", f"version {i}") for i in range(12))
+    )
+    assert len({r.memory.id for r in responses}) == 1
+    assert sum(not r.replaced for r in responses) == 1
+    assert await count(client, "a") == 1
+    final = await get_keyed(client, "race")
+    assert final.content in {f"version {i}" for i in range(12)}
+
+
+async def test_get_by_key_refuses_an_id_beside_it_and_a_missing_agent(client: Client) -> None:
+    for request, field in [
+        (memory_service_pb2.GetMemoryRequest(agent_id="a", key="k", id="x"), "id"),
+        (memory_service_pb2.GetMemoryRequest(key="k"), "agent_id"),
+        (memory_service_pb2.GetMemoryRequest(agent_id="a", key="k" * 513), "key"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.memory.GetMemory(request, metadata=client.md)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert failure(caught.value).fields == [field]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await put_keyed(client, "k" * 513, "too long a key")
+    assert failure(caught.value).fields == ["memory.key"]
+    assert await count(client, "a") == 0
+
+
 async def test_list_pages_newest_first_with_tokens_bound_to_the_request(client: Client) -> None:
     for i in range(7):
         await store(client, f"memory number {i}")

@@ -81,6 +81,9 @@ class MongoArchive:
             [("tenant", asc), ("agent_id", asc), ("session_id", asc)], name="by_agent_session"
         )
         await self.memories.create_index([("tenant", asc), ("related_ids", asc)], name="by_link")
+        await self.memories.create_index(
+            [("tenant", asc), ("agent_id", asc), ("key", asc)], name="by_agent_key"
+        )
         await self.memories.create_index([("expire_at", asc)], name="by_expiry")
         await self.episodes.create_index(
             [("tenant", asc), ("agent_id", asc), ("time_ms", asc)], name="by_agent_time"
@@ -112,6 +115,7 @@ class MongoArchive:
                 session_id=doc["session_id"],
                 content=doc["content"],
                 context=doc.get("context", ""),
+                key=doc.get("key", ""),
                 tier=doc["tier"],
                 type=doc["type"],
                 tags=doc["tags"],
@@ -204,6 +208,15 @@ class MongoArchive:
     async def get_memory(self, tenant: str, memory_id: str, now: float) -> Memory | None:
         """The archived memory, unless absent or past its tier's retention."""
         doc = await self.memories.find_one({"_id": doc_id(tenant, memory_id)})
+        if doc is None or (doc.get("expire_at") is not None and doc["expire_at"] <= now):
+            return None
+        return self._memory(doc)
+
+    async def get_memory_by_key(
+        self, tenant: str, agent_id: str, key: str, now: float
+    ) -> Memory | None:
+        """The agent's archived memory stored under `key`, unless absent or past retention."""
+        doc = await self.memories.find_one({"tenant": tenant, "agent_id": agent_id, "key": key})
         if doc is None or (doc.get("expire_at") is not None and doc["expire_at"] <= now):
             return None
         return self._memory(doc)

@@ -42,6 +42,7 @@ class Memory:
     content: str
     session_id: str = ""
     context: str = ""  # situates the content; keyword-indexed, not embedded, not deduped
+    key: str = ""  # the client's name for it, unique per agent; a keyed memory is not deduped
     tier: Tier = Tier.LONG_TERM
     type: MemoryType = MemoryType.FACT
     tags: list[str] = field(default_factory=list)
@@ -85,3 +86,21 @@ def content_fingerprint(agent_id: str, content: str) -> str:
     digest.update(b"\0")
     digest.update(normalize_content(content).encode())
     return digest.hexdigest()
+
+
+def key_fingerprint(agent_id: str, key: str) -> str:
+    """Names the agent's memory stored under `key`; distinct from every content fingerprint
+    (a different personalization of the hash)."""
+    digest = hashlib.blake2b(digest_size=16, person=b"memory-key")
+    digest.update(agent_id.encode())
+    digest.update(b"\0")
+    digest.update(key.encode())
+    return digest.hexdigest()
+
+
+def fingerprint(memory: Memory) -> str:
+    """What makes `memory` unique for its agent, and names it in the dedup index: its key when
+    it has one, else its normalized content."""
+    if memory.key:
+        return key_fingerprint(memory.agent_id, memory.key)
+    return content_fingerprint(memory.agent_id, memory.content)

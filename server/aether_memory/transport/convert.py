@@ -24,6 +24,7 @@ from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CONTENT_BYTES = 32 * 1024
 MAX_CONTEXT_BYTES = 8192
+MAX_KEY_BYTES = 512
 MAX_ID_BYTES = 128
 MAX_TAGS = 32
 MAX_METADATA_BYTES = 16 * 1024
@@ -222,6 +223,7 @@ def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) ->
     v.identifier(f"{prefix}.session_id", message.session_id, required=False)
     v.text(f"{prefix}.content", message.content, limit=MAX_CONTENT_BYTES)
     v.text(f"{prefix}.context", message.context, limit=MAX_CONTEXT_BYTES, required=False)
+    check_key(f"{prefix}.key", message.key, v)
     v.enum(f"{prefix}.tier", message.tier, TIER_FROM_PROTO, allow_unset=True)
     v.enum(f"{prefix}.type", message.type, TYPE_FROM_PROTO, allow_unset=True)
     check_tags(f"{prefix}.tags", list(message.tags), v)
@@ -242,6 +244,7 @@ def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) ->
         session_id=message.session_id,
         content=message.content,
         context=message.context,
+        key=message.key,
         tier=TIER_FROM_PROTO.get(message.tier, Tier.LONG_TERM),
         type=TYPE_FROM_PROTO.get(message.type, MemoryType.FACT),
         tags=list(dict.fromkeys(message.tags)),
@@ -250,6 +253,13 @@ def memory_from_proto(message: memory_pb2.Memory, prefix: str, v: Violations) ->
         related_ids=list(dict.fromkeys(message.related_ids)),
         event_time=to_seconds(message.event_time) if message.HasField("event_time") else 0.0,
     )
+
+
+def check_key(field: str, key: str, v: Violations) -> None:
+    """A memory's key is opaque (only hashed and stored, never part of a query): any text up
+    to MAX_KEY_BYTES; empty means none."""
+    if len(key.encode()) > MAX_KEY_BYTES:
+        v.add(field, f"must be at most {MAX_KEY_BYTES} bytes")
 
 
 def check_tags(field: str, tags: list[str], v: Violations) -> None:
@@ -295,6 +305,7 @@ def memory_to_proto(memory: Memory, *, full: bool) -> memory_pb2.Memory:
         session_id=memory.session_id,
         content=memory.content,
         context=memory.context,
+        key=memory.key,
         tier=TIER_TO_PROTO[memory.tier],
         type=TYPE_TO_PROTO[memory.type],
         tags=memory.tags,

@@ -73,11 +73,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
     ) -> Callable[[], Awaitable[memory_service_pb2.StoreMemoryResponse]]:
         async def compute() -> memory_service_pb2.StoreMemoryResponse:
-            memory, deduplicated = await self._bank.store(
-                keys, draft, c.vector_of(request.memory.embedding)
-            )
+            stored = await self._bank.store(keys, draft, c.vector_of(request.memory.embedding))
             return memory_service_pb2.StoreMemoryResponse(
-                memory=c.memory_to_proto(memory, full=False), deduplicated=deduplicated
+                memory=c.memory_to_proto(stored.memory, full=False),
+                deduplicated=stored.deduplicated,
+                replaced=stored.replaced,
             )
 
         return compute
@@ -164,10 +164,21 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     ) -> memory_service_pb2.GetMemoryResponse:
         keys = self._keys(context)
         v = c.Violations()
-        v.identifier("id", request.id, required=True)
+        if request.key:
+            if request.id:
+                v.add("id", "must be empty when key is set")
+            v.identifier("agent_id", request.agent_id, required=True)
+            c.check_key("key", request.key, v)
+        else:
+            v.identifier("id", request.id, required=True)
         v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
         v.raise_if_any()
-        memory = await self._bank.get(keys, request.id, record_access=may_write())
+        if request.key:
+            memory = await self._bank.get_by_key(
+                keys, request.agent_id, request.key, record_access=may_write()
+            )
+        else:
+            memory = await self._bank.get(keys, request.id, record_access=may_write())
         return memory_service_pb2.GetMemoryResponse(
             memory=c.memory_to_proto(memory, full=request.view == memory_pb2.MEMORY_VIEW_FULL)
         )

@@ -54,6 +54,7 @@ _SCALAR_FIELDS = [
     "session_id",
     "content",
     "context",
+    "key",
     "tier",
     "type",
     "tags",
@@ -64,6 +65,9 @@ _SCALAR_FIELDS = [
     "update_time",
     "expire_time",
 ]
+
+# Facts of the content written only when it has them (no empty hash fields).
+_OPTIONAL = ("words", "speaker")
 
 # What a search hit carries: re-scoring and the re-ranker's facts about the memory.
 _HIT_FIELDS = [
@@ -468,6 +472,8 @@ class RedisMemoryStore:
         }
         if words is not None:
             fields["words"] = str(words)
+        if memory.key:
+            fields["key"] = memory.key
         speaker = speaker_of(memory.content)
         if speaker is not None:
             fields["speaker"] = speaker
@@ -496,6 +502,7 @@ class RedisMemoryStore:
             session_id=text("session_id"),
             content=text("content"),
             context=text("context"),
+            key=text("key"),
             tier=Tier(text("tier")),
             type=MemoryType(text("type")),
             tags=tags.split(TAG_SEPARATOR) if tags else [],
@@ -635,9 +642,11 @@ class RedisMemoryStore:
                 await pipe.unwatch()
                 return False
             pipe.multi()
-            pipe.hset(key, mapping=self._fields(keys, memory))
-            # A vector another model made of the old content (`reembed`) is stale now.
-            pipe.hdel(key, other_slot(self.vector_slot))
+            fields = self._fields(keys, memory)
+            pipe.hset(key, mapping=fields)
+            # A vector another model made of the old content (`reembed`) is stale now, and so
+            # are the old content's facts that the new one lacks.
+            pipe.hdel(key, other_slot(self.vector_slot), *(f for f in _OPTIONAL if f not in fields))
             if old_fingerprint != new_fingerprint:
                 pipe.delete(keys.dedup(old_fingerprint))
                 pipe.set(keys.dedup(new_fingerprint), memory.id, nx=True)

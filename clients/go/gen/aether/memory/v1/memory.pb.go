@@ -255,6 +255,13 @@ type Memory struct {
 	// search matches it as it matches content, so a reply ("Yes, last Tuesday") is found by the
 	// words of what it answers. It is not embedded and takes no part in dedup.
 	Context string `protobuf:"bytes,17,opt,name=context,proto3" json:"context,omitempty"`
+	// Optional on create. Immutable. A name the client gives the memory, unique among its
+	// agent's memories: 1..512 bytes of UTF-8. StoreMemory with a key the agent already uses
+	// replaces that memory in place (an upsert: same id and create_time, every field UpdateMemory
+	// can change taken from the request, session_id kept; unset event_time means the first create
+	// time). A memory with a key is never deduplicated by content, so two keys may hold the same
+	// text. GetMemory finds it by agent_id and key.
+	Key string `protobuf:"bytes,18,opt,name=key,proto3" json:"key,omitempty"`
 	// Optional on create: a precomputed vector of exactly the service's dimension (see the
 	// server's reflection of its settings); when empty the server embeds `content`. Returned only
 	// with MEMORY_VIEW_FULL.
@@ -408,6 +415,13 @@ func (x *Memory) GetExpireTime() *timestamppb.Timestamp {
 func (x *Memory) GetContext() string {
 	if x != nil {
 		return x.Context
+	}
+	return ""
+}
+
+func (x *Memory) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
 }
@@ -627,7 +641,7 @@ var File_aether_memory_v1_memory_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"\n" +
-	"\x1daether/memory/v1/memory.proto\x12\x10aether.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x06\n" +
+	"\x1daether/memory/v1/memory.proto\x12\x10aether.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x06\n" +
 	"\x06Memory\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1d\n" +
@@ -654,7 +668,8 @@ const file_aether_memory_v1_memory_proto_rawDesc = "" +
 	"\faccess_count\x18\x0f \x01(\x03R\vaccessCount\x12;\n" +
 	"\vexpire_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x18\n" +
-	"\acontext\x18\x11 \x01(\tR\acontext\x12\x1c\n" +
+	"\acontext\x18\x11 \x01(\tR\acontext\x12\x10\n" +
+	"\x03key\x18\x12 \x01(\tR\x03key\x12\x1c\n" +
 	"\tembedding\x18\x14 \x03(\x02R\tembeddingB\r\n" +
 	"\v_importance\"\xda\x02\n" +
 	"\fMemoryFilter\x12\x1d\n" +

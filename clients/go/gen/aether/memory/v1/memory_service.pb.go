@@ -197,7 +197,9 @@ type StoreMemoryResponse struct {
 	// The stored memory, or the existing one when deduplicated.
 	Memory *Memory `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
 	// True when identical content already existed for the agent and that memory is returned.
-	Deduplicated  bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	Deduplicated bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// True when the request's key named an existing memory, which now holds the request's values.
+	Replaced      bool `protobuf:"varint,3,opt,name=replaced,proto3" json:"replaced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +244,13 @@ func (x *StoreMemoryResponse) GetMemory() *Memory {
 func (x *StoreMemoryResponse) GetDeduplicated() bool {
 	if x != nil {
 		return x.Deduplicated
+	}
+	return false
+}
+
+func (x *StoreMemoryResponse) GetReplaced() bool {
+	if x != nil {
+		return x.Replaced
 	}
 	return false
 }
@@ -341,10 +350,14 @@ func (x *BatchStoreMemoriesResponse) GetResponses() []*StoreMemoryResponse {
 // Request for MemoryService.GetMemory.
 type GetMemoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Required. The memory's id.
+	// The memory's id. Required unless `key` is set; with `key`, it must be empty.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// How much to return. Unspecified means MEMORY_VIEW_BASIC.
-	View          MemoryView `protobuf:"varint,2,opt,name=view,proto3,enum=aether.memory.v1.MemoryView" json:"view,omitempty"`
+	View MemoryView `protobuf:"varint,2,opt,name=view,proto3,enum=aether.memory.v1.MemoryView" json:"view,omitempty"`
+	// With `key`: the agent whose memory to get.
+	AgentId string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Instead of `id`: the agent's memory stored with this key (see Memory.key).
+	Key           string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,6 +404,20 @@ func (x *GetMemoryRequest) GetView() MemoryView {
 		return x.View
 	}
 	return MemoryView_MEMORY_VIEW_UNSPECIFIED
+}
+
+func (x *GetMemoryRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *GetMemoryRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
 }
 
 // Response for MemoryService.GetMemory.
@@ -2542,17 +2569,20 @@ const file_aether_memory_v1_memory_service_proto_rawDesc = "" +
 	"\x12StoreMemoryRequest\x120\n" +
 	"\x06memory\x18\x01 \x01(\v2\x18.aether.memory.v1.MemoryR\x06memory\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"k\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x87\x01\n" +
 	"\x13StoreMemoryResponse\x120\n" +
 	"\x06memory\x18\x01 \x01(\v2\x18.aether.memory.v1.MemoryR\x06memory\x12\"\n" +
-	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"]\n" +
+	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\x12\x1a\n" +
+	"\breplaced\x18\x03 \x01(\bR\breplaced\"]\n" +
 	"\x19BatchStoreMemoriesRequest\x12@\n" +
 	"\brequests\x18\x01 \x03(\v2$.aether.memory.v1.StoreMemoryRequestR\brequests\"a\n" +
 	"\x1aBatchStoreMemoriesResponse\x12C\n" +
-	"\tresponses\x18\x01 \x03(\v2%.aether.memory.v1.StoreMemoryResponseR\tresponses\"T\n" +
+	"\tresponses\x18\x01 \x03(\v2%.aether.memory.v1.StoreMemoryResponseR\tresponses\"\x81\x01\n" +
 	"\x10GetMemoryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
-	"\x04view\x18\x02 \x01(\x0e2\x1c.aether.memory.v1.MemoryViewR\x04view\"E\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x1c.aether.memory.v1.MemoryViewR\x04view\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\"E\n" +
 	"\x11GetMemoryResponse\x120\n" +
 	"\x06memory\x18\x01 \x01(\v2\x18.aether.memory.v1.MemoryR\x06memory\"\xd6\x01\n" +
 	"\x13ListMemoriesRequest\x12\x19\n" +

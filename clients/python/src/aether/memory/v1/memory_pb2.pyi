@@ -146,6 +146,7 @@ class Memory(_message.Message):
     ACCESS_COUNT_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id, unique within the tenant. Opaque; do not parse."""
@@ -173,6 +174,14 @@ class Memory(_message.Message):
     turn, the turn it answers; for a chunk of a document, its title and heading. Keyword
     search matches it as it matches content, so a reply ("Yes, last Tuesday") is found by the
     words of what it answers. It is not embedded and takes no part in dedup.
+    """
+    key: _builtins.str
+    """Optional on create. Immutable. A name the client gives the memory, unique among its
+    agent's memories: 1..512 bytes of UTF-8. StoreMemory with a key the agent already uses
+    replaces that memory in place (an upsert: same id and create_time, every field UpdateMemory
+    can change taken from the request, session_id kept; unset event_time means the first create
+    time). A memory with a key is never deduplicated by content, so two keys may hold the same
+    text. GetMemory finds it by agent_id and key.
     """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -233,11 +242,12 @@ class Memory(_message.Message):
         access_count: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         context: _builtins.str = ...,
+        key: _builtins.str = ...,
         embedding: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "create_time", b"create_time", "event_time", b"event_time", "expire_time", b"expire_time", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "access_count", b"access_count", "agent_id", b"agent_id", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "event_time", b"event_time", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "related_ids", b"related_ids", "session_id", b"session_id", "tags", b"tags", "tier", b"tier", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "access_count", b"access_count", "agent_id", b"agent_id", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "event_time", b"event_time", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "key", b"key", "last_access_time", b"last_access_time", "metadata", b"metadata", "related_ids", b"related_ids", "session_id", b"session_id", "tags", b"tags", "tier", b"tier", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__importance: _TypeAlias = _typing.Literal["importance"]  # noqa: Y015
     _WhichOneofArgType__importance: _TypeAlias = _typing.Literal["_importance", b"_importance"]  # noqa: Y015

@@ -119,8 +119,11 @@ class StoreMemoryResponse(_message.Message):
 
     MEMORY_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
     deduplicated: _builtins.bool
     """True when identical content already existed for the agent and that memory is returned."""
+    replaced: _builtins.bool
+    """True when the request's key named an existing memory, which now holds the request's values."""
     @_builtins.property
     def memory(self) -> _memory_pb2.Memory:
         """The stored memory, or the existing one when deduplicated."""
@@ -130,10 +133,11 @@ class StoreMemoryResponse(_message.Message):
         *,
         memory: _memory_pb2.Memory | None = ...,
         deduplicated: _builtins.bool = ...,
+        replaced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "memory", b"memory", "replaced", b"replaced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,19 +199,27 @@ class GetMemoryRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Required. The memory's id."""
+    """The memory's id. Required unless `key` is set; with `key`, it must be empty."""
     view: _memory_pb2.MemoryView.ValueType
     """How much to return. Unspecified means MEMORY_VIEW_BASIC."""
+    agent_id: _builtins.str
+    """With `key`: the agent whose memory to get."""
+    key: _builtins.str
+    """Instead of `id`: the agent's memory stored with this key (see Memory.key)."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         view: _memory_pb2.MemoryView.ValueType = ...,
+        agent_id: _builtins.str = ...,
+        key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "id", b"id", "key", b"key", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
