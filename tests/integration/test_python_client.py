@@ -104,6 +104,12 @@ async def test_the_high_level_memory_api_speaks_plain_dataclasses(service: Runni
         assert [(h.id, h.content) for h in hits] == [(added.id, "Ana works as a nurse in Lisbon.")]
         assert (await memory.get(added.id)).agent_id == "me"
         assert await memory.forget(added.id, agent="me") == [added.id]
+        # A key names one memory of the agent: adding under it again replaces the text.
+        city = await memory.add("Ana lives in Lisbon.", agent="me", key="ana/city")
+        moved = await memory.add("Ana moved to Porto.", agent="me", key="ana/city")
+        assert (city.replaced, moved.replaced, moved.id) == (False, True, city.id)
+        got = await memory.get(key="ana/city", agent="me")
+        assert (got.id, got.content, got.key) == (city.id, "Ana moved to Porto.", "ana/city")
 
 
 def _use_sessions(address: str, tenant: str) -> None:

@@ -60,6 +60,7 @@ class MemoryRecord:
     session_id: str = ""
     created: datetime | None = None
     happened: datetime | None = None  # event_time: when the remembered thing happened
+    key: str = ""  # the name it was added under, if any
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,11 @@ class Hit(MemoryRecord):
 
 @dataclass(frozen=True)
 class Added(MemoryRecord):
-    """What `add` stored; `deduplicated` when the agent already had this content."""
+    """What `add` stored; `deduplicated` when the agent already had this content, `replaced`
+    when `key` named a memory, which now holds the new text."""
 
     deduplicated: bool = False
+    replaced: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def _record_fields(memory: memory_pb2.Memory) -> dict[str, Any]:
         "session_id": memory.session_id,
         "created": memory.create_time.ToDatetime() if memory.HasField("create_time") else None,
         "happened": memory.event_time.ToDatetime() if memory.HasField("event_time") else None,
+        "key": memory.key,
     }
 
 
@@ -147,8 +151,9 @@ def _store_request(
     importance: float | None,
     session: str | None,
     request_id: str | None,
+    key: str | None = None,
 ) -> memory_service_pb2.StoreMemoryRequest:
-    memory = memory_pb2.Memory(agent_id=agent, content=text, tags=list(tags))
+    memory = memory_pb2.Memory(agent_id=agent, content=text, tags=list(tags), key=key or "")
     if metadata:
         memory.metadata.CopyFrom(struct(metadata))
     if importance is not None:
@@ -156,6 +161,22 @@ def _store_request(
     if session:
         memory.session_id = session
     return memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id or "")
+
+
+def _added(response: memory_service_pb2.StoreMemoryResponse) -> Added:
+    return Added(
+        **_record_fields(response.memory),
+        deduplicated=response.deduplicated,
+        replaced=response.replaced,
+    )
+
+
+def _get_request(
+    memory_id: str, key: str | None, agent: str
+) -> memory_service_pb2.GetMemoryRequest:
+    if key:
+        return memory_service_pb2.GetMemoryRequest(agent_id=agent, key=key)
+    return memory_service_pb2.GetMemoryRequest(id=memory_id)
 
 
 def _search_request(
@@ -415,14 +436,16 @@ class Memory:
         importance: float | None = None,
         session: str | None = None,
         request_id: str | None = None,
+        key: str | None = None,
     ) -> Added:
-        """Store `text`; with `request_id`, a retry returns the first call's answer."""
+        """Store `text`; with `request_id`, a retry returns the first call's answer; with
+        `key`, the agent's memory under that key takes the new text (an upsert)."""
         response = self.client.memory.StoreMemory(
             _store_request(
-                text, agent or self.agent, tags, metadata, importance, session, request_id
+                text, agent or self.agent, tags, metadata, importance, session, request_id, key
             )
         )
-        return Added(**_record_fields(response.memory), deduplicated=response.deduplicated)
+        return _added(response)
 
     def search(
         self,
@@ -440,8 +463,11 @@ class Memory:
             )
         )
 
-    def get(self, memory_id: str) -> MemoryRecord:
-        response = self.client.memory.GetMemory(memory_service_pb2.GetMemoryRequest(id=memory_id))
+    def get(
+        self, memory_id: str = "", *, key: str | None = None, agent: str | None = None
+    ) -> MemoryRecord:
+        """A memory by its id, or the agent's memory added under `key`."""
+        response = self.client.memory.GetMemory(_get_request(memory_id, key, agent or self.agent))
         return MemoryRecord(**_record_fields(response.memory))
 
     def forget(self, *ids: str, agent: str | None = None) -> list[str]:
@@ -646,13 +672,14 @@ class AsyncMemory:
         importance: float | None = None,
         session: str | None = None,
         request_id: str | None = None,
+        key: str | None = None,
     ) -> Added:
         response = await self.client.memory.StoreMemory(
             _store_request(
-                text, agent or self.agent, tags, metadata, importance, session, request_id
+                text, agent or self.agent, tags, metadata, importance, session, request_id, key
             )
         )
-        return Added(**_record_fields(response.memory), deduplicated=response.deduplicated)
+        return _added(response)
 
     async def search(
         self,
@@ -669,9 +696,11 @@ class AsyncMemory:
             )
         )
 
-    async def get(self, memory_id: str) -> MemoryRecord:
+    async def get(
+        self, memory_id: str = "", *, key: str | None = None, agent: str | None = None
+    ) -> MemoryRecord:
         response = await self.client.memory.GetMemory(
-            memory_service_pb2.GetMemoryRequest(id=memory_id)
+            _get_request(memory_id, key, agent or self.agent)
         )
         return MemoryRecord(**_record_fields(response.memory))
 
