@@ -37,8 +37,7 @@ from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from bench.output import publish
-
-from .servers import ferretdb
+from tests.support.servers import ferretdb
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 384

@@ -40,8 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.stores.redis.embedded import embedded_redis
 from bench.output import publish
-
-from .servers import free_port
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -45,9 +45,10 @@ from aether.memory.v1 import (
 from google.protobuf.struct_pb2 import Struct
 from pymongo import AsyncMongoClient
 
+from tests.support.faults import missing_memories, stored_events, wait_answering
+from tests.support.servers import FerretDB, free_port, service_env, start_service
+
 from .output import publish
-from .reliability import missing_memories, stored_events, wait_answering
-from .servers import FerretDB, free_port, service_env, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "soak"

@@ -21,7 +21,7 @@ import yaml
 from aether_embeddings.bundled import ensure_default_pack
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
-from bench.servers import free_port
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OTEL_VARIABLES = {

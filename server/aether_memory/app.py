@@ -34,6 +34,7 @@ from .maintenance import Maintenance
 from .memories import MemoryBank
 from .settings import Settings
 from .stores.redis.embedded import data_dir_lock, embedded_redis
+from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.pool import CancelSafePool, connect
 from .supervision import WORKER_NAMES, Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
@@ -61,6 +62,7 @@ class Running:
     maintenance: Maintenance
     memories: MemoryBank
     workers: dict[str, WorkerState]
+    tails: EpisodeTails  # the live episode readers, one per tenant with subscribers
 
 
 async def _watch_health(
@@ -279,4 +281,5 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             parts.maintenance,
             parts.bank,
             states,
+            parts.tails,
         )

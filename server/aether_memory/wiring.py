@@ -63,6 +63,7 @@ class Parts:
     maintenance: Maintenance
     memories: MemoryServicer
     episodes: EpisodeServicer
+    tails: EpisodeTails
     interceptor: AccessInterceptor
     reembedder: Reembedder | None  # the index was built by `reembed` and is not complete
 
@@ -221,6 +222,7 @@ async def build(
         maintenance,
         memories,
         episodes,
+        tails,
         interceptor,
         reembedder,
     )

@@ -23,8 +23,8 @@ from aether_memory.domain import outbox
 from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY, TenantKeys
-from bench.reliability import start_redis
-from bench.servers import FerretDB, free_port
+from tests.support.faults import start_redis
+from tests.support.servers import FerretDB, free_port
 
 from .conftest import Client, failure, new_client
 from .test_episode_service import episode, record

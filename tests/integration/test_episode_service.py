@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from aether_memory.app import Running
 from aether_memory.stores.redis.keys import TenantKeys
+from tests.support.waiting import until
 
 from .conftest import Client, failure
 
@@ -236,13 +237,21 @@ async def test_batched_subscription_delivers_each_event_once_in_order(client: Cl
     assert failure(info.value).fields == ["max_batch"]
 
 
-async def test_subscription_from_now_delivers_live_events_with_filters(client: Client) -> None:
+async def test_subscription_from_now_delivers_live_events_with_filters(
+    service: Running, client: Client
+) -> None:
     await record(client, [episode("old")])
     request = episode_service_pb2.SubscribeEpisodesRequest(
         filter=episode_pb2.EpisodeFilter(agent_id="watched", types=[LLM])
     )
     task = asyncio.create_task(_collect(client, request, 2))
-    await asyncio.sleep(0.5)  # the subscription starts from "now"
+
+    # The subscription starts from "now": what is recorded once it reads live reaches it.
+    def live() -> bool:
+        reader = service.tails.readers.get(client.tenant)
+        return reader is not None and bool(reader.subscribers)
+
+    await until(live, "the subscription reads live")
     await record(
         client, [episode("x1", agent="other", kind=LLM), episode("x2", agent="watched", kind=TOOL)]
     )

@@ -15,6 +15,7 @@ from aether_memory.stores.redis import episode_tail
 from aether_memory.stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
 from aether_memory.stores.redis.episode_tail import EpisodeTails
 from aether_memory.stores.redis.keys import TenantKeys
+from tests.support.waiting import until
 
 
 def entries(prefix: str, count: int) -> list[EpisodeEntry]:
@@ -89,18 +90,14 @@ async def test_many_live_subscribers_share_one_reader(service: Running, keys: Te
         reader = tails.readers.get(keys.tenant)
         return len(reader.subscribers) if reader is not None else 0
 
-    for _ in range(200):  # all caught up and attached (a loaded machine takes longer than 0.2 s)
-        if attached() == 20:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: attached() == 20, "all 20 caught up and attached")
     assert len(tails.readers) == 1
-    assert attached() == 20
     for n in range(3):
         await log.append(keys, entries(f"live{n}", 100))
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert all(got == seen[0] for got in seen) and len(seen[0]) == 300
-    await asyncio.sleep(1.5)  # the last subscriber left: the reader ends after its next wait
-    assert len(tails.readers) == 0
+    # The last subscriber left: the reader ends after its next wait.
+    await until(lambda: not tails.readers, "the reader without subscribers ended")
 
 
 async def test_a_subscriber_that_stops_reading_is_detached_and_still_misses_nothing(
@@ -115,16 +112,17 @@ async def test_a_subscriber_that_stops_reading_is_detached_and_still_misses_noth
     fast_task = asyncio.create_task(collect(tails.tail(keys, start), 410, fast))
     slow_tail = tails.tail(keys, start)
     slow: list[str] = names(await anext(slow_tail))  # caught up: attached, then stops reading
-    await asyncio.sleep(0.1)
+
+    def subscribers() -> int:
+        reader = tails.readers.get(keys.tenant)
+        return len(reader.subscribers) if reader is not None else 0
+
+    await until(lambda: subscribers() == 2, "both subscribers attached")
     reader = tails.readers[keys.tenant]
-    assert len(reader.subscribers) == 2
     for n in range(40):
         await log.append(keys, entries(f"x{n}", 10))
         await asyncio.sleep(0.01)  # many small reads: more batches than the slow one may hold
-    for _ in range(300):
-        if len(fast) >= 400:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(fast) >= 400, "the fast subscriber got every entry")
     assert len(fast) == 400
     assert len(reader.subscribers) == 1  # the stalled one was detached; the fast one is served
     await log.append(keys, entries("y", 10))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.reliability import (
+from tests.support.faults import (
     CLIENT_WRITE_AFTER_END,
     CannotMount,
     Outcome,
@@ -30,8 +30,8 @@ RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"}
 def refused_clearly(outcome: Outcome) -> set[str]:
     """The statuses of the load's failed calls that a client could not simply retry (a search
     answering INTERNAL while Redis restarts, say): none is allowed. A refused RecordEpisodes
-    stream that grpcio's client misreports as INTERNAL is not the server's (bench.reliability
-    .code_of)."""
+    stream that grpcio's client misreports as INTERNAL is not the server's (see
+    tests.support.faults.code_of)."""
     calls = set(outcome.seen.get("failed calls", {})) - {CLIENT_WRITE_AFTER_END}
     return {call.split()[-1] for call in calls} - RETRYABLE
 

@@ -21,8 +21,9 @@ from aether_memory.app import serve
 from aether_memory.domain.errors import StartupError
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import data_dir_lock, embedded_redis, redis_command
-from bench.reliability import wait_health
-from bench.servers import free_port
+from tests.support.faults import wait_health
+from tests.support.servers import free_port
+from tests.support.waiting import until
 
 from .conftest import failure, new_client
 from .test_episode_service import episode, list_all, record
@@ -57,7 +58,12 @@ async def test_drain_ends_subscriptions_cleanly_and_a_restart_keeps_every_acked_
             return info.value
 
         watcher = asyncio.create_task(drain_subscription())
-        await asyncio.sleep(0.3)
+
+        def attached() -> bool:
+            reader = running.tails.readers.get(client.tenant)
+            return reader is not None and bool(reader.subscribers)
+
+        await until(attached, "the subscription reads live before the server drains")
     # Leaving `serve` drained the server, stopped workers and shut the embedded Redis down.
     error = await asyncio.wait_for(watcher, 10)
     await channel.close()
@@ -103,12 +109,18 @@ async def test_tier_ttls_expire_memories_from_get_list_and_search(tmp_path: Path
         )
         kept = await store("permanent note about parsing", memory_pb2.MEMORY_TIER_LONG_TERM)
         assert scratch.HasField("expire_time") and not kept.HasField("expire_time")
-        await asyncio.sleep(2.2)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await client.memory.GetMemory(
-                memory_service_pb2.GetMemoryRequest(id=scratch.id), metadata=client.md
-            )
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+        async def gone() -> bool:
+            try:
+                await client.memory.GetMemory(
+                    memory_service_pb2.GetMemoryRequest(id=scratch.id), metadata=client.md
+                )
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND
+                return True
+            return False
+
+        await until(gone, "the scratchpad memory expired (1 s TTL)")
         listed = await client.memory.ListMemories(
             memory_service_pb2.ListMemoriesRequest(agent_id="a"), metadata=client.md
         )

@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.stores.redis.embedded import embedded_redis
-from bench.servers import free_port
+from tests.support.servers import free_port
 
 EPISODES = 20_000
 BATCH = 500

@@ -18,6 +18,7 @@ from aether_memory.app import Running
 from aether_memory.domain.errors import TooLarge
 from aether_memory.stores.redis.documents import DocumentStore
 from aether_memory.stores.redis.keys import TenantKeys
+from tests.support.waiting import until
 
 from .conftest import Client, failure
 from .test_memory_service import store
@@ -171,12 +172,15 @@ async def test_tool_cache_hits_regardless_of_argument_order_and_expires(client: 
         metadata=client.md,
     )
     assert not other_tool.hit
-    await asyncio.sleep(1.3)
-    expired = await client.memory.GetToolResult(
-        memory_service_pb2.GetToolResultRequest(tool_name="weather", arguments=args_a),
-        metadata=client.md,
-    )
-    assert not expired.hit
+
+    async def expired() -> bool:
+        found = await client.memory.GetToolResult(
+            memory_service_pb2.GetToolResultRequest(tool_name="weather", arguments=args_a),
+            metadata=client.md,
+        )
+        return not found.hit
+
+    await until(expired, "the tool result put with a 1 s TTL expired")
 
 
 async def test_agent_state_updates_named_keys_only(client: Client) -> None:

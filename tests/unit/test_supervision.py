@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 from aether_memory.supervision import WorkerState, supervise
+from tests.support.waiting import until
 
 
 async def test_a_failing_worker_is_restarted_until_it_runs_and_stops_with_the_service() -> None:
@@ -32,8 +33,9 @@ async def test_a_failing_worker_is_restarted_until_it_runs_and_stops_with_the_se
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39  # 0.1 s, doubling
     assert reports == [False, False, False] and not state.healthy
-    await asyncio.sleep(1.1)  # the fourth run has lasted a second: healthy again
-    assert reports == [False, False, False, True] and state.healthy
+    # The fourth run has lasted a second: healthy again.
+    await until(lambda: state.healthy, "the supervisor reported healthy again")
+    assert reports == [False, False, False, True]
     stop.set()
     await asyncio.wait_for(task, 1)
     assert not state.running and len(runs) == 4
