@@ -28,9 +28,11 @@ from .domain.paging import PageTokens
 from .episodes import EpisodeIndex
 from .maintenance import Maintenance
 from .memories import MemoryBank
+from .service.agent_state import AgentStates
 from .service.idempotency import Idempotent
 from .service.reembed import Reembedder
 from .service.self_model import SelfModel
+from .service.sessions import Sessions
 from .service.tool_cache import ToolCache
 from .settings import Settings
 from .stores.redis.api_keys import ApiKeys
@@ -189,14 +191,16 @@ async def build(
     tokens = PageTokens(await page_token_key(client, settings))
     tails = EpisodeTails(episode_log)  # one shared reader per tenant for all subscribers
     episodes = EpisodeServicer(episode_log, episode_index, tails, bank, tokens, settings)
+    states = AgentStates(documents)
     memories = MemoryServicer(
         bank,
-        documents,
+        Sessions(documents),
+        states,
         Idempotent(RequestLog(client, settings.request_id_ttl_s)),
         ToolCache(documents, settings.tool_cache_ttl_s),
         tokens,
         settings,
-        SelfModel(bank, documents, episode_log),
+        SelfModel(bank, states, episode_log),
     )
     interceptor = AccessInterceptor(
         ApiKeys(client) if settings.require_api_keys else None,

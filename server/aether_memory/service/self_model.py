@@ -5,15 +5,17 @@ how its recent episodes ended, and its current state."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aether.memory.v1 import episode_pb2
 
+from ..domain.documents import AgentStateDoc
 from ..domain.memory import MemoryFilter, MemoryType, Tier
 from ..domain.scoring import Weights
 from ..memories import MemoryBank, ScoredMemory, SearchRequest
 from ..stores.redis.episode_log import StoredEntry
 from ..stores.redis.keys import TenantKeys
+from .agent_state import AgentStates
 
 STATS_WINDOW = 1000  # the tenant's most recent episodes the outcomes are counted over
 DEFAULT_MEMORIES = 5
@@ -21,10 +23,6 @@ DEFAULT_MEMORIES = 5
 
 class RecentEpisodes(Protocol):
     async def recent(self, keys: TenantKeys, count: int) -> list[StoredEntry]: ...
-
-
-class AgentStates(Protocol):
-    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class SelfDescription:
     memories: list[ScoredMemory]
     counts: list[tuple[Tier, MemoryType, int]]
     outcomes: EpisodeOutcomes
-    state: dict[str, Any] | None
+    state: AgentStateDoc | None
 
 
 class SelfModel:
@@ -80,7 +78,7 @@ class SelfModel:
             memories=memories,
             counts=await self._bank.counts(keys, agent_id),
             outcomes=await self.outcomes(keys, agent_id),
-            state=await self._states.get_agent_state(keys, agent_id),
+            state=await self._states.find(keys, agent_id),
         )
 
     async def outcomes(self, keys: TenantKeys, agent_id: str) -> EpisodeOutcomes:

@@ -7,18 +7,17 @@ import hashlib
 import json
 from typing import Any, Protocol
 
+from ..domain.documents import ToolResultDoc
 from ..stores.redis.keys import TenantKeys
 from ..telemetry import instruments
 
-Document = dict[str, Any]
-
 
 class ToolResults(Protocol):
-    async def get_tool_result(self, keys: TenantKeys, digest: str) -> Document | None: ...
+    async def get_tool_result(self, keys: TenantKeys, digest: str) -> ToolResultDoc | None: ...
 
     async def put_tool_result(
-        self, keys: TenantKeys, digest: str, entry: Document, ttl_s: float
-    ) -> Document: ...
+        self, keys: TenantKeys, digest: str, entry: ToolResultDoc, ttl_s: float
+    ) -> ToolResultDoc: ...
 
 
 def digest(tool_name: str, arguments: dict[str, Any]) -> str:
@@ -33,7 +32,7 @@ class ToolCache:
 
     async def get(
         self, keys: TenantKeys, tool_name: str, arguments: dict[str, Any]
-    ) -> Document | None:
+    ) -> ToolResultDoc | None:
         """The live cached entry, or None (counted as a hit or a miss)."""
         found = await self._results.get_tool_result(keys, digest(tool_name, arguments))
         instruments().cache_lookups.add(
@@ -48,9 +47,9 @@ class ToolCache:
         arguments: dict[str, Any],
         result: dict[str, Any],
         ttl_s: float | None,
-    ) -> Document:
+    ) -> ToolResultDoc:
         """Cache `result` for `ttl_s` (None: the configured default); the entry with its times."""
-        entry = {"tool_name": tool_name, "arguments": arguments, "result": result}
+        entry: ToolResultDoc = {"tool_name": tool_name, "arguments": arguments, "result": result}
         return await self._results.put_tool_result(
             keys,
             digest(tool_name, arguments),

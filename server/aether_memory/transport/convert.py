@@ -18,6 +18,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from ..domain.documents import MessageDoc, SessionDoc
 from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import DEFAULT_IMPORTANCE, Memory, MemoryFilter, MemoryType, Tier
 
@@ -331,7 +332,7 @@ def page_size(field: str, value: int, default: int, maximum: int, v: Violations)
     return min(value or default, maximum)
 
 
-def message_to_doc(message: working_memory_pb2.ContextMessage) -> dict[str, Any]:
+def message_to_doc(message: working_memory_pb2.ContextMessage) -> MessageDoc:
     return {
         "role": message.role,
         "content": message.content,
@@ -339,7 +340,7 @@ def message_to_doc(message: working_memory_pb2.ContextMessage) -> dict[str, Any]
     }
 
 
-def session_to_proto(doc: dict[str, Any]) -> working_memory_pb2.Session:
+def session_to_proto(doc: SessionDoc) -> working_memory_pb2.Session:
     session = working_memory_pb2.Session(
         session_id=doc["session_id"],
         agent_id=doc.get("agent_id", ""),

@@ -15,16 +15,18 @@ from aether.memory.v1 import (
 )
 from google.protobuf.message import Message
 
-from ..domain.errors import InvalidField, NotFound, TooLarge
+from ..domain.documents import AgentStateDoc, CheckpointDoc, ToolResultDoc
+from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
 from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
+from ..service.agent_state import AgentStates
 from ..service.idempotency import Idempotent
 from ..service.self_model import SelfModel
+from ..service.sessions import Sessions
 from ..service.tool_cache import ToolCache
 from ..settings import Settings
-from ..stores.redis.documents import DocumentStore
 from ..stores.redis.keys import TenantKeys
 from . import convert as c
 from .access import may_write
@@ -49,7 +51,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     def __init__(
         self,
         bank: MemoryBank,
-        documents: DocumentStore,
+        sessions: Sessions,
+        states: AgentStates,
         idempotent: Idempotent,
         tools: ToolCache,
         page_tokens: PageTokens,
@@ -57,7 +60,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self_model: SelfModel,
     ) -> None:
         self._bank = bank
-        self._docs = documents
+        self._sessions = sessions
+        self._states = states
         self._idempotent = idempotent
         self._tools = tools
         self._tokens = page_tokens
@@ -415,7 +419,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         v.raise_if_any()
-        doc = await self._docs.get_session(keys, request.session_id)
+        doc = await self._sessions.get(keys, request.session_id)
         return memory_service_pb2.GetWorkingMemoryResponse(session=c.session_to_proto(doc))
 
     @mapped
@@ -434,7 +438,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         if request.HasField("expected_revision") and request.expected_revision < 0:
             v.add("expected_revision", "must not be negative")
         v.raise_if_any()
-        doc = await self._docs.put_session(
+        doc = await self._sessions.put(
             keys,
             {
                 "session_id": session.session_id,
@@ -462,7 +466,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             raise TooLarge("messages", MAX_APPEND, "messages")
         self._check_messages("messages", list(request.messages), v)
         v.raise_if_any()
-        doc = await self._docs.append_session(
+        doc = await self._sessions.append(
             keys,
             request.session_id,
             request.agent_id,
@@ -470,16 +474,15 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         )
         return memory_service_pb2.AppendWorkingMemoryResponse(session=c.session_to_proto(doc))
 
-    def _checkpoint(self, doc: dict[str, object]) -> working_memory_pb2.Checkpoint:
+    def _checkpoint(self, doc: CheckpointDoc) -> working_memory_pb2.Checkpoint:
         message = working_memory_pb2.Checkpoint(
-            session_id=str(doc["session_id"]),
-            number=int(str(doc["number"])),
-            label=str(doc.get("label", "")),
+            session_id=doc["session_id"],
+            number=int(doc["number"]),
+            label=doc.get("label", ""),
             create_time=c.timestamp_us(doc["create_time"]),
         )
-        session = doc.get("session")
-        if isinstance(session, dict):
-            message.session.CopyFrom(c.session_to_proto(session))
+        if "session" in doc:
+            message.session.CopyFrom(c.session_to_proto(doc["session"]))
         return message
 
     @mapped
@@ -493,7 +496,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.identifier("session_id", request.session_id, required=True)
         v.text("label", request.label, limit=256, required=False)
         v.raise_if_any()
-        doc = await self._docs.create_checkpoint(keys, request.session_id, request.label)
+        doc = await self._sessions.checkpoint(keys, request.session_id, request.label)
         return memory_service_pb2.CreateCheckpointResponse(checkpoint=self._checkpoint(doc))
 
     @mapped
@@ -509,7 +512,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.raise_if_any()
         fingerprint = page_fingerprint(self._tokens, keys, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
-        docs, more = await self._docs.list_checkpoints(keys, request.session_id, offset, size)
+        docs, more = await self._sessions.checkpoints(keys, request.session_id, offset, size)
         return memory_service_pb2.ListCheckpointsResponse(
             checkpoints=[self._checkpoint(d) for d in docs],
             next_page_token=self._tokens.encode(fingerprint, offset + size) if more else "",
@@ -527,18 +530,18 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         if request.number < 1:
             v.add("number", "must be at least 1")
         v.raise_if_any()
-        doc = await self._docs.restore_checkpoint(keys, request.session_id, request.number)
+        doc = await self._sessions.restore(keys, request.session_id, request.number)
         return memory_service_pb2.RestoreCheckpointResponse(session=c.session_to_proto(doc))
 
     # ---- tool cache ------------------------------------------------------------------------
 
-    def _tool_result(self, doc: dict[str, object]) -> agent_state_pb2.ToolResult:
+    def _tool_result(self, doc: ToolResultDoc) -> agent_state_pb2.ToolResult:
         return agent_state_pb2.ToolResult(
-            tool_name=str(doc["tool_name"]),
-            arguments=c.dict_to_struct(doc.get("arguments")),  # type: ignore[arg-type]
-            result=c.dict_to_struct(doc.get("result")),  # type: ignore[arg-type]
-            create_time=c.timestamp_us(doc["create_time"]),
-            expire_time=c.timestamp_us(doc["expire_time"]),
+            tool_name=doc["tool_name"],
+            arguments=c.dict_to_struct(doc.get("arguments")),
+            result=c.dict_to_struct(doc.get("result")),
+            create_time=c.timestamp_us(doc.get("create_time")),
+            expire_time=c.timestamp_us(doc.get("expire_time")),
         )
 
     @mapped
@@ -584,11 +587,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     # ---- agent state and self-model ---------------------------------------------------------
 
     @staticmethod
-    def _agent_state(doc: dict[str, object]) -> agent_state_pb2.AgentState:
+    def _agent_state(doc: AgentStateDoc) -> agent_state_pb2.AgentState:
         return agent_state_pb2.AgentState(
-            agent_id=str(doc["agent_id"]),
-            state=c.dict_to_struct(doc.get("state")),  # type: ignore[arg-type]
-            revision=int(str(doc.get("revision", 0))),
+            agent_id=doc["agent_id"],
+            state=c.dict_to_struct(doc.get("state")),
+            revision=int(doc.get("revision", 0)),
             update_time=c.timestamp_us(doc.get("update_time")),
         )
 
@@ -600,9 +603,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v = c.Violations()
         v.identifier("agent_id", request.agent_id, required=True)
         v.raise_if_any()
-        doc = await self._docs.get_agent_state(keys, request.agent_id)
-        if doc is None:
-            raise NotFound("aether.memory.v1.AgentState", request.agent_id, "AGENT_STATE_NOT_FOUND")
+        doc = await self._states.get(keys, request.agent_id)
         return memory_service_pb2.GetAgentStateResponse(agent_state=self._agent_state(doc))
 
     @mapped
@@ -626,7 +627,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 else:
                     only_keys.append(path.removeprefix("state."))
         v.raise_if_any()
-        doc = await self._docs.update_agent_state(
+        doc = await self._states.update(
             keys, state.agent_id, c.struct_to_dict(state.state), only_keys
         )
         return memory_service_pb2.UpdateAgentStateResponse(agent_state=self._agent_state(doc))

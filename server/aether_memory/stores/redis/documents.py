@@ -9,17 +9,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
 from ...domain import outbox
+from ...domain.documents import (
+    AgentStateDoc,
+    CheckpointDoc,
+    MessageDoc,
+    SessionDoc,
+    ToolResultDoc,
+)
 from ...domain.errors import NotFound, RevisionMismatch, TooLarge
 from .keys import OUTBOX_KEY, TenantKeys
 
 T = TypeVar("T")
-Document = dict[str, Any]
+Document = dict[str, Any]  # a JSON document as RedisJSON returns it
 
 
 # KEYS: the session. ARGV: session id, agent id, max messages, TTL (s), max bytes, now (us), then
@@ -110,16 +117,16 @@ class DocumentStore:
 
     # ---- working memory --------------------------------------------------------------------
 
-    def _check_size(self, doc: Document) -> None:
+    def _check_size(self, doc: SessionDoc) -> None:
         """Refuse, before writing, a session no response could carry (JSON bytes as the size)."""
         if len(json.dumps(doc, separators=(",", ":"))) > self._max_session_bytes:
             raise TooLarge("messages", self._max_session_bytes)
 
-    def _with_expiry(self, doc: Document, ttl: int) -> Document:
+    def _with_expiry(self, doc: SessionDoc, ttl: int) -> SessionDoc:
         doc["expire_time"] = now_us() + ttl * 1_000_000 if ttl > 0 else None
         return doc
 
-    async def get_session(self, keys: TenantKeys, session_id: str) -> Document:
+    async def get_session(self, keys: TenantKeys, session_id: str) -> SessionDoc:
         key = keys.session(session_id)
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.json().get(key)
@@ -127,21 +134,21 @@ class DocumentStore:
             doc, ttl = await pipe.execute()
         if not isinstance(doc, dict):
             raise NotFound("aether.memory.v1.Session", session_id, "SESSION_NOT_FOUND")
-        return self._with_expiry(doc, int(ttl))
+        return self._with_expiry(cast(SessionDoc, doc), int(ttl))
 
     async def put_session(
-        self, keys: TenantKeys, session: Document, expected_revision: int | None
-    ) -> Document:
+        self, keys: TenantKeys, session: SessionDoc, expected_revision: int | None
+    ) -> SessionDoc:
         key = keys.session(session["session_id"])
 
-        async def step(pipe: Any) -> Document:
+        async def step(pipe: Any) -> SessionDoc:
             current = await _get_json(pipe, key)
             revision = int(current["revision"]) if current else 0
             if expected_revision is not None and expected_revision != revision:
                 raise RevisionMismatch(revision)
-            doc = dict(session)
+            doc = session.copy()
             doc["messages"] = doc["messages"][-self._max_messages :]
-            doc.update(revision=revision + 1, update_time=now_us())
+            doc["revision"], doc["update_time"] = revision + 1, now_us()
             self._check_size(doc)
             _multi(pipe)
             pipe.json().set(key, "$", doc)
@@ -152,8 +159,8 @@ class DocumentStore:
         return self._with_expiry(doc, self._working_ttl)
 
     async def append_session(
-        self, keys: TenantKeys, session_id: str, agent_id: str, messages: list[Document]
-    ) -> Document:
+        self, keys: TenantKeys, session_id: str, agent_id: str, messages: list[MessageDoc]
+    ) -> SessionDoc:
         """Append in one script: no read-modify-write of the whole session in Python, whose cost
         grew with its length (bench/results/soak.md: p50 3.7 -> 29 ms at ~480 messages)."""
         now = now_us()
@@ -179,11 +186,13 @@ class DocumentStore:
 
     # ---- checkpoints ----------------------------------------------------------------------
 
-    async def create_checkpoint(self, keys: TenantKeys, session_id: str, label: str) -> Document:
+    async def create_checkpoint(
+        self, keys: TenantKeys, session_id: str, label: str
+    ) -> CheckpointDoc:
         session_key = keys.session(session_id)
         index_key = keys.checkpoint_index(session_id)
 
-        async def step(pipe: Any) -> Document:
+        async def step(pipe: Any) -> CheckpointDoc:
             session = await _get_json(pipe, session_key)
             if session is None:
                 raise NotFound("aether.memory.v1.Session", session_id, "SESSION_NOT_FOUND")
@@ -191,12 +200,12 @@ class DocumentStore:
             number = int(newest[0][1]) + 1 if newest else 1
             stale = await pipe.zrange(index_key, 0, -self._max_checkpoints)
             created = now_us()
-            checkpoint = {
+            checkpoint: CheckpointDoc = {
                 "session_id": session_id,
                 "number": number,
                 "label": label,
                 "create_time": created,
-                "session": session,
+                "session": cast(SessionDoc, session),
             }
             _multi(pipe)
             pipe.json().set(keys.checkpoint(session_id, number), "$", checkpoint)
@@ -214,7 +223,7 @@ class DocumentStore:
                         outbox.Kind.CHECKPOINT,
                         keys.tenant,
                         outbox.checkpoint_key(session_id, number),
-                        checkpoint,
+                        dict(checkpoint),
                         expire_at,
                     ),
                 )
@@ -233,7 +242,7 @@ class DocumentStore:
 
     async def list_checkpoints(
         self, keys: TenantKeys, session_id: str, offset: int, limit: int
-    ) -> tuple[list[Document], bool]:
+    ) -> tuple[list[CheckpointDoc], bool]:
         members = await self._client.zrevrange(
             keys.checkpoint_index(session_id), offset, offset + limit
         )
@@ -246,7 +255,7 @@ class DocumentStore:
                     keys.checkpoint(session_id, number), "$.number", "$.label", "$.create_time"
                 )
             replies = await pipe.execute()
-        found = []
+        found: list[CheckpointDoc] = []
         for reply in replies:
             if isinstance(reply, dict) and reply.get("$.number"):
                 found.append(
@@ -259,21 +268,22 @@ class DocumentStore:
                 )
         return found, len(members) > limit
 
-    async def restore_checkpoint(self, keys: TenantKeys, session_id: str, number: int) -> Document:
+    async def restore_checkpoint(
+        self, keys: TenantKeys, session_id: str, number: int
+    ) -> SessionDoc:
         session_key = keys.session(session_id)
         checkpoint_key = keys.checkpoint(session_id, number)
 
-        async def step(pipe: Any) -> Document:
+        async def step(pipe: Any) -> SessionDoc:
             checkpoint = await _get_json(pipe, checkpoint_key)
             if checkpoint is None:
                 raise NotFound(
                     "aether.memory.v1.Checkpoint", f"{session_id}/{number}", "CHECKPOINT_NOT_FOUND"
                 )
             current = await _get_json(pipe, session_key)
-            doc = dict(checkpoint["session"])
-            doc.update(
-                revision=(int(current["revision"]) if current else 0) + 1, update_time=now_us()
-            )
+            doc = cast(SessionDoc, dict(checkpoint["session"]))
+            doc["revision"] = (int(current["revision"]) if current else 0) + 1
+            doc["update_time"] = now_us()
             _multi(pipe)
             pipe.json().set(session_key, "$", doc)
             pipe.expire(session_key, self._working_ttl)
@@ -284,15 +294,19 @@ class DocumentStore:
 
     # ---- agent state ------------------------------------------------------------------------
 
-    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> Document | None:
-        return await _get_json(self._client, keys.agent_state(agent_id))
+    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> AgentStateDoc | None:
+        return cast(AgentStateDoc | None, await _get_json(self._client, keys.agent_state(agent_id)))
 
     async def update_agent_state(
-        self, keys: TenantKeys, agent_id: str, state: Document, only_keys: list[str] | None
-    ) -> Document:
+        self,
+        keys: TenantKeys,
+        agent_id: str,
+        state: dict[str, Any],
+        only_keys: list[str] | None,
+    ) -> AgentStateDoc:
         key = keys.agent_state(agent_id)
 
-        async def step(pipe: Any) -> Document:
+        async def step(pipe: Any) -> AgentStateDoc:
             current = await _get_json(pipe, key) or {
                 "agent_id": agent_id,
                 "state": {},
@@ -307,7 +321,7 @@ class DocumentStore:
                         new_state[name] = state[name]
                     else:
                         new_state.pop(name, None)
-            doc = {
+            doc: AgentStateDoc = {
                 "agent_id": agent_id,
                 "state": new_state,
                 "revision": int(current["revision"]) + 1,
@@ -318,7 +332,9 @@ class DocumentStore:
             if self._archived:
                 pipe.xadd(
                     OUTBOX_KEY,
-                    outbox.document_put(outbox.Kind.AGENT_STATE, keys.tenant, agent_id, doc, 0.0),
+                    outbox.document_put(
+                        outbox.Kind.AGENT_STATE, keys.tenant, agent_id, dict(doc), 0.0
+                    ),
                 )
             return doc
 
@@ -326,13 +342,13 @@ class DocumentStore:
 
     # ---- tool-result cache ------------------------------------------------------------------
 
-    async def get_tool_result(self, keys: TenantKeys, digest: str) -> Document | None:
+    async def get_tool_result(self, keys: TenantKeys, digest: str) -> ToolResultDoc | None:
         raw = await self._client.get(keys.tool_result(digest))
-        return json.loads(raw) if raw else None
+        return cast(ToolResultDoc, json.loads(raw)) if raw else None
 
     async def put_tool_result(
-        self, keys: TenantKeys, digest: str, entry: Document, ttl_s: float
-    ) -> Document:
+        self, keys: TenantKeys, digest: str, entry: ToolResultDoc, ttl_s: float
+    ) -> ToolResultDoc:
         now = now_us()
         entry = {**entry, "create_time": now, "expire_time": now + int(ttl_s * 1_000_000)}
         await self._client.set(
