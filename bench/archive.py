@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from ulid import ULID
 
-from aether_memory.archive.archiver import Archiver
-from aether_memory.archive.mongo import MongoArchive
 from aether_memory.domain.memory import Memory, Tier, fingerprint
 from aether_memory.domain.outbox import OutboxEntry
+from aether_memory.service.archiving import Archiver
+from aether_memory.stores.mongo.archive import MongoArchive
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore

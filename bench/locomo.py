@@ -51,7 +51,7 @@ from aether_memory.app import Running, serve
 from aether_memory.domain.memory import MemoryFilter
 from aether_memory.domain.rerank import FEATURES, LinearModel
 from aether_memory.domain.scoring import Weights
-from aether_memory.memories import RERANK_MODEL, SearchRequest
+from aether_memory.service.memories import RERANK_MODEL, SearchRequest
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys
 from bench.output import publish

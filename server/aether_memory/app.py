@@ -28,10 +28,10 @@ from aether_embeddings.pack import ModelPack
 from aether_embeddings.runtime import Embedder
 
 from . import wiring
-from .archive.archiver import Archiver
 from .domain.errors import StartupError
-from .maintenance import Maintenance
-from .memories import MemoryBank
+from .service.archiving import Archiver
+from .service.maintenance import Maintenance
+from .service.memories import MemoryBank
 from .settings import Settings
 from .stores.redis.embedded import data_dir_lock, embedded_redis
 from .stores.redis.episode_tail import EpisodeTails

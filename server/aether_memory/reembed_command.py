@@ -29,7 +29,7 @@ from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.pack import ModelPack, PackError
 from aether_embeddings.runtime import Embedder
 
-from .episodes import EpisodeIndex
+from .service.episode_index import EpisodeIndex
 from .service.reembed import SCAN_COUNT, Reembedder
 from .settings import Settings
 from .stores.redis.episode_log import RedisEpisodeLog

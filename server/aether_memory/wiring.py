@@ -19,22 +19,23 @@ from pymongo import AsyncMongoClient
 
 from aether_embeddings.batching import MicroBatcher
 
-from .access import AccessRecorder
-from .archive.archiver import Archiver
-from .archive.mongo import MongoArchive
 from .diskspace import DiskGuard
 from .domain.lifecycle import LifecyclePolicy
 from .domain.paging import PageTokens
-from .episodes import EpisodeIndex
-from .maintenance import Maintenance
-from .memories import MemoryBank
+from .service.access import AccessRecorder
 from .service.agent_state import AgentStates
+from .service.archiving import Archiver
+from .service.episode_index import EpisodeIndex
 from .service.idempotency import Idempotent
+from .service.maintenance import Maintenance
+from .service.memories import MemoryBank
 from .service.reembed import Reembedder
 from .service.self_model import SelfModel
 from .service.sessions import Sessions
+from .service.summarizer import ChatSummarizer
 from .service.tool_cache import ToolCache
 from .settings import Settings
+from .stores.mongo.archive import MongoArchive
 from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
 from .stores.redis.episode_log import RedisEpisodeLog
@@ -43,7 +44,6 @@ from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.vector_slots import BUILDING, FILLED, reembed_state
-from .summarizer import ChatSummarizer
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
 from .transport.memory_servicer import MemoryServicer

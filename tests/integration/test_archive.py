@@ -17,11 +17,11 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.app import Running, serve
-from aether_memory.archive.archiver import Archiver
-from aether_memory.archive.mongo import doc_id
 from aether_memory.domain import outbox
 from aether_memory.domain.outbox import OutboxEntry
+from aether_memory.service.archiving import Archiver
 from aether_memory.settings import Settings
+from aether_memory.stores.mongo.archive import doc_id
 from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY, TenantKeys
 from tests.support.faults import start_redis
 from tests.support.servers import FerretDB, free_port

@@ -11,7 +11,7 @@ import pytest
 from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 
 from aether_memory.app import serve
-from aether_memory.memories import RERANK_MODEL, bundled_rerank_model, load_rerank_model
+from aether_memory.service.memories import RERANK_MODEL, bundled_rerank_model, load_rerank_model
 from aether_memory.settings import Settings
 
 try:

@@ -10,7 +10,7 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 from aether_memory.app import Running
 from aether_memory.domain.lifecycle import LifecyclePolicy
 from aether_memory.domain.memory import MemoryFilter
-from aether_memory.maintenance import Maintenance
+from aether_memory.service.maintenance import Maintenance
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 

@@ -11,8 +11,8 @@ import redis.exceptions
 from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
-from aether_memory.access import AccessRecorder
 from aether_memory.app import Running
+from aether_memory.service.access import AccessRecorder
 from aether_memory.stores.redis.embedded import HASH_LISTPACK_VALUE
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore

@@ -16,7 +16,7 @@ from aether_memory.domain.errors import StartupError
 from aether_memory.domain.memory import Memory, MemoryFilter
 from aether_memory.domain.rerank import FEATURES
 from aether_memory.domain.scoring import Weights
-from aether_memory.memories import SearchRequest
+from aether_memory.service.memories import SearchRequest
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys, index_meta
 

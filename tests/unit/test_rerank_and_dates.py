@@ -19,7 +19,7 @@ from aether_memory.domain.rerank import (
 )
 from aether_memory.domain.scoring import Candidate
 from aether_memory.domain.temporal import DateCue, date_cues
-from aether_memory.memories import load_rerank_model
+from aether_memory.service.memories import load_rerank_model
 
 
 def at(year: int, month: int, day: int) -> float:

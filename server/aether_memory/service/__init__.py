@@ -1,2 +1,2 @@
-"""Use cases that are more than one store call, beside `memories.py` (long-term memories) and
-`episodes.py`: servicers translate protos and call these."""
+"""The use cases: what each RPC does, over protocols the stores implement. Servicers translate
+protos and call these; these call the stores and the domain rules."""

@@ -22,7 +22,6 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
-from ..episodes import episode_text
 from ..stores.redis.episode_log import RedisEpisodeLog
 from ..stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, TenantKeys
 from ..stores.redis.vector_slots import (
@@ -33,6 +32,7 @@ from ..stores.redis.vector_slots import (
     reembed_state,
     set_reembed_state,
 )
+from .episode_index import episode_text
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from aether.memory.v1 import episode_pb2
 from ..domain.documents import AgentStateDoc
 from ..domain.memory import MemoryFilter, MemoryType, Tier
 from ..domain.scoring import Weights
-from ..memories import MemoryBank, ScoredMemory, SearchRequest
 from ..stores.redis.episode_log import StoredEntry
 from ..stores.redis.keys import TenantKeys
 from .agent_state import AgentStates
+from .memories import MemoryBank, ScoredMemory, SearchRequest
 
 STATS_WINDOW = 1000  # the tenant's most recent episodes the outcomes are counted over
 DEFAULT_MEMORIES = 5

@@ -19,8 +19,8 @@ from grpc_status import rpc_status
 
 from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens, is_stream_id
-from ..episodes import EpisodeIndex, EpisodeQuery
-from ..memories import MemoryBank
+from ..service.episode_index import EpisodeIndex, EpisodeQuery
+from ..service.memories import MemoryBank
 from ..settings import Settings
 from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
 from ..stores.redis.episode_tail import EpisodeTails

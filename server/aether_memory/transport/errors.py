@@ -13,7 +13,6 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ..archive.mongo import within
 from ..domain.errors import (
     BackendUnavailable,
     Conflict,
@@ -35,6 +34,7 @@ from ..domain.errors import (
     Unauthenticated,
 )
 from ..stores.backend_errors import archive_timed_out, as_domain
+from ..stores.mongo.archive import within
 from .convert import check_request
 
 DOMAIN = "memory.aether"

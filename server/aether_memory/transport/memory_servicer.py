@@ -20,9 +20,9 @@ from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
-from ..memories import MUTABLE_PATHS, MemoryBank, SearchRequest
 from ..service.agent_state import AgentStates
 from ..service.idempotency import Idempotent
+from ..service.memories import MUTABLE_PATHS, MemoryBank, SearchRequest
 from ..service.self_model import SelfModel
 from ..service.sessions import Sessions
 from ..service.tool_cache import ToolCache

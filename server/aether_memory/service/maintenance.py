@@ -22,16 +22,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
+from ..domain.lifecycle import LifecyclePolicy, should_evict, should_promote
+from ..domain.memory import Tier, fingerprint
+from ..stores.mongo.archive import MongoArchive
+from ..stores.redis.episode_log import RedisEpisodeLog
+from ..stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE, TenantKeys
+from ..stores.redis.lease import Lease
+from ..stores.redis.memory_store import RedisMemoryStore
+from ..telemetry import instruments, tracer
 from .access import AccessRecorder
-from .archive.mongo import MongoArchive
-from .domain.lifecycle import LifecyclePolicy, should_evict, should_promote
-from .domain.memory import Tier, fingerprint
-from .episodes import EpisodeIndex
-from .stores.redis.episode_log import RedisEpisodeLog
-from .stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE, TenantKeys
-from .stores.redis.lease import Lease
-from .stores.redis.memory_store import RedisMemoryStore
-from .telemetry import instruments, tracer
+from .episode_index import EpisodeIndex
 
 log = logging.getLogger(__name__)
 

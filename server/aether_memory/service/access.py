@@ -23,8 +23,8 @@ from collections.abc import Iterable
 
 import redis.exceptions
 
-from .stores.redis.keys import TenantKeys
-from .stores.redis.memory_store import RedisMemoryStore
+from ..stores.redis.keys import TenantKeys
+from ..stores.redis.memory_store import RedisMemoryStore
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
-from ..domain.memory import Memory, MemoryFilter
-from ..domain.outbox import Kind, Op, OutboxEntry, memory_from_doc
+from ...domain.memory import Memory, MemoryFilter
+from ...domain.outbox import Kind, Op, OutboxEntry, memory_from_doc
 
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000

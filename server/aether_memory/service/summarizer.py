@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from openai import AsyncOpenAI
 
-from .telemetry import tracer
+from ..telemetry import tracer
 
 SYSTEM_PROMPT = (
     "You compress an AI agent's memories of one session into a faithful summary for its "

@@ -25,11 +25,11 @@ from redisvl.schema import IndexSchema
 
 from aether_embeddings.batching import MicroBatcher
 
-from .stores.redis.episode_log import RedisEpisodeLog, stream_id_key
-from .stores.redis.keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, TenantKeys
-from .stores.redis.query import SINGLE_VALUE, tag_in
-from .stores.redis.vector_slots import SLOTS, vector_attribute
-from .telemetry import instruments, tracer
+from ..stores.redis.episode_log import RedisEpisodeLog, stream_id_key
+from ..stores.redis.keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, TenantKeys
+from ..stores.redis.query import SINGLE_VALUE, tag_in
+from ..stores.redis.vector_slots import SLOTS, vector_attribute
+from ..telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
 GROUP = "aether-episode-indexers"

@@ -22,16 +22,14 @@ from ulid import ULID
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.runtime import Mode
 
-from .access import AccessRecorder
-from .archive.mongo import MongoArchive
-from .domain.errors import (
+from ..domain.errors import (
     Conflict,
     DimensionMismatch,
     NotFound,
     NothingToSummarize,
     StartupError,
 )
-from .domain.memory import (
+from ..domain.memory import (
     Memory,
     MemoryFilter,
     MemoryType,
@@ -39,14 +37,16 @@ from .domain.memory import (
     fingerprint,
     key_fingerprint,
 )
-from .domain.rerank import Facts, LinearModel, features, query_words, rerank
-from .domain.scoring import Candidate, Weights, fuse, rescore
-from .domain.temporal import DateCue, date_cues
-from .settings import Settings
-from .stores.redis.keys import TenantKeys
-from .stores.redis.memory_store import Hits, RedisMemoryStore
+from ..domain.rerank import Facts, LinearModel, features, query_words, rerank
+from ..domain.scoring import Candidate, Weights, fuse, rescore
+from ..domain.temporal import DateCue, date_cues
+from ..settings import Settings
+from ..stores.mongo.archive import MongoArchive
+from ..stores.redis.keys import TenantKeys
+from ..stores.redis.memory_store import Hits, RedisMemoryStore
+from ..telemetry import instruments, tracer
+from .access import AccessRecorder
 from .summarizer import ChatSummarizer, SummarizerError
-from .telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ KEY_LOCK_STRIPES = 64  # locks that serialize stores under one key within this p
 SPACE_SAMPLE = 8  # memories re-embedded to tell which model wrote an unrecorded index
 SAME_SPACE_COSINE = 0.95  # fp32 and int8 vectors of one model agree to >= 0.99
 # The re-ranker's weights, fitted by `python -m bench.locomo --train`.
-RERANK_MODEL = Path(__file__).with_name("rerank_model.json")
+# The bundled re-rankers are data of the package, beside its top-level modules.
+RERANK_MODEL = Path(__file__).resolve().parents[1] / "rerank_model.json"
 MUTABLE_PATHS = frozenset(
     {
         "content",

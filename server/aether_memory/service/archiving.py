@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
 from ..domain.outbox import OutboxEntry
+from ..stores.mongo.archive import ArchiveFeatures, MongoArchive
 from ..stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
 from ..stores.redis.lease import Lease
 from ..telemetry import instruments, tracer
-from .mongo import ArchiveFeatures, MongoArchive
 
 log = logging.getLogger(__name__)
 GROUP = "archivers"

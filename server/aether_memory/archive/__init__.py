@@ -1,1 +1,0 @@
-"""The cold tier: MongoDB through a durable Redis outbox."""
