@@ -26,6 +26,7 @@ from .service.access import AccessRecorder
 from .service.agent_state import AgentStates
 from .service.archiving import Archiver
 from .service.episode_index import EpisodeIndex
+from .service.episodes import Episodes
 from .service.idempotency import Idempotent
 from .service.maintenance import Maintenance
 from .service.memories import MemoryBank
@@ -190,7 +191,9 @@ async def build(
     )
     tokens = PageTokens(await page_token_key(client, settings))
     tails = EpisodeTails(episode_log)  # one shared reader per tenant for all subscribers
-    episodes = EpisodeServicer(episode_log, episode_index, tails, bank, tokens, settings)
+    episodes = EpisodeServicer(
+        Episodes(episode_log, tails, episode_index, bank.embed_query), tokens, settings
+    )
     states = AgentStates(documents)
     memories = MemoryServicer(
         bank,

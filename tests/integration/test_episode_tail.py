@@ -11,8 +11,9 @@ import pytest
 from aether.memory.v1 import episode_pb2
 
 from aether_memory.app import Running
+from aether_memory.domain.episodes import EpisodeEntry, StoredEntry
 from aether_memory.stores.redis import episode_tail
-from aether_memory.stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
+from aether_memory.stores.redis.episode_log import RedisEpisodeLog
 from aether_memory.stores.redis.episode_tail import EpisodeTails
 from aether_memory.stores.redis.keys import TenantKeys
 from tests.support.waiting import until

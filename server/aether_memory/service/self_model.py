@@ -10,9 +10,9 @@ from typing import Protocol
 from aether.memory.v1 import episode_pb2
 
 from ..domain.documents import AgentStateDoc
+from ..domain.episodes import StoredEntry
 from ..domain.memory import MemoryFilter, MemoryType, Tier
 from ..domain.scoring import Weights
-from ..stores.redis.episode_log import StoredEntry
 from ..stores.redis.keys import TenantKeys
 from .agent_state import AgentStates
 from .memories import MemoryBank, ScoredMemory, SearchRequest

@@ -17,13 +17,12 @@ from cachetools import LRUCache
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
+from ..domain.episodes import EpisodeEntry, StoredEntry
 from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens, is_stream_id
-from ..service.episode_index import EpisodeIndex, EpisodeQuery
-from ..service.memories import MemoryBank
+from ..service.episode_index import EpisodeQuery
+from ..service.episodes import Episodes
 from ..settings import Settings
-from ..stores.redis.episode_log import EpisodeEntry, RedisEpisodeLog, StoredEntry
-from ..stores.redis.episode_tail import EpisodeTails
 from ..stores.redis.keys import TenantKeys
 from ..telemetry import current_trace_id, instruments, tracer
 from . import convert as c
@@ -111,22 +110,11 @@ def _position_before(ts: timestamp_pb2.Timestamp) -> str:
 
 
 class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
-    def __init__(
-        self,
-        log: RedisEpisodeLog,
-        index: EpisodeIndex,
-        tails: EpisodeTails,
-        bank: MemoryBank,
-        page_tokens: PageTokens,
-        settings: Settings,
-    ) -> None:
-        self._log = log
-        self._tails = tails
+    def __init__(self, episodes: Episodes, page_tokens: PageTokens, settings: Settings) -> None:
+        self._episodes = episodes
         self._live: LRUCache[tuple[str, str], episode_service_pb2.SubscribeEpisodesResponse] = (
             LRUCache(maxsize=LIVE_RESPONSES)
         )
-        self._index = index
-        self._bank = bank
         self._tokens = page_tokens
         self._settings = settings
         self._page_bytes = settings.max_message_bytes - 64 * 1024  # a page fits one response
@@ -134,7 +122,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
 
     async def aclose(self) -> None:
         """Stop the shared tail readers (after the server stopped serving)."""
-        await self._tails.aclose()
+        await self._episodes.aclose()
 
     def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
         return tenant_keys(context, self._settings.default_tenant)
@@ -149,9 +137,10 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         now.GetCurrentTime()
         episode = episode_pb2.Episode()
         episode.CopyFrom(request.episode)
-        (appended,) = await self._log.append(keys, [_to_entry(episode, now, current_trace_id())])
+        entry = _to_entry(episode, now, current_trace_id())
+        (appended,) = await self._episodes.record(keys, [entry])
         if appended.duplicate:  # the episode first recorded with this event_id
-            stored = await self._log.get(keys, appended.stream_id)
+            stored = await self._episodes.recorded(keys, appended.stream_id)
             episode = _from_entry(stored) if stored else request.episode
         else:  # what was written: no need to read it back
             episode.episode_id = episode.cursor = appended.stream_id
@@ -251,7 +240,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 with tracer().start_as_current_span(
                     "aether.episodes.append", attributes={"aether.episodes": len(valid)}
                 ) as span:
-                    appended = await self._log.append(keys, [entry for _, entry in valid])
+                    appended = await self._episodes.record(keys, [entry for _, entry in valid])
                     written = sum(not a.duplicate for a in appended)
                     span.set_attribute("aether.episodes.written", written)
                 instruments().episodes_appended.add(written)
@@ -317,16 +306,14 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         if request.max_batch > MAX_SUBSCRIBE_BATCH:
             v.add("max_batch", f"must be at most {MAX_SUBSCRIBE_BATCH}")
         v.raise_if_any()
+        after = None
         if start == "after_cursor":
-            await self._log.check_cursor(keys, request.after_cursor)
-            position = request.after_cursor
+            after = request.after_cursor
         elif start == "start_time":
-            position = _position_before(request.start_time)
-            await self._log.check_cursor(keys, position)
-        else:
-            position = await self._log.last_id(keys)
+            after = _position_before(request.start_time)
+        position = await self._episodes.start_of_tail(keys, after)
         last_sent = time.monotonic()
-        async for batch in self._tails.tail(keys, position):
+        async for batch in self._episodes.tail(keys, position):
             if self.draining.is_set():
                 raise ShuttingDown()
             matching = []
@@ -393,7 +380,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 return episode_service_pb2.ListEpisodesResponse()
             end = f"{end_ms - 1}-{MAX_SEQ}"
         scan_limit = max(4 * size, 1000)  # bounded work per call, even when few entries match
-        scanned = await self._log.range(keys, start, end, scan_limit)
+        scanned = await self._episodes.scan(keys, start, end, scan_limit)
         episodes: list[episode_pb2.Episode] = []
         last, budget, full = "", self._page_bytes, False
         for entry in scanned:
@@ -430,10 +417,10 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         fingerprint = page_fingerprint(self._tokens, keys, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
-            return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
-        vector = await self._bank.embed_query(request.query)
-        hits = await self._index.search(
+            return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._episodes.lag())
+        found = await self._episodes.search(
             keys,
+            request.query,
             EpisodeQuery(
                 agent_id=request.filter.agent_id,
                 session_id=request.filter.session_id,
@@ -450,14 +437,11 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 offset=offset,
                 limit=size,
             ),
-            vector,
         )
-        page = hits[offset : offset + size]
-        response = episode_service_pb2.SearchEpisodesResponse(index_lag=await self._index.lag())
-        found = await self._log.get_many([(keys, hit.stream_id) for hit in page])
-        for hit, stored in zip(page, found, strict=True):
+        response = episode_service_pb2.SearchEpisodesResponse(index_lag=found.lag)
+        for hit, stored in found.page:
             if stored is not None:
                 response.results.add(episode=_from_entry(stored), similarity=hit.similarity)
-        if len(hits) > offset + size:
+        if found.total > offset + size:
             response.next_page_token = self._tokens.encode(fingerprint, offset + size)
         return response

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from ...domain.episodes import Appended, EpisodeEntry, StoredEntry
 from ...domain.errors import CursorExpired
 from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, OUTBOX_KEY, TenantKeys
 
@@ -48,34 +48,6 @@ for i = 5, #KEYS do
 end
 return out
 """
-
-
-@dataclass(frozen=True)
-class EpisodeEntry:
-    """What the log stores for one episode; `body` is the serialized episode."""
-
-    event_id: str
-    body: bytes
-    agent_id: str
-    session_id: str
-    type: str
-    outcome: str
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    stream_id: str
-    body: bytes
-    agent_id: str
-    session_id: str
-    type: str
-    outcome: str
-
-
-@dataclass(frozen=True)
-class Appended:
-    stream_id: str
-    duplicate: bool
 
 
 def _text(value: bytes | str | None) -> str:

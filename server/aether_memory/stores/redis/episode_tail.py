@@ -20,7 +20,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .episode_log import TAIL_BLOCK_MS, RedisEpisodeLog, StoredEntry, stream_id_key
+from ...domain.episodes import StoredEntry
+from .episode_log import TAIL_BLOCK_MS, RedisEpisodeLog, stream_id_key
 from .keys import TenantKeys
 
 READ_COUNT = 500

@@ -1,0 +1,38 @@
+"""Episodes as the log holds them: the serialized episode and the fields it is filtered by.
+
+The body is the episode message itself, serialized once when recorded and handed back as
+stored: a log of tool and model calls is written and tailed at thousands of entries a second,
+and no other shape is needed to filter or order them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EpisodeEntry:
+    """What the log stores for one episode; `body` is the serialized episode."""
+
+    event_id: str
+    body: bytes
+    agent_id: str
+    session_id: str
+    type: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    stream_id: str
+    body: bytes
+    agent_id: str
+    session_id: str
+    type: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Appended:
+    stream_id: str
+    duplicate: bool
