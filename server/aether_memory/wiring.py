@@ -130,6 +130,7 @@ async def build(
         hnsw_ef_runtime=settings.hnsw_ef_runtime,
         vector_type=settings.vector_type,
         archived=archived,
+        model=batcher.embedder.pack.manifest.model_name,
     )
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)

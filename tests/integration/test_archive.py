@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 from aether.memory.v1 import agent_state_pb2, memory_pb2, memory_service_pb2
+from bson import Binary
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -202,6 +204,29 @@ async def test_a_decayed_memory_leaves_redis_and_get_brings_it_back(
     assert back.embedding == pytest.approx(list((await get(aclient, faded.id)).embedding))
     assert await archived.redis.exists(keys.memory(faded.id))
     assert faded.id in await search(aclient, "favourite colour teal")
+
+
+async def test_a_memory_archived_under_another_model_is_embedded_again_when_it_returns(
+    archived: Running, aclient: Client
+) -> None:
+    stored = await store(aclient, "The user's dentist is Dr. Okafor.", importance=0.1)
+    original = np.array((await get(aclient, stored.id)).embedding, dtype=np.float32)
+    await archiver(archived).drain()
+    archive = archiver(archived).archive
+    doc = await archive.memories.find_one({"_id": doc_id(aclient.tenant, stored.id)})
+    assert doc is not None and doc["model"] == "all-minilm-l6-v2"
+    # As if another encoder of the same dimension wrote it (a store re-embedded since).
+    foreign = np.random.default_rng(5).standard_normal(original.shape).astype(np.float32)
+    await archive.memories.update_one(
+        {"_id": doc["_id"]},
+        {"$set": {"model": "another-384-model", "embedding": Binary(foreign.tobytes())}},
+    )
+    assert (await archived.maintenance.full_pass(now=time.time() + YEAR)).evicted >= 1
+    assert not await archived.redis.exists(TenantKeys(aclient.tenant).memory(stored.id))
+
+    back = np.array((await get(aclient, stored.id)).embedding, dtype=np.float32)
+    assert float(back @ original) > 0.99  # this model's vector again, not the foreign one
+    assert stored.id in await search(aclient, "who is the dentist?")
 
 
 async def test_an_evicted_keyed_memory_is_found_and_replaced_by_its_key(

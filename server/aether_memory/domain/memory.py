@@ -56,6 +56,8 @@ class Memory:
     access_count: int = 0
     expire_time: float | None = None
     embedding: npt.NDArray[np.float32] | None = None
+    # The model whose vector `embedding` is, as the archive recorded it ("": not recorded).
+    embedding_model: str = ""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ def flat(fields: Fields) -> list[str | bytes]:
     return out
 
 
-def memory_put(tenant: str, memory: Memory) -> Fields:
+def memory_put(tenant: str, memory: Memory, model: str = "") -> Fields:
+    """A memory's archive document; `model` names the encoder that made its vector (a memory
+    rehydrated later under another model is embedded again)."""
     assert memory.embedding is not None
     doc = {
         "agent_id": memory.agent_id,
@@ -75,6 +77,7 @@ def memory_put(tenant: str, memory: Memory) -> Fields:
         "create_time": memory.create_time,
         "update_time": memory.update_time,
         "expire_time": memory.expire_time,
+        "model": model,
     }
     vector = np.asarray(memory.embedding, dtype=np.float32).tobytes()
     return entry(Kind.MEMORY, Op.PUT, tenant, memory.id, _compact(doc), vec=vector)
@@ -165,4 +168,5 @@ def memory_from_doc(memory_id: str, doc: dict[str, Any], vector: bytes | None) -
         update_time=float(doc["update_time"]),
         expire_time=None if doc.get("expire_time") is None else float(doc["expire_time"]),
         embedding=None if vector is None else np.frombuffer(vector, dtype=np.float32).copy(),
+        embedding_model=doc.get("model") or "",
     )

@@ -282,8 +282,10 @@ class MemoryBank:
         hot = await self._store.get_many(keys, sorted(linked))
         cold = await self._archive.existing(keys.tenant, linked - set(hot), now)
         memory.related_ids = sorted(set(hot) | cold)
-        if memory.embedding is None or memory.embedding.shape != (self.dimension,):
-            memory.embedding = await self._vector(memory.content, None)  # the model pack changed
+        if memory.embedding_model != self._model or memory.embedding is None:
+            # Archived under another model (or before the archive recorded which): its vector
+            # would not be comparable with this index's, so it is embedded again.
+            memory.embedding = await self._vector(memory.content, None)
         ttl = int(memory.expire_time - now) + 1 if memory.expire_time else None
         winner = await self._store.store(keys, memory, fingerprint(memory), ttl, archive=False)
         return winner == memory_id

@@ -127,6 +127,7 @@ class MongoArchive:
                 update_time=doc["update_time"],
                 expire_at=doc["expire_time"],
                 embedding=Binary(vector) if vector else None,
+                model=doc.get("model", ""),
             )
         elif e.kind is Kind.EPISODE:
             base.update(

@@ -276,13 +276,16 @@ class RedisMemoryStore:
         vector_type: str = "float32",
         archived: bool = False,
         vector_slot: str = SLOTS[0],
+        model: str = "",
     ) -> None:
         """`vector_slot`: the hash field a new index reads vectors from (an existing index
-        keeps its own; see vector_slots.py)."""
+        keeps its own; see vector_slots.py). `model`: the encoder whose vectors it holds, as
+        the archive records it."""
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self.dimension = dimension
         self.archived = archived  # every write then also appends to the archive outbox
+        self.model = model
         self._index_name = index_name
         self.vector_slot = vector_slot
         self._hnsw = {
@@ -555,7 +558,7 @@ class RedisMemoryStore:
             *memory.related_ids,
         ]
         if self.archived and archive:
-            args += outbox.flat(outbox.memory_put(keys.tenant, memory))
+            args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
         winner = await self._store_script(
             keys=[
                 keys.memory(memory.id),
@@ -589,7 +592,7 @@ class RedisMemoryStore:
             str(ttl_s or 0),
         ]
         if self.archived:
-            args += outbox.flat(outbox.memory_put(keys.tenant, memory))
+            args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
         done = await self._retier_script(
             keys=[
                 keys.memory(memory.id),
@@ -663,7 +666,7 @@ class RedisMemoryStore:
                 pipe.sadd(keys.links(memory.id), other)
                 pipe.sadd(keys.links(other), memory.id)
             if self.archived:
-                pipe.xadd(OUTBOX_KEY, outbox.memory_put(keys.tenant, memory))
+                pipe.xadd(OUTBOX_KEY, outbox.memory_put(keys.tenant, memory, self.model))
             try:
                 await pipe.execute()
             except redis.exceptions.WatchError:
