@@ -60,6 +60,16 @@ class Facts:
     speaker: str | None = None  # who said it, lower case, from a leading "Name: "; None: unknown
 
 
+@dataclass(frozen=True)
+class Hits:
+    """One retrieval method's (id, score) list, best first, plus what re-scoring and re-ranking
+    need of each id. The memories themselves are fetched for the page that is returned
+    (`get_many`)."""
+
+    scores: list[tuple[str, float]]
+    facts: dict[str, Facts]
+
+
 _SPEAKER = re.compile(r"([A-Z][\w'.-]{0,30}(?: [A-Z][\w'.-]{0,30}){0,2}):\s")
 _WORD = re.compile(r"[\w'.-]+")
 

@@ -37,15 +37,14 @@ from ..domain.memory import (
     fingerprint,
     key_fingerprint,
 )
-from ..domain.rerank import Facts, LinearModel, features, query_words, rerank
+from ..domain.rerank import Facts, Hits, LinearModel, features, query_words, rerank
 from ..domain.scoring import Candidate, Weights, fuse, rescore
 from ..domain.temporal import DateCue, date_cues
 from ..settings import Settings
-from ..stores.mongo.archive import MongoArchive
 from ..stores.redis.keys import TenantKeys
-from ..stores.redis.memory_store import Hits, RedisMemoryStore
 from ..telemetry import instruments, tracer
 from .access import AccessRecorder
+from .ports import MemoryArchive, MemoryStore
 from .summarizer import ChatSummarizer, SummarizerError
 
 log = logging.getLogger(__name__)
@@ -144,11 +143,11 @@ class ScoredMemory:
 class MemoryBank:
     def __init__(
         self,
-        store: RedisMemoryStore,
+        store: MemoryStore,
         embedder: MicroBatcher,
         settings: Settings,
         access: AccessRecorder,
-        archive: MongoArchive | None = None,
+        archive: MemoryArchive | None = None,
         summarizer: ChatSummarizer | None = None,
     ) -> None:
         self._store = store
@@ -193,7 +192,7 @@ class MemoryBank:
         held = await self._store.vector_space()
         if held == space:
             return
-        index = self._store.schema.index.name
+        index = self._store.index_name
         if held is not None:
             raise StartupError(
                 f"index {index} holds vectors of {held}, but the model pack makes {space}: "

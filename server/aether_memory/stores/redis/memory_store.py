@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from redisvl.schema import IndexSchema
 from ...domain import outbox
 from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
-from ...domain.rerank import Facts, content_facts, speaker_of
+from ...domain.rerank import Facts, Hits, content_facts, speaker_of
 from ...telemetry import tracer
 from .embedded import HASH_LISTPACK_VALUE
 from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
@@ -253,16 +252,6 @@ def _num(value: Any, default: float = 0.0) -> float:
         return default
 
 
-@dataclass(frozen=True)
-class Hits:
-    """One retrieval method's (id, score) list, best first, plus what re-scoring and re-ranking
-    need of each id. The memories themselves are fetched for the page that is returned
-    (`get_many`)."""
-
-    scores: list[tuple[str, float]]
-    facts: dict[str, Facts]
-
-
 class RedisMemoryStore:
     def __init__(
         self,
@@ -287,6 +276,7 @@ class RedisMemoryStore:
         self.archived = archived  # every write then also appends to the archive outbox
         self.model = model
         self._index_name = index_name
+        self.index_name = index_name
         self.vector_slot = vector_slot
         self._hnsw = {
             "m": hnsw_m,

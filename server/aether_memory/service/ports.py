@@ -1,0 +1,130 @@
+"""What the memory use cases need of their stores, as protocols: the Redis hot tier
+(`stores/redis/memory_store.py`) and the MongoDB archive (`stores/mongo/archive.py`) implement
+them. A store raises domain errors or backend errors that `stores/backend_errors.py` maps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ..domain.memory import Memory, MemoryFilter
+from ..domain.rerank import Hits
+from ..stores.redis.keys import TenantKeys
+
+
+class MemoryStore(Protocol):
+    """The hot tier: memories, their dedup keys, links, access stats and the search index."""
+
+    dimension: int
+    index_name: str
+
+    async def vector_space(self) -> str | None: ...
+
+    async def record_vector_space(self, space: str) -> None: ...
+
+    async def sample(self, limit: int) -> list[Memory]: ...
+
+    async def find_duplicate(self, keys: TenantKeys, fingerprint: str) -> str | None: ...
+
+    async def store(
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        fingerprint: str,
+        ttl_s: int | None,
+        *,
+        archive: bool = True,
+    ) -> str: ...
+
+    async def retier(
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        fingerprint: str,
+        ttl_s: int | None,
+        expected_update_time: float,
+    ) -> bool: ...
+
+    async def replace(
+        self,
+        keys: TenantKeys,
+        memory: Memory,
+        old_fingerprint: str,
+        new_fingerprint: str,
+        ttl_s: int | None,
+        removed_links: Sequence[str],
+        added_links: Sequence[str],
+        expected_update_time: float,
+    ) -> bool: ...
+
+    async def delete(
+        self,
+        keys: TenantKeys,
+        memories: Sequence[tuple[Memory, str]],
+        archived_only: Sequence[str] = (),
+    ) -> None: ...
+
+    async def get_many(self, keys: TenantKeys, ids: Sequence[str]) -> dict[str, Memory]: ...
+
+    async def access_stats(
+        self, keys: TenantKeys, ids: Sequence[str]
+    ) -> dict[str, tuple[int, float]]: ...
+
+    async def page(
+        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+    ) -> tuple[list[Memory], bool]: ...
+
+    async def ids_matching(self, keys: TenantKeys, flt: MemoryFilter) -> list[str]: ...
+
+    async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int: ...
+
+    async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]: ...
+
+    async def vector_search(
+        self,
+        keys: TenantKeys,
+        flt: MemoryFilter,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        batches: bool = False,
+    ) -> Hits: ...
+
+    async def neighbors(
+        self,
+        keys: TenantKeys,
+        flt: MemoryFilter,
+        vector: npt.NDArray[np.float32],
+        positions: Mapping[str, Sequence[int]],
+    ) -> Hits: ...
+
+    async def vectors(
+        self, keys: TenantKeys, ids: Sequence[str]
+    ) -> dict[str, npt.NDArray[np.float32]]: ...
+
+    async def keyword_search(
+        self, keys: TenantKeys, flt: MemoryFilter, text: str, k: int
+    ) -> Hits: ...
+
+
+class MemoryArchive(Protocol):
+    """The cold tier, as the memory use cases read it (writes go through the outbox)."""
+
+    async def get_memory(self, tenant: str, memory_id: str, now: float) -> Memory | None: ...
+
+    async def get_memory_by_key(
+        self, tenant: str, agent_id: str, key: str, now: float
+    ) -> Memory | None: ...
+
+    async def linked_to(self, tenant: str, memory_id: str) -> list[str]: ...
+
+    async def existing(self, tenant: str, ids: Iterable[str], now: float) -> set[str]: ...
+
+    async def owned(
+        self, tenant: str, ids: Iterable[str], agent_id: str, now: float
+    ) -> dict[str, list[str]]: ...
+
+    async def memory_ids(self, tenant: str, flt: MemoryFilter) -> list[str]: ...
