@@ -38,14 +38,25 @@ def aimed(code: str, running: Running) -> str:
 
 
 def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The command's result; one that runs past 200 s (inside the test's own 300 s) is killed
+    and reported with what it printed so far, so a hang shows where it stopped."""
+    try:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+    except subprocess.TimeoutExpired as expired:
+
+        def text(value: bytes | str | None) -> str:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
+
+        return subprocess.CompletedProcess(
+            command, -9, text(expired.stdout), "killed after 200 s\n" + text(expired.stderr)
+        )
 
 
 def check_output(result: subprocess.CompletedProcess[str]) -> None:
