@@ -1,16 +1,19 @@
-"""Each Lua script of the memory store, held to the contract its comment states, called directly
-on the real Redis (with its modules) the service runs on. The scripts' callers are tested through
-the API elsewhere; these pin what each script itself promises, case by case, so a change to one
-cannot hide behind the code that calls it."""
+"""Each Lua script of the memory and document stores, held to the contract its comment states,
+called directly on the real Redis (with its modules) the service runs on. The scripts' callers
+are tested through the API elsewhere; these pin what each script itself promises, case by case,
+so a change to one cannot hide behind the code that calls it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from aether_memory.app import Running
+from aether_memory.stores.redis import documents
 from aether_memory.stores.redis import memory_store as ms
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.vector_slots import _PUT_SCRIPT
@@ -243,3 +246,37 @@ async def test_vector_put_writes_only_to_an_existing_memory_that_still_matches(
     assert await put(keys=[key], args=["probe", "v1", "update_time", "0.5"]) == 0
     assert await put(keys=[key], args=["probe", "v2", "update_time", "1.0"]) == 1
     assert (await hash_of(service, key))["probe"] == "v2"
+
+
+async def test_session_append_creates_trims_counts_and_refuses_past_its_size(
+    service: Running, keys: TenantKeys
+) -> None:
+    """The working-memory append script (stores/redis/documents.py)."""
+    append = script(service, documents._APPEND_SESSION)
+    key = keys.session("s")
+
+    def message(text: str) -> str:
+        return json.dumps({"role": "user", "content": text, "metadata": {}})
+
+    async def call(agent: str, *texts: str, keep: int = 3, max_bytes: int = 10_000) -> Any:
+        args = ["s", agent, keep, 60, max_bytes, 111, *(message(t) for t in texts)]
+        return json.loads(await append(keys=[key], args=args))
+
+    first = await call("", "a", "b")
+    assert (first["agent_id"], first["revision"], first["update_time"]) == ("", 1, 111)
+    assert [m["content"] for m in first["messages"]] == ["a", "b"]
+    second = await call("agent-1", "c", "d")  # the first agent named is kept
+    assert second["agent_id"] == "agent-1" and second["revision"] == 2
+    assert [m["content"] for m in second["messages"]] == ["b", "c", "d"]  # the newest 3
+    assert (await call("agent-2", "e"))["agent_id"] == "agent-1"
+    assert 0 < await service.redis.ttl(key) <= 60
+    with pytest.raises(redis.exceptions.ResponseError, match="TOO_LARGE"):
+        await call("", "x" * 500, max_bytes=300)
+    after = json.loads(await service.redis.execute_command("JSON.GET", key))
+    assert [m["content"] for m in after["messages"]] == ["c", "d", "e"]  # put back as it was
+    assert after["revision"] == 3
+    # A session that would be too large from its first message is not left behind.
+    other = keys.session("t")
+    with pytest.raises(redis.exceptions.ResponseError, match="TOO_LARGE"):
+        await append(keys=[other], args=["t", "", 3, 60, 100, 1, message("y" * 200)])
+    assert not await service.redis.exists(other)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from ...domain.errors import Conflict, RequestIdReused
 from .keys import TenantKeys
+from .lease import COMPARE_AND_DELETE
 
 _FINGERPRINT_BYTES = 32
 # No serialized protobuf message starts with a zero byte (field number 0 is invalid), so a
@@ -23,12 +24,6 @@ PENDING = b"\x00pending"
 PENDING_TTL_S = 60  # a claim outlives the slowest write; a crashed server's claim then lapses
 WAIT_STEP_S = 0.02
 
-# Deletes a claim only if it is still this request's pending claim. KEYS: the request key.
-# ARGV: fingerprint + PENDING.
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class RequestLog:
@@ -36,7 +31,8 @@ class RequestLog:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._ttl = ttl_s
-        self._release = client.register_script(_RELEASE_SCRIPT)
+        # A claim is given back only while it is still this request's pending claim.
+        self._release = client.register_script(COMPARE_AND_DELETE)
         self._cleanup: set[asyncio.Future[Any]] = set()  # claims given back after a cancel
 
     async def claim(

@@ -20,7 +20,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
-_RELEASE = """
+# Deletes a key only while it holds the given value (a lease's token, a request's pending
+# claim): 1 if deleted. KEYS: the key. ARGV: the value.
+COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -32,7 +34,7 @@ class Lease:
         self.ttl_ms = ttl_ms
         self._token = uuid.uuid4().hex
         self._hold: Any = client.register_script(_HOLD)
-        self._release: Any = client.register_script(_RELEASE)
+        self._release: Any = client.register_script(COMPARE_AND_DELETE)
 
     async def hold(self) -> bool:
         """Take or extend the lease for its TTL; False while another holder has it."""
