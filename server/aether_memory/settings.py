@@ -21,6 +21,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AETHER_REDIS_URL", "REDIS_URL"),
         description="Redis 8 or Redis Stack URL. Unset starts an embedded Redis with modules.",
     )
+    redis_read_url: str | None = Field(
+        None,
+        description="A replica of the Redis at redis_url that runs the search queries (KNN, "
+        "BM25, neighbours); reads by id and every write stay on the primary. A search sees a "
+        "write once the replica applied it (replication lag, about a millisecond on one "
+        "network; longer while it resyncs). A replica that does not answer hands the query "
+        "back to the primary.",
+    )
     data_dir: Path = Field(
         Path(".aether/data"), description="Embedded Redis's data directory (AOF persistence)."
     )

@@ -44,6 +44,7 @@ from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
 from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.pool import connect
 from .stores.redis.vector_slots import BUILDING, FILLED, reembed_state
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -111,6 +112,15 @@ def _summarizer(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatSum
     return summarizer
 
 
+def _replica(settings: Settings, stack: contextlib.AsyncExitStack) -> aioredis.Redis | None:
+    """The client of the replica that runs searches, when one is configured."""
+    if not settings.redis_read_url:
+        return None
+    reader = connect(settings.redis_read_url, decode_responses=False)
+    stack.push_async_callback(reader.aclose)
+    return reader
+
+
 async def build(
     settings: Settings,
     client: aioredis.Redis,
@@ -131,6 +141,7 @@ async def build(
         vector_type=settings.vector_type,
         archived=archived,
         model=batcher.embedder.pack.manifest.model_name,
+        reader=_replica(settings, stack),
     )
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)

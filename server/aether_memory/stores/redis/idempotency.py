@@ -25,7 +25,6 @@ PENDING_TTL_S = 60  # a claim outlives the slowest write; a crashed server's cla
 WAIT_STEP_S = 0.02
 
 
-
 class RequestLog:
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +41,7 @@ MAX_SCAN_CALLS = 10  # per maintenance batch
 # session without a context) the content of the memory before it there, its `lead`.
 KEYWORD_FIELDS = ("content", "context", "lead")
 MAX_LEAD_BYTES = 2048  # a longer memory before it is no lead
+REPLICA_BACKOFF_S = 10.0  # searches stay on the primary this long after the replica failed one
 # Fields added to the index after the first release: an older index gets them with FT.ALTER.
 ADDED_FIELDS = {
     "context": ["TEXT"],
@@ -266,15 +269,18 @@ class RedisMemoryStore:
         archived: bool = False,
         vector_slot: str = SLOTS[0],
         model: str = "",
+        reader: aioredis.Redis | None = None,
     ) -> None:
         """`vector_slot`: the hash field a new index reads vectors from (an existing index
         keeps its own; see vector_slots.py). `model`: the encoder whose vectors it holds, as
-        the archive records it."""
+        the archive records it. `reader`: a replica that runs the hit queries (see _search)."""
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self.dimension = dimension
         self.archived = archived  # every write then also appends to the archive outbox
         self.model = model
+        self._reader: Any = reader
+        self._reader_failed_at = -math.inf  # when the replica last failed a query (monotonic)
         self._index_name = index_name
         self.index_name = index_name
         self.vector_slot = vector_slot
@@ -803,8 +809,8 @@ class RedisMemoryStore:
         return counts
 
     async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
-        result = await self.index.query(CountQuery(filter_expression=self._filter(keys, flt)))
-        return int(result)
+        query = CountQuery(filter_expression=self._filter(keys, flt))
+        return _total(await self._query(["FT.SEARCH", self._index_name, *query.get_args()]))
 
     async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]:
         """How many memories each filter keeps, in one round trip."""
@@ -826,8 +832,28 @@ class RedisMemoryStore:
         # Each hit query runs inside its own aether.search.* span, which names the index, k,
         # the filters and the hits: Redis's span of the one command would say it again.
         with suppress_instrumentation():
-            reply = await self._client.execute_command(*args)
+            reply = await self._query(args)
         return _documents(reply, scores="WITHSCORES" in args)
+
+    async def _query(self, args: list[Any]) -> Any:
+        """A read-only index query, on the replica when one is configured. One that fails
+        there (unreachable, loading, not yet holding the index) runs on the primary instead,
+        and so does every query for REPLICA_BACKOFF_S after, so a replica that is down costs
+        one failed attempt, not one per search."""
+        if (
+            self._reader is not None
+            and time.monotonic() - self._reader_failed_at > REPLICA_BACKOFF_S
+        ):
+            try:
+                return await self._reader.execute_command(*args)
+            except (aioredis.RedisError, OSError) as error:
+                self._reader_failed_at = time.monotonic()
+                log.warning(
+                    "search replica failed (%s): searching the primary for %.0f s",
+                    error,
+                    REPLICA_BACKOFF_S,
+                )
+        return await self._client.execute_command(*args)
 
     def _attributes(self, flt: MemoryFilter, k: int) -> dict[str, Any]:
         # Filter field names only: the values are the caller's data.
