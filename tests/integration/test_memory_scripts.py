@@ -272,7 +272,7 @@ async def test_session_append_creates_trims_counts_and_refuses_past_its_size(
     assert 0 < await service.redis.ttl(key) <= 60
     with pytest.raises(redis.exceptions.ResponseError, match="TOO_LARGE"):
         await call("", "x" * 500, max_bytes=300)
-    after = json.loads(await service.redis.execute_command("JSON.GET", key))
+    after = await service.redis.json().get(key)  # type: ignore[misc]
     assert [m["content"] for m in after["messages"]] == ["c", "d", "e"]  # put back as it was
     assert after["revision"] == 3
     # A session that would be too large from its first message is not left behind.
