@@ -119,7 +119,16 @@ class AetherStore(BaseStore):
 
     def _get(self, namespace: tuple[str, ...], key: str) -> Item | None:
         memory = self._find(namespace, key)
-        return None if memory is None else _item(memory)
+        found = None if memory is None else _item(memory)
+        if found is None:
+            return None
+        return Item(
+            value=found.value,
+            key=found.key,
+            namespace=found.namespace,
+            created_at=found.created_at,
+            updated_at=found.updated_at,
+        )
 
     def _find(self, namespace: tuple[str, ...], key: str) -> memory_pb2.Memory | None:
         try:
