@@ -76,7 +76,9 @@ export function connect(options: Options): AetherClient {
         for (let i = 0; i < pending.length; i += 100) yield { episodes: pending.slice(i, i + 100) };
       }
       try {
-        for await (const response of episodes.recordEpisodes(requests(), { timeoutMs: 0 })) {
+        // Each attempt has the client's deadline (as in the Python client): a stream that
+        // never ends fails and is retried with the episodes not yet acknowledged.
+        for await (const response of episodes.recordEpisodes(requests())) {
           acks.push(...response.acks);
         }
       } catch (error) {
