@@ -30,7 +30,6 @@ class Pair:
     replica: aioredis.Redis
     primary_url: str
     replica_url: str
-    replica_process: asyncio.subprocess.Process | object
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -49,7 +48,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
 
     await until(linked, "the replica is in sync with the primary", within_s=30)
     try:
-        yield Pair(primary, replica, urls[0], urls[1], processes[1])
+        yield Pair(primary, replica, urls[0], urls[1])
     finally:
         await primary.aclose()
         await replica.aclose()

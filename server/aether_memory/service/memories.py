@@ -6,6 +6,7 @@ Coordinates the embedder and the stores; the rules themselves live in `domain/`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -336,25 +337,33 @@ class MemoryBank:
     async def _put_keyed_now(
         self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None
     ) -> Stored:
-        existing = await self._find_keyed(keys, draft.agent_id, draft.key)
-        if existing is None:
-            memory = await self._new(draft, embedding)
-            winner = await self._store.store(
-                keys, memory, fingerprint(memory), self._ttl[memory.tier]
-            )
-            if winner == memory.id:
-                return Stored(memory)
-            existing = winner  # a concurrent first store of the key won: replace its values
-        patch = replace(draft, id=existing)
+        existing = await self._keyed_id(keys, draft.agent_id, draft.key)
+        if existing is not None:
+            with contextlib.suppress(NotFound):  # its key outlived it: store it anew
+                return await self._replace_keyed(keys, draft, existing, embedding)
+        memory = await self._new(draft, embedding)
+        winner = await self._store.store(keys, memory, fingerprint(memory), self._ttl[memory.tier])
+        if winner == memory.id:
+            return Stored(memory)
+        # A concurrent first store of the key won: its memory takes these values.
+        return await self._replace_keyed(keys, draft, winner, embedding)
+
+    async def _replace_keyed(
+        self,
+        keys: TenantKeys,
+        draft: Memory,
+        memory_id: str,
+        embedding: npt.NDArray[np.float32] | None,
+    ) -> Stored:
+        patch = replace(draft, id=memory_id)
         return Stored(await self.update(keys, patch, set(MUTABLE_PATHS), embedding), replaced=True)
 
-    async def _find_keyed(self, keys: TenantKeys, agent_id: str, key: str) -> str | None:
-        """The id of the agent's memory under `key`, hot or rehydrated from the archive."""
+    async def _keyed_id(self, keys: TenantKeys, agent_id: str, key: str) -> str | None:
+        """The id the hot tier holds for the agent's `key`, else that of the archived memory
+        under it, rehydrated; None when neither holds one."""
         found = await self._store.find_duplicate(keys, key_fingerprint(agent_id, key))
-        if found and found in await self._store.get_many(keys, [found]):
+        if found or self._archive is None:
             return found
-        if self._archive is None:
-            return None
         archived = await self._archive.get_memory_by_key(keys.tenant, agent_id, key, time.time())
         if archived is not None and await self._rehydrate(keys, archived.id):
             return archived.id
@@ -364,7 +373,7 @@ class MemoryBank:
         self, keys: TenantKeys, agent_id: str, key: str, *, record_access: bool = True
     ) -> Memory:
         """The agent's memory stored under `key`."""
-        memory_id = await self._find_keyed(keys, agent_id, key)
+        memory_id = await self._keyed_id(keys, agent_id, key)
         if memory_id is None:
             raise NotFound("aether.memory.v1.Memory", key, "MEMORY_NOT_FOUND")
         return await self.get(keys, memory_id, record_access=record_access)

@@ -119,16 +119,8 @@ class AetherStore(BaseStore):
 
     def _get(self, namespace: tuple[str, ...], key: str) -> Item | None:
         memory = self._find(namespace, key)
-        found = None if memory is None else _item(memory)
-        if found is None:
-            return None
-        return Item(
-            value=found.value,
-            key=found.key,
-            namespace=found.namespace,
-            created_at=found.created_at,
-            updated_at=found.updated_at,
-        )
+        fields = None if memory is None else _item_fields(memory)
+        return None if fields is None else Item(**fields)
 
     def _find(self, namespace: tuple[str, ...], key: str) -> memory_pb2.Memory | None:
         try:
@@ -263,19 +255,25 @@ def _time(value: timestamp_pb2.Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
-def _item(memory: memory_pb2.Memory, score: float | None = None) -> SearchItem | None:
-    """The LangGraph item a memory holds; None for a memory the store did not write."""
+def _item_fields(memory: memory_pb2.Memory) -> dict[str, Any] | None:
+    """The LangGraph item a memory holds, as Item's arguments; None for a memory the store did
+    not write."""
     meta = json_format.MessageToDict(memory.metadata).get(METADATA)
     if not isinstance(meta, dict) or "namespace" not in meta or "key" not in meta:
         return None
-    return SearchItem(
-        namespace=tuple(meta["namespace"]),
-        key=meta["key"],
-        value=json.loads(meta.get("value") or memory.content),
-        created_at=_time(memory.create_time),
-        updated_at=_time(memory.update_time),
-        score=score,
-    )
+    return {
+        "namespace": tuple(meta["namespace"]),
+        "key": meta["key"],
+        "value": json.loads(meta.get("value") or memory.content),
+        "created_at": _time(memory.create_time),
+        "updated_at": _time(memory.update_time),
+    }
+
+
+def _item(memory: memory_pb2.Memory, score: float | None = None) -> SearchItem | None:
+    """The item as a search answers it, with its score (None without a query)."""
+    fields = _item_fields(memory)
+    return None if fields is None else SearchItem(**fields, score=score)
 
 
 # ---- filters (the semantics of LangGraph's InMemoryStore and PostgresStore) ----------------------

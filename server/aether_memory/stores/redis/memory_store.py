@@ -281,7 +281,6 @@ class RedisMemoryStore:
         self.model = model
         self._reader: Any = reader
         self._reader_failed_at = -math.inf  # when the replica last failed a query (monotonic)
-        self._index_name = index_name
         self.index_name = index_name
         self.vector_slot = vector_slot
         self._hnsw = {
@@ -309,7 +308,7 @@ class RedisMemoryStore:
         self.schema = IndexSchema.from_dict(
             {
                 "index": {
-                    "name": self._index_name,
+                    "name": self.index_name,
                     "prefix": MEMORY_PREFIX,
                     "storage_type": "hash",
                 },
@@ -404,12 +403,12 @@ class RedisMemoryStore:
 
     async def vector_space(self) -> str | None:
         """The vector space recorded for this index (see ModelPack's manifest), if any."""
-        held = await self._client.hget(index_meta(self._index_name), "vector_space")
+        held = await self._client.hget(index_meta(self.index_name), "vector_space")
         return held.decode() if held is not None else None
 
     async def record_vector_space(self, space: str) -> None:
         await self._client.hset(
-            index_meta(self._index_name),
+            index_meta(self.index_name),
             mapping={"vector_space": space, "dimension": str(self.dimension)},
         )
 
@@ -810,21 +809,21 @@ class RedisMemoryStore:
 
     async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
         query = CountQuery(filter_expression=self._filter(keys, flt))
-        return _total(await self._query(["FT.SEARCH", self._index_name, *query.get_args()]))
+        return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
 
     async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]:
         """How many memories each filter keeps, in one round trip."""
         async with self._client.pipeline(transaction=False) as pipe:
             for flt in filters:
                 query = CountQuery(filter_expression=self._filter(keys, flt))
-                pipe.execute_command("FT.SEARCH", self._index_name, *query.get_args())
+                pipe.execute_command("FT.SEARCH", self.index_name, *query.get_args())
             replies = await pipe.execute()
         return [_total(reply) for reply in replies]
 
     async def _search(self, query: Any) -> list[dict[str, str]]:
         """A hit query's documents. FT.SEARCH goes through the client's own reply parser:
         redis-py's search Result objects cost a third of a re-ranked search's CPU."""
-        args: list[Any] = ["FT.SEARCH", self._index_name, *query.get_args()]
+        args: list[Any] = ["FT.SEARCH", self.index_name, *query.get_args()]
         if query.params:
             args += ["PARAMS", 2 * len(query.params)]
             for name, value in query.params.items():
