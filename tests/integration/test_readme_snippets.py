@@ -99,6 +99,8 @@ async def test_the_typescript_snippet_compiles_and_runs(service: Running, tmp_pa
         tmp_path,
     )
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    # The live tail has no deadline: node exits only if leaving the `for await` loop cancelled
+    # the subscription (a client that did not would be killed at 200 s here).
     result = await asyncio.to_thread(run, ["node", "snippet.js"], tmp_path)
     check_output(result)
     assert "live: me web_search" in result.stdout

@@ -48,6 +48,18 @@ const retryReads: Interceptor = (next) => async (req) => {
   }
 };
 
+async function* cancelledOnExit<T>(
+  start: (signal: AbortSignal) => AsyncIterable<T>,
+  outer?: AbortSignal,
+): AsyncGenerator<T> {
+  const own = new AbortController();
+  try {
+    yield* start(outer ? AbortSignal.any([outer, own.signal]) : own.signal);
+  } finally {
+    own.abort();
+  }
+}
+
 export interface AetherClient {
   memory: Client<typeof MemoryService>;
   episodes: Client<typeof EpisodeService>;
@@ -62,7 +74,19 @@ export function connect(options: Options): AetherClient {
     defaultTimeoutMs: options.timeoutMs ?? 30_000,
   });
   const memory = createClient(MemoryService, transport);
-  const episodes = createClient(EpisodeService, transport);
+  const stubs = createClient(EpisodeService, transport);
+  const episodes: Client<typeof EpisodeService> = {
+    ...stubs,
+    // A live tail: no deadline unless one is given, and leaving the loop (break, return,
+    // throw) cancels the call. Connect's own iterable does neither: a loop left early kept
+    // the HTTP/2 stream, and with it the process, alive until the deadline.
+    subscribeEpisodes(request, options) {
+      return cancelledOnExit((signal) =>
+        stubs.subscribeEpisodes(request, { ...options, timeoutMs: options?.timeoutMs ?? 0, signal }),
+        options?.signal,
+      );
+    },
+  };
 
   async function record(
     batch: MessageInitShape<typeof EpisodeSchema>[],
