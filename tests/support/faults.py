@@ -36,6 +36,7 @@ from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
 from .servers import DelayProxy, FerretDB, free_port, service_env, start_service
+from .waiting import until
 
 MD = (("aether-tenant", "reliability"),)
 
@@ -572,7 +573,14 @@ async def mongo_slow(tmp: Path, slow_s: float = 3.0, delay_s: float = 0.5) -> Ou
             await asyncio.sleep(slow_s)
             backlog = (await running.archiver.backlog()).entries
             phase, proxy.delay_s = "after", 0.0
-            await asyncio.sleep(2.0)
+            # Until ten reads have answered since (they queue behind the archiver catching
+            # up with the backlog on a loaded machine: a fixed 2 s saw 6 one time), or 20 s.
+            with contextlib.suppress(AssertionError):
+                await until(
+                    lambda: seen["after cold reads"]["NOT_FOUND"] >= 10,
+                    "ten archive reads answered after the slow phase",
+                    within_s=20.0,
+                )
             stop_reading.set()
             await asyncio.gather(*readers)
             await load.finish()
