@@ -31,10 +31,11 @@ from ulid import ULID
 
 from aether_memory.domain.memory import Memory, Tier, fingerprint
 from aether_memory.domain.outbox import OutboxEntry
+from aether_memory.domain.tenant import Tenant
 from aether_memory.service.archiving import Archiver
 from aether_memory.stores.mongo.archive import MongoArchive
 from aether_memory.stores.redis.embedded import embedded_redis
-from aether_memory.stores.redis.keys import OUTBOX_KEY, TenantKeys
+from aether_memory.stores.redis.keys import OUTBOX_KEY
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from bench.output import publish
 from tests.support.servers import ferretdb
@@ -68,7 +69,7 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
 
 
-async def write(store: RedisMemoryStore, keys: TenantKeys, n: int) -> Memory:
+async def write(store: RedisMemoryStore, keys: Tenant, n: int) -> Memory:
     m = memory(n)
     await store.store(keys, m, fingerprint(m), None)
     return m
@@ -85,7 +86,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await store.ensure_index()
             archiver = Archiver(client, archive, batch=args.batch)
             await archiver.ensure()
-            keys = TenantKeys("bench")
+            keys = Tenant("bench")
             result: dict[str, Any] = {"backlog": args.backlog, "batch": args.batch}
 
             # 1. drain a backlog built while no archiver ran

@@ -51,9 +51,9 @@ from aether_memory.app import Running, serve
 from aether_memory.domain.memory import MemoryFilter
 from aether_memory.domain.rerank import FEATURES, LinearModel
 from aether_memory.domain.scoring import Weights
+from aether_memory.domain.tenant import Tenant
 from aether_memory.service.memories import RERANK_MODEL, SearchRequest
 from aether_memory.settings import Settings
-from aether_memory.stores.redis.keys import TenantKeys
 from bench.output import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,11 +264,11 @@ async def training_rows(
     running: Running, stored: Stored, conversation: dict[str, Any]
 ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
     """(features, labels) per question, from the service's own retrieval (default depth)."""
-    keys = TenantKeys(stored.tenant)
+    tenant = Tenant(stored.tenant)
     rows = []
     for question in conversation["questions"]:
         found = await running.memories.retrieve(
-            keys,
+            tenant,
             SearchRequest(
                 filter=MemoryFilter(agent_id=AGENT),
                 query=question["question"],

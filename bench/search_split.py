@@ -32,8 +32,8 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from aether_memory.domain.memory import MemoryFilter
+from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.embedded import embedded_redis
-from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from bench.output import publish
 
@@ -75,7 +75,7 @@ async def run(size: int) -> dict[str, Any]:
             client = aioredis.from_url(url)
             store = RedisMemoryStore(client, index_name="aether-memories", dimension=384)
             await store.ensure_index()
-            keys, flt = TenantKeys(TENANT), MemoryFilter(agent_id="bench")
+            keys, flt = Tenant(TENANT), MemoryFilter(agent_id="bench")
             rng = np.random.default_rng(3)
             vectors = rng.standard_normal((QUERIES, 384)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -226,7 +226,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             "access-recorder": parts.access.run,
         }
         if settings.index_episodes:
-            loops["episode-indexer"] = parts.episode_index.run
+            loops["episode-indexer"] = parts.episode_indexer.run
         if parts.archiver is not None:
             loops["archiver"] = parts.archiver.run
         if parts.reembedder is not None:

@@ -195,7 +195,7 @@ async def _status(args: argparse.Namespace) -> int:
 
     from .settings import Settings
     from .stores.redis.episode_log import RedisEpisodeLog
-    from .stores.redis.keys import EPISODE_INDEX_QUEUE, OUTBOX_KEY
+    from .stores.redis.keys import EPISODE_INDEX_QUEUE, OUTBOX_KEY, keys_of
     from .stores.redis.memory_store import RedisMemoryStore
 
     settings = Settings()
@@ -228,9 +228,9 @@ async def _status(args: argparse.Namespace) -> int:
         for group in groups:
             lag += int(group.get("lag") or 0) + int(group.get("pending") or 0)
         recent = 0
-        for keys in await RedisEpisodeLog(client, max_len=1).tenants():
+        for tenant in await RedisEpisodeLog(client, max_len=1).tenants():
             since = f"{now_ms - 60_000}-0"
-            recent += len(await redis.xrange(keys.episodes(), since, "+", count=100_000))
+            recent += len(await redis.xrange(keys_of(tenant).episodes(), since, "+", count=100_000))
         stored = await store.created_since(time.time() - 60)
         report = {
             "health": health,

@@ -29,9 +29,9 @@ from aether_embeddings.bundled import ensure_default_pack
 from aether_embeddings.pack import ModelPack, PackError
 from aether_embeddings.runtime import Embedder
 
-from .service.episode_index import EpisodeIndex
 from .service.reembed import SCAN_COUNT, Reembedder
 from .settings import Settings
+from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, index_meta
 from .stores.redis.memory_store import RedisMemoryStore
@@ -117,12 +117,10 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
     embedder = Embedder(pack, threads=args.threads, spin=False)
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len)
     async with MicroBatcher(embedder, max_batch=32, cache_size=0) as batcher:
-        episode_index = EpisodeIndex(
+        episode_index = RedisEpisodeIndex(
             client,
-            episode_log,
-            batcher,
             index_name=f"{target}-episodes",
-            batch=settings.episode_index_batch,
+            dimension=batcher.dimension,
             vector_slot=other_slot(episode_slot),
         )
         await episode_index.ensure()

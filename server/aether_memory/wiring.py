@@ -25,7 +25,7 @@ from .domain.paging import PageTokens
 from .service.access import AccessRecorder
 from .service.agent_state import AgentStates
 from .service.archiving import Archiver
-from .service.episode_index import EpisodeIndex
+from .service.episode_index import EpisodeIndexer
 from .service.episodes import Episodes
 from .service.idempotency import Idempotent
 from .service.maintenance import Maintenance
@@ -39,6 +39,7 @@ from .settings import Settings
 from .stores.mongo.archive import MongoArchive
 from .stores.redis.api_keys import ApiKeys
 from .stores.redis.documents import DocumentStore
+from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
@@ -60,7 +61,8 @@ class Parts:
 
     memory_store: RedisMemoryStore
     episode_log: RedisEpisodeLog
-    episode_index: EpisodeIndex
+    episode_index: RedisEpisodeIndex
+    episode_indexer: EpisodeIndexer
     bank: MemoryBank
     access: AccessRecorder
     archiver: Archiver | None
@@ -145,14 +147,13 @@ async def build(
     )
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
-    episode_index = EpisodeIndex(
-        client,
-        episode_log,
-        batcher,
-        index_name=f"{settings.index_name}-episodes",
-        batch=settings.episode_index_batch,
+    episode_index = RedisEpisodeIndex(
+        client, index_name=f"{settings.index_name}-episodes", dimension=batcher.dimension
     )
     await episode_index.ensure()
+    episode_indexer = EpisodeIndexer(
+        episode_index, episode_log, batcher, batch=settings.episode_index_batch
+    )
     documents = DocumentStore(
         client,
         working_ttl_s=settings.working_ttl_s,
@@ -235,6 +236,7 @@ async def build(
         memory_store,
         episode_log,
         episode_index,
+        episode_indexer,
         bank,
         access,
         archiver,

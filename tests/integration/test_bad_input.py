@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from aether_memory.app import Running
 from aether_memory.domain.paging import MAX_OFFSET, PageTokens
-from aether_memory.stores.redis.keys import PAGE_TOKEN_SECRET_KEY, TenantKeys
+from aether_memory.domain.tenant import Tenant
+from aether_memory.stores.redis.keys import PAGE_TOKEN_SECRET_KEY
 from aether_memory.transport.convert import MAX_STRUCT_DEPTH, dict_to_struct
 from aether_memory.transport.paging import page_fingerprint
 
@@ -274,7 +275,7 @@ async def test_a_token_sealed_with_the_right_key_is_still_checked_for_what_it_sa
     secret = await service.redis.get(PAGE_TOKEN_SECRET_KEY)
     assert secret is not None and len(secret) == 64  # made for this Redis, in no source file
     tokens = PageTokens(hashlib.sha256(secret).digest())
-    keys = TenantKeys(client.tenant)
+    tenant = Tenant(client.tenant)
     await store(client, "A memory to list.")
     calls = [
         (client.memory.ListMemories, memory_service_pb2.ListMemoriesRequest(agent_id="agent-1")),
@@ -290,7 +291,7 @@ async def test_a_token_sealed_with_the_right_key_is_still_checked_for_what_it_sa
     ]
     for method, request in calls:
         request.page_token = tokens.encode(
-            page_fingerprint(tokens, keys, request), offset, position
+            page_fingerprint(tokens, tenant, request), offset, position
         )
         await expect(
             method(request, metadata=client.md),

@@ -10,6 +10,7 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 from aether_memory.app import Running
 from aether_memory.domain.lifecycle import LifecyclePolicy
 from aether_memory.domain.memory import MemoryFilter
+from aether_memory.domain.tenant import Tenant
 from aether_memory.service.maintenance import Maintenance
 from aether_memory.stores.redis.keys import TenantKeys
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
@@ -136,10 +137,9 @@ async def test_batched_knn_filtering_finds_what_the_default_plan_finds(
         )
     store_ = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
     await store_.ensure_index()  # takes on the index's vector type
-    keys = TenantKeys(client.tenant)
     query = await service.embedder.embed("which trains?", "query")
     flt = MemoryFilter(agent_id="agent-1")
-    default = await store_.vector_search(keys, flt, query, 10)
-    batched = await store_.vector_search(keys, flt, query, 10, batches=True)
+    default = await store_.vector_search(Tenant(client.tenant), flt, query, 10)
+    batched = await store_.vector_search(Tenant(client.tenant), flt, query, 10, batches=True)
     assert [i for i, _ in batched.scores] == [i for i, _ in default.scores]
     assert len(batched.scores) == 10

@@ -12,9 +12,10 @@ from aether.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2
 
 from aether_memory.app import Running
+from aether_memory.domain.tenant import Tenant
 from aether_memory.service.access import AccessRecorder
 from aether_memory.stores.redis.embedded import HASH_LISTPACK_VALUE
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.keys import TenantKeys, keys_of
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 
 from .conftest import Client, failure, new_client
@@ -656,11 +657,12 @@ async def test_stopping_the_access_recorder_writes_what_it_holds(
     service: Running, client: Client
 ) -> None:
     stored = await store(client, FACTS[4])
-    keys = TenantKeys(client.tenant)
+    tenant = Tenant(client.tenant)
+    keys = keys_of(tenant)
     memories = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
     recorder = AccessRecorder(memories, interval_s=60)  # only stopping writes within the test
-    recorder.record(keys, [stored.id, "no-such-memory"], 1.0e9 + 5)
-    recorder.record(keys, [stored.id], 1.0e9)
+    recorder.record(tenant, [stored.id, "no-such-memory"], 1.0e9 + 5)
+    recorder.record(tenant, [stored.id], 1.0e9)
     stop = asyncio.Event()
     running = asyncio.create_task(recorder.run(stop))
     await asyncio.sleep(0.1)

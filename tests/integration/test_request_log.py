@@ -11,8 +11,9 @@ import pytest
 
 from aether_memory.app import Running
 from aether_memory.domain.errors import RequestIdReused
+from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.idempotency import PENDING, RequestLog
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.keys import keys_of
 
 
 def fingerprint(text: str) -> bytes:
@@ -21,24 +22,25 @@ def fingerprint(text: str) -> bytes:
 
 async def test_claim_remember_replay_refuse_and_release(service: Running) -> None:
     log = RequestLog(service.redis, ttl_s=60)
-    keys = TenantKeys(f"t-{uuid.uuid4().hex[:10]}")
+    tenant = Tenant(f"t-{uuid.uuid4().hex[:10]}")
+    keys = keys_of(tenant)
     mine, other = fingerprint("store A"), fingerprint("store B")
     key = keys.request("StoreMemory", "r1")
 
-    assert await log.claim(keys, "StoreMemory", "r1", mine) is None  # claimed: run it
+    assert await log.claim(tenant, "StoreMemory", "r1", mine) is None  # claimed: run it
     assert await service.redis.get(key) == mine + PENDING
     with pytest.raises(RequestIdReused):
-        await log.claim(keys, "StoreMemory", "r1", other)  # another request: refused at once
-    await log.release(keys, "StoreMemory", "r1", other)  # not its claim: nothing happens
+        await log.claim(tenant, "StoreMemory", "r1", other)  # another request: refused at once
+    await log.release(tenant, "StoreMemory", "r1", other)  # not its claim: nothing happens
     assert await service.redis.get(key) == mine + PENDING
 
-    await log.remember(keys, "StoreMemory", "r1", mine, b"\x0a\x02ok")
-    assert await log.claim(keys, "StoreMemory", "r1", mine) == b"\x0a\x02ok"  # the replay
+    await log.remember(tenant, "StoreMemory", "r1", mine, b"\x0a\x02ok")
+    assert await log.claim(tenant, "StoreMemory", "r1", mine) == b"\x0a\x02ok"  # the replay
     assert 0 < await service.redis.ttl(key) <= 60
-    await log.release(keys, "StoreMemory", "r1", mine)  # a kept response is never released
-    assert await log.claim(keys, "StoreMemory", "r1", mine) == b"\x0a\x02ok"
+    await log.release(tenant, "StoreMemory", "r1", mine)  # a kept response is never released
+    assert await log.claim(tenant, "StoreMemory", "r1", mine) == b"\x0a\x02ok"
 
-    assert await log.claim(keys, "StoreMemory", "r2", mine) is None
-    await log.release(keys, "StoreMemory", "r2", mine)  # the call failed: its claim goes
+    assert await log.claim(tenant, "StoreMemory", "r2", mine) is None
+    await log.release(tenant, "StoreMemory", "r2", mine)  # the call failed: its claim goes
     assert await service.redis.get(keys.request("StoreMemory", "r2")) is None
-    assert await log.claim(keys, "StoreMemory", "r2", mine) is None  # so a retry runs
+    assert await log.claim(tenant, "StoreMemory", "r2", mine) is None  # so a retry runs

@@ -16,6 +16,7 @@ from aether_memory.domain.errors import StartupError
 from aether_memory.domain.memory import Memory, MemoryFilter
 from aether_memory.domain.rerank import FEATURES
 from aether_memory.domain.scoring import Weights
+from aether_memory.domain.tenant import Tenant
 from aether_memory.service.memories import SearchRequest
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import TenantKeys, index_meta
@@ -104,14 +105,13 @@ async def test_the_hits_neighbours_join_the_candidates_with_their_cosine(
         offset=0,
         limit=1,
     )
-    keys = TenantKeys(client.tenant)
     bank = service.memories
     # Depth 1 (two hits per search at limit 1) on the shared service, restored below: with the
     # default depth every memory of this small agent would be a hit anyway.
     bank._search_depth, depth = 1, bank._search_depth
     try:
-        plain = await bank.retrieve(keys, request, expand=False)
-        expanded = await bank.retrieve(keys, request, expand=True)
+        plain = await bank.retrieve(Tenant(client.tenant), request, expand=False)
+        expanded = await bank.retrieve(Tenant(client.tenant), request, expand=True)
     finally:
         bank._search_depth = depth
     assert answer.id not in {c.memory_id for c in plain.candidates}
@@ -185,19 +185,19 @@ async def test_the_index_records_its_model_and_refuses_another(service: Running)
 async def test_an_unrecorded_index_is_checked_by_re_embedding_a_sample(tmp_path: Path) -> None:
     settings = Settings(port=0, data_dir=tmp_path, redis_url=None, grace_s=1.0)
     async with serve(settings) as running:
-        bank, keys = running.memories, TenantKeys("space-check")
+        bank, tenant = running.memories, Tenant("space-check")
         space = await bank._store.vector_space()
         assert space is not None
         rng = np.random.default_rng(3)
         for i in range(6):  # vectors no model of ours made, as another pack would have written
             foreign = rng.standard_normal(384).astype(np.float32)
-            await bank.store(keys, Memory("", "a", f"Note {i} on the garden."), foreign)
+            await bank.store(tenant, Memory("", "a", f"Note {i} on the garden."), foreign)
         await running.redis.delete(index_meta(settings.index_name))  # as before the record
         with pytest.raises(StartupError, match="0 of 6 sampled memories agree"):
             await bank.claim_vector_space(space)
         assert await bank._store.vector_space() is None
-        await bank.forget(keys, "a", None, MemoryFilter(agent_id="a"), cascade=False)
-        await bank.store(keys, Memory("", "a", "A note the pack itself embedded."))
+        await bank.forget(tenant, "a", None, MemoryFilter(agent_id="a"), cascade=False)
+        await bank.store(tenant, Memory("", "a", "A note the pack itself embedded."))
         await bank.claim_vector_space(space)
         assert await bank._store.vector_space() == space
 

@@ -16,8 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from aether_memory.app import Running
 from aether_memory.domain.errors import TooLarge
+from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.documents import DocumentStore
-from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.keys import keys_of
 from tests.support.waiting import until
 
 from .conftest import Client, failure
@@ -307,19 +308,22 @@ async def test_the_append_script_trims_counts_sets_the_agent_and_refuses_whole(
         max_checkpoints=3,
         max_session_bytes=1500,
     )
-    keys = TenantKeys(f"t-{uuid.uuid4().hex[:10]}")
-    first = await docs.append_session(keys, "s", "", [{"role": "user", "content": "m0"}])
+    tenant = Tenant(f"t-{uuid.uuid4().hex[:10]}")
+    keys = keys_of(tenant)
+    first = await docs.append_session(tenant, "s", "", [{"role": "user", "content": "m0"}])
     assert (first["revision"], first["agent_id"], len(first["messages"])) == (1, "", 1)
     said = [{"role": "user", "content": f"m{i}", "metadata": {"i": i}} for i in range(1, 5)]
-    trimmed = await docs.append_session(keys, "s", "planner", said)
+    trimmed = await docs.append_session(tenant, "s", "planner", said)
     assert [m["content"] for m in trimmed["messages"]] == ["m2", "m3", "m4"]  # the newest 3
     assert (trimmed["revision"], trimmed["agent_id"]) == (2, "planner")  # set once it had none
-    again = await docs.append_session(keys, "s", "someone-else", [{"role": "a", "content": "é 🙂"}])
+    again = await docs.append_session(
+        tenant, "s", "someone-else", [{"role": "a", "content": "é 🙂"}]
+    )
     assert again["agent_id"] == "planner" and again["messages"][-1]["content"] == "é 🙂"
     assert 55 <= await service.redis.ttl(keys.session("s")) <= 60
     with pytest.raises(TooLarge):
-        await docs.append_session(keys, "s", "", [{"role": "user", "content": "x" * 2000}])
-    assert await docs.get_session(keys, "s") == {**again, "expire_time": ANY}  # unchanged
+        await docs.append_session(tenant, "s", "", [{"role": "user", "content": "x" * 2000}])
+    assert await docs.get_session(tenant, "s") == {**again, "expire_time": ANY}  # unchanged
     with pytest.raises(TooLarge):
-        await docs.append_session(keys, "new", "", [{"role": "user", "content": "x" * 2000}])
+        await docs.append_session(tenant, "new", "", [{"role": "user", "content": "x" * 2000}])
     assert not await service.redis.exists(keys.session("new"))  # not even created

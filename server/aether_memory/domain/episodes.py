@@ -36,3 +36,46 @@ class StoredEntry:
 class Appended:
     stream_id: str
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class EpisodeQuery:
+    """What SearchEpisodes filters by, and the page it wants."""
+
+    agent_id: str
+    session_id: str
+    types: tuple[str, ...]
+    outcomes: tuple[str, ...]
+    start_time: float | None
+    end_time: float | None
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class EpisodeHit:
+    stream_id: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class QueuedEpisode:
+    """An episode waiting to be indexed: its queue entry, and which tenant's log holds it."""
+
+    entry_id: str
+    tenant: str
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class EpisodeDoc:
+    """What the episode index holds for one episode: the fields searches filter on, and the
+    vector of its text."""
+
+    tenant: str
+    stream_id: str
+    agent_id: str
+    session_id: str
+    type: str
+    outcome: str
+    record_time: float

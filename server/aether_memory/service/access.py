@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import redis.exceptions
 
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 from ..stores.redis.memory_store import RedisMemoryStore
 
 log = logging.getLogger(__name__)
@@ -56,20 +56,20 @@ class AccessRecorder:
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()  # one write in flight: `_writing` is that write's
 
-    def record(self, keys: TenantKeys, ids: Iterable[str], now: float) -> None:
+    def record(self, tenant: Tenant, ids: Iterable[str], now: float) -> None:
         """Count one read of each memory in `ids`, at `now`."""
-        _merge(self._pending, {keys.tenant: {memory_id: (1, now) for memory_id in ids}})
+        _merge(self._pending, {tenant.name: {memory_id: (1, now) for memory_id in ids}})
         self._wake.set()
 
-    def unwritten(self, keys: TenantKeys, memory_id: str, stored_last: float) -> int:
+    def unwritten(self, tenant: Tenant, memory_id: str, stored_last: float) -> int:
         """Reads of the memory that this server counted and that the stats it read back (last
         read time `stored_last`) do not hold yet.
 
         A write in flight may or may not have been applied when the stats were read: it was if
         the stored last read time has reached the write's (the script only moves it forward).
         """
-        count = self._pending.get(keys.tenant, {}).get(memory_id, (0, 0.0))[0]
-        writing, last = self._writing.get(keys.tenant, {}).get(memory_id, (0, 0.0))
+        count = self._pending.get(tenant.name, {}).get(memory_id, (0, 0.0))[0]
+        writing, last = self._writing.get(tenant.name, {}).get(memory_id, (0, 0.0))
         return count + (writing if last > stored_last else 0)
 
     async def flush(self) -> None:

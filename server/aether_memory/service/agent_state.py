@@ -6,15 +6,15 @@ from typing import Any, Protocol
 
 from ..domain.documents import AgentStateDoc
 from ..domain.errors import NotFound
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 
 
 class AgentStateStore(Protocol):
-    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> AgentStateDoc | None: ...
+    async def get_agent_state(self, tenant: Tenant, agent_id: str) -> AgentStateDoc | None: ...
 
     async def update_agent_state(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         agent_id: str,
         state: dict[str, Any],
         only_keys: list[str] | None,
@@ -25,24 +25,24 @@ class AgentStates:
     def __init__(self, store: AgentStateStore) -> None:
         self._store = store
 
-    async def find(self, keys: TenantKeys, agent_id: str) -> AgentStateDoc | None:
+    async def find(self, tenant: Tenant, agent_id: str) -> AgentStateDoc | None:
         """The agent's state, or None when it never wrote one."""
-        return await self._store.get_agent_state(keys, agent_id)
+        return await self._store.get_agent_state(tenant, agent_id)
 
-    async def get(self, keys: TenantKeys, agent_id: str) -> AgentStateDoc:
+    async def get(self, tenant: Tenant, agent_id: str) -> AgentStateDoc:
         """The agent's state; NotFound when it never wrote one."""
-        found = await self.find(keys, agent_id)
+        found = await self.find(tenant, agent_id)
         if found is None:
             raise NotFound("aether.memory.v1.AgentState", agent_id, "AGENT_STATE_NOT_FOUND")
         return found
 
     async def update(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         agent_id: str,
         state: dict[str, Any],
         only_keys: list[str] | None = None,
     ) -> AgentStateDoc:
         """Replace the state, or with `only_keys` set or remove just those keys (a key absent
         from `state` is removed); the revision counts up either way."""
-        return await self._store.update_agent_state(keys, agent_id, state, only_keys)
+        return await self._store.update_agent_state(tenant, agent_id, state, only_keys)

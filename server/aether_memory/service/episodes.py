@@ -14,38 +14,35 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..domain.episodes import Appended, EpisodeEntry, StoredEntry
-from ..stores.redis.keys import TenantKeys
-from .episode_index import EpisodeHit, EpisodeQuery
+from ..domain.episodes import Appended, EpisodeEntry, EpisodeHit, EpisodeQuery, StoredEntry
+from ..domain.tenant import Tenant
 
 
 class EpisodeLog(Protocol):
-    async def append(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]: ...
+    async def append(self, tenant: Tenant, entries: Sequence[EpisodeEntry]) -> list[Appended]: ...
 
-    async def get(self, keys: TenantKeys, stream_id: str) -> StoredEntry | None: ...
+    async def get(self, tenant: Tenant, stream_id: str) -> StoredEntry | None: ...
 
-    async def get_many(
-        self, wanted: Sequence[tuple[TenantKeys, str]]
-    ) -> list[StoredEntry | None]: ...
+    async def get_many(self, wanted: Sequence[tuple[Tenant, str]]) -> list[StoredEntry | None]: ...
 
     async def range(
-        self, keys: TenantKeys, start: str, end: str, count: int
+        self, tenant: Tenant, start: str, end: str, count: int
     ) -> list[StoredEntry]: ...
 
-    async def last_id(self, keys: TenantKeys) -> str: ...
+    async def last_id(self, tenant: Tenant) -> str: ...
 
-    async def check_cursor(self, keys: TenantKeys, cursor: str) -> None: ...
+    async def check_cursor(self, tenant: Tenant, cursor: str) -> None: ...
 
 
 class Tails(Protocol):
-    def tail(self, keys: TenantKeys, after: str) -> AsyncIterator[list[StoredEntry]]: ...
+    def tail(self, tenant: Tenant, after: str) -> AsyncIterator[list[StoredEntry]]: ...
 
     async def aclose(self) -> None: ...
 
 
 class Index(Protocol):
     async def search(
-        self, keys: TenantKeys, query: EpisodeQuery, vector: npt.NDArray[np.float32]
+        self, tenant: Tenant, query: EpisodeQuery, vector: npt.NDArray[np.float32]
     ) -> list[EpisodeHit]: ...
 
     async def lag(self) -> int: ...
@@ -74,39 +71,39 @@ class Episodes:
         self._index = index
         self._embed_query = embed_query
 
-    async def record(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]:
+    async def record(self, tenant: Tenant, entries: Sequence[EpisodeEntry]) -> list[Appended]:
         """Append in order; an event id seen before is not written again (`duplicate`, with the
         position of the first)."""
-        return await self._log.append(keys, entries)
+        return await self._log.append(tenant, entries)
 
-    async def recorded(self, keys: TenantKeys, stream_id: str) -> StoredEntry | None:
-        return await self._log.get(keys, stream_id)
+    async def recorded(self, tenant: Tenant, stream_id: str) -> StoredEntry | None:
+        return await self._log.get(tenant, stream_id)
 
-    async def scan(self, keys: TenantKeys, start: str, end: str, limit: int) -> list[StoredEntry]:
+    async def scan(self, tenant: Tenant, start: str, end: str, limit: int) -> list[StoredEntry]:
         """Entries from `start` to `end` (stream positions, "(" for exclusive), oldest first."""
-        return await self._log.range(keys, start, end, limit)
+        return await self._log.range(tenant, start, end, limit)
 
-    async def start_of_tail(self, keys: TenantKeys, after: str | None) -> str:
+    async def start_of_tail(self, tenant: Tenant, after: str | None) -> str:
         """The position a subscription starts after: `after` once checked (CursorExpired when
         retention trimmed past it), or the end of the log ("from now")."""
         if after is None:
-            return await self._log.last_id(keys)
-        await self._log.check_cursor(keys, after)
+            return await self._log.last_id(tenant)
+        await self._log.check_cursor(tenant, after)
         return after
 
-    def tail(self, keys: TenantKeys, after: str) -> AsyncIterator[list[StoredEntry]]:
+    def tail(self, tenant: Tenant, after: str) -> AsyncIterator[list[StoredEntry]]:
         """Batches of entries after `after`, in order, forever; an empty batch after an idle
         wait (the subscriber's chance to send a heartbeat)."""
-        return self._tails.tail(keys, after)
+        return self._tails.tail(tenant, after)
 
     async def lag(self) -> int:
         return await self._index.lag()
 
-    async def search(self, keys: TenantKeys, text: str, query: EpisodeQuery) -> Found:
+    async def search(self, tenant: Tenant, text: str, query: EpisodeQuery) -> Found:
         """The episodes nearest `text` under `query`'s filter, the page `query` names."""
-        hits = await self._index.search(keys, query, await self._embed_query(text))
+        hits = await self._index.search(tenant, query, await self._embed_query(text))
         page = hits[query.offset : query.offset + query.limit]
-        entries = await self._log.get_many([(keys, hit.stream_id) for hit in page])
+        entries = await self._log.get_many([(tenant, hit.stream_id) for hit in page])
         return Found(list(zip(page, entries, strict=True)), len(hits), await self._index.lag())
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import Message
 
 from ..domain.errors import InvalidField, RequestIdReused
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 
 M = TypeVar("M", bound=Message)
 MAX_REQUEST_ID = 36
@@ -24,15 +24,15 @@ MAX_REQUEST_ID = 36
 
 class RequestLog(Protocol):
     async def claim(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes
     ) -> bytes | None: ...
 
     async def remember(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes, response: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes, response: bytes
     ) -> None: ...
 
     async def release(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes
     ) -> None: ...
 
 
@@ -49,7 +49,7 @@ class Idempotent:
 
     async def once(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         method: str,
         request: Message,
         request_id: str,
@@ -60,14 +60,14 @@ class Idempotent:
         if not request_id:
             return await compute()
         claim = fingerprint(request_id, request, "request_id")
-        stored = await self._log.claim(keys, method, request_id, claim)
+        stored = await self._log.claim(tenant, method, request_id, claim)
         if stored is not None:
             return response_type.FromString(stored)
-        return await self.run_claimed(keys, method, request_id, claim, compute)
+        return await self.run_claimed(tenant, method, request_id, claim, compute)
 
     async def run_claimed(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         method: str,
         request_id: str,
         claim: bytes,
@@ -77,17 +77,56 @@ class Idempotent:
         try:
             response = await compute()
         except BaseException:
-            await asyncio.shield(self._log.release(keys, method, request_id, claim))
+            await asyncio.shield(self._log.release(tenant, method, request_id, claim))
             raise
         # Shielded: a caller gone now must not leave the claim pending (its retry would wait).
         await asyncio.shield(
-            self._log.remember(keys, method, request_id, claim, response.SerializeToString())
+            self._log.remember(tenant, method, request_id, claim, response.SerializeToString())
         )
         return response
 
-    async def claim_all(
+    async def each(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
+        method: str,
+        items: Sequence[tuple[str, Message, str, Callable[[], Awaitable[M]]]],
+        response_type: type[M],
+    ) -> list[M]:
+        """A batch of writes, each (request_id, request, field, compute) at most once per its
+        request_id, in order. Every id is claimed before any item runs (`_claim_all`), so a
+        reused one refuses the batch before anything is written; when an item fails or the
+        call is cancelled, the items not yet run give their claims back."""
+        replies = await self._claim_all(
+            tenant,
+            method,
+            [(rid, request, field) for rid, request, field, _ in items],
+            response_type,
+        )
+        responses: list[M] = []
+        try:
+            for (request_id, request, _, compute), reply in zip(items, replies, strict=True):
+                if isinstance(reply, response_type):
+                    responses.append(reply)  # this request_id's first response
+                elif isinstance(reply, bytes):  # claimed here: run it, keep its response
+                    responses.append(
+                        await self.run_claimed(tenant, method, request_id, reply, compute)
+                    )
+                else:  # no request_id, or one earlier in this batch: it answers itself
+                    responses.append(
+                        await self.once(tenant, method, request, request_id, response_type, compute)
+                    )
+        except BaseException:
+            for (request_id, *_), reply in list(zip(items, replies, strict=True))[
+                len(responses) + 1 :
+            ]:
+                if isinstance(reply, bytes):
+                    await asyncio.shield(self._log.release(tenant, method, request_id, reply))
+            raise
+        return responses
+
+    async def _claim_all(
+        self,
+        tenant: Tenant,
         method: str,
         items: Sequence[tuple[str, Message, str]],
         response_type: type[M],
@@ -109,7 +148,7 @@ class Idempotent:
                         raise RequestIdReused(request_id)
                     replies.append(None)  # the same request again: it answers itself
                     continue
-                stored = await self._log.claim(keys, method, request_id, claim)
+                stored = await self._log.claim(tenant, method, request_id, claim)
                 if stored is None:
                     claimed[request_id] = claim
                     replies.append(claim)
@@ -117,10 +156,6 @@ class Idempotent:
                     replies.append(response_type.FromString(stored))
         except BaseException:
             for request_id, claim in claimed.items():
-                await asyncio.shield(self._log.release(keys, method, request_id, claim))
+                await asyncio.shield(self._log.release(tenant, method, request_id, claim))
             raise
         return replies
-
-    async def give_back(self, keys: TenantKeys, method: str, request_id: str, claim: bytes) -> None:
-        """Release a claim taken by `claim_all` whose item never ran."""
-        await asyncio.shield(self._log.release(keys, method, request_id, claim))

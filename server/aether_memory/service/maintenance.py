@@ -23,15 +23,16 @@ import redis.asyncio as aioredis
 from pymongo.errors import PyMongoError
 
 from ..domain.lifecycle import LifecyclePolicy, should_evict, should_promote
-from ..domain.memory import Tier, fingerprint
+from ..domain.memory import Memory, Tier, fingerprint
+from ..domain.tenant import Tenant
 from ..stores.mongo.archive import MongoArchive
+from ..stores.redis.episode_index import RedisEpisodeIndex
 from ..stores.redis.episode_log import RedisEpisodeLog
-from ..stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE, TenantKeys
+from ..stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE
 from ..stores.redis.lease import Lease
 from ..stores.redis.memory_store import RedisMemoryStore
 from ..telemetry import instruments, tracer
 from .access import AccessRecorder
-from .episode_index import EpisodeIndex
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Maintenance:
         *,
         batch: int,
         interval_s: float,
-        episodes: tuple[RedisEpisodeLog, EpisodeIndex] | None = None,
+        episodes: tuple[RedisEpisodeLog, RedisEpisodeIndex] | None = None,
         episode_retention_s: float | None = None,
         access: AccessRecorder | None = None,
     ) -> None:
@@ -88,14 +89,14 @@ class Maintenance:
         cursor = int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
         next_cursor, found = await self._store.scan(cursor, self._batch)
         promoted = evicted = 0
-        to_evict: dict[str, list[tuple[TenantKeys, Any]]] = {}
-        for keys, memory in found:
+        to_evict: dict[Tenant, list[Memory]] = {}
+        for tenant, memory in found:
             if should_promote(memory, self.policy):
-                promoted += await self._promote(keys, memory.id, memory.update_time, now)
+                promoted += await self._promote(tenant, memory.id, memory.update_time, now)
             elif self._archive is not None and should_evict(memory, now, self.policy):
-                to_evict.setdefault(keys.tenant, []).append((keys, memory))
-        for tenant, pairs in to_evict.items():
-            evicted += await self._evict(tenant, pairs)
+                to_evict.setdefault(tenant, []).append(memory)
+        for tenant, memories in to_evict.items():
+            evicted += await self._evict(tenant, memories)
         wrapped = next_cursor == 0
         await self._client.set(MAINTENANCE_CURSOR, str(next_cursor))
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
@@ -111,14 +112,14 @@ class Maintenance:
             return 0
         log_, index = self._episodes
         trimmed = 0
-        for keys in await log_.tenants():
+        for tenant in await log_.tenants():
             if self._episode_retention_s is not None:
                 cutoff_ms = int((now - self._episode_retention_s) * 1000)
-                removed, first = await log_.trim_before(keys, f"{max(cutoff_ms, 0)}-0")
+                removed, first = await log_.trim_before(tenant, f"{max(cutoff_ms, 0)}-0")
                 trimmed += removed
             else:
-                _, first = await log_.trim_before(keys, "0-0")
-            await index.prune(keys, first)
+                _, first = await log_.trim_before(tenant, "0-0")
+            await index.prune(tenant, first)
         return trimmed
 
     async def full_pass(self, now: float | None = None) -> TickReport:
@@ -135,23 +136,23 @@ class Maintenance:
             if report.wrapped:
                 return TickReport(scanned, promoted, evicted, swept, True, trimmed)
 
-    async def _promote(self, keys: TenantKeys, memory_id: str, seen: float, now: float) -> int:
-        loaded = await self._store.get_many(keys, [memory_id])
+    async def _promote(self, tenant: Tenant, memory_id: str, seen: float, now: float) -> int:
+        loaded = await self._store.get_many(tenant, [memory_id])
         if memory_id not in loaded or loaded[memory_id].update_time != seen:
             return 0
         memory = loaded[memory_id]
         promoted = replace(memory, tier=Tier.LONG_TERM, update_time=now, expire_time=None)
-        return int(await self._store.retier(keys, promoted, fingerprint(memory), None, seen))
+        return int(await self._store.retier(tenant, promoted, fingerprint(memory), None, seen))
 
-    async def _evict(self, tenant: str, pairs: list[tuple[TenantKeys, Any]]) -> int:
+    async def _evict(self, tenant: Tenant, memories: list[Memory]) -> int:
         """Evict memories whose current version the archive confirmed holding."""
         assert self._archive is not None
-        archived = await self._archive.update_times(tenant, [m.id for _, m in pairs])
+        archived = await self._archive.update_times(tenant.name, [m.id for m in memories])
         evicted = 0
-        for keys, memory in pairs:
+        for memory in memories:
             if archived.get(memory.id) != memory.update_time:
                 continue  # not archived yet (or an older version): keep it hot for now
-            evicted += int(await self._store.evict(keys, memory, fingerprint(memory)))
+            evicted += int(await self._store.evict(tenant, memory, fingerprint(memory)))
         return evicted
 
     async def run(self, stop: asyncio.Event) -> None:

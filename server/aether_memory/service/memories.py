@@ -41,8 +41,8 @@ from ..domain.memory import (
 from ..domain.rerank import Facts, Hits, LinearModel, features, query_words, rerank
 from ..domain.scoring import Candidate, Weights, fuse, rescore
 from ..domain.temporal import DateCue, date_cues
+from ..domain.tenant import Tenant
 from ..settings import Settings
-from ..stores.redis.keys import TenantKeys
 from ..telemetry import instruments, tracer
 from .access import AccessRecorder
 from .ports import MemoryArchive, MemoryStore
@@ -243,55 +243,55 @@ class MemoryBank:
     async def embed_query(self, text: str) -> npt.NDArray[np.float32]:
         return await self.embed_text(text, "query")
 
-    async def get(self, keys: TenantKeys, memory_id: str, *, record_access: bool = True) -> Memory:
+    async def get(self, tenant: Tenant, memory_id: str, *, record_access: bool = True) -> Memory:
         """A memory from the hot tier, or rehydrated from the archive into it."""
-        found = await self._read(keys, [memory_id], count=record_access)
+        found = await self._read(tenant, [memory_id], count=record_access)
         if memory_id in found:
             return found[memory_id]
-        if await self._rehydrate(keys, memory_id):
-            found = await self._read(keys, [memory_id], count=record_access)
+        if await self._rehydrate(tenant, memory_id):
+            found = await self._read(tenant, [memory_id], count=record_access)
             if memory_id in found:
                 return found[memory_id]
         raise NotFound("aether.memory.v1.Memory", memory_id, "MEMORY_NOT_FOUND")
 
-    async def _read(self, keys: TenantKeys, ids: list[str], *, count: bool) -> dict[str, Memory]:
+    async def _read(self, tenant: Tenant, ids: list[str], *, count: bool) -> dict[str, Memory]:
         """Memories by id; `count` counts this read, and their access stats include it."""
-        found = await self._store.get_many(keys, ids)
+        found = await self._store.get_many(tenant, ids)
         if count and found:
             now = time.time()
-            self.access.record(keys, found, now)
+            self.access.record(tenant, found, now)
             for memory in found.values():
-                unwritten = self.access.unwritten(keys, memory.id, memory.last_access_time)
+                unwritten = self.access.unwritten(tenant, memory.id, memory.last_access_time)
                 memory.access_count += unwritten
                 memory.last_access_time = now
         return found
 
-    async def _rehydrate(self, keys: TenantKeys, memory_id: str) -> bool:
+    async def _rehydrate(self, tenant: Tenant, memory_id: str) -> bool:
         """Warm the hot tier with an archived memory (its links rebuilt from both sides, minus
         memories that no longer exist); False when the archive does not hold it."""
         if self._archive is None:
             return False
         now = time.time()
-        memory = await self._archive.get_memory(keys.tenant, memory_id, now)
+        memory = await self._archive.get_memory(tenant.name, memory_id, now)
         if memory is None:
             return False
         linked = set(memory.related_ids) | set(
-            await self._archive.linked_to(keys.tenant, memory_id)
+            await self._archive.linked_to(tenant.name, memory_id)
         )
         linked.discard(memory_id)
-        hot = await self._store.get_many(keys, sorted(linked))
-        cold = await self._archive.existing(keys.tenant, linked - set(hot), now)
+        hot = await self._store.get_many(tenant, sorted(linked))
+        cold = await self._archive.existing(tenant.name, linked - set(hot), now)
         memory.related_ids = sorted(set(hot) | cold)
         if memory.embedding_model != self._model or memory.embedding is None:
             # Archived under another model (or before the archive recorded which): its vector
             # would not be comparable with this index's, so it is embedded again.
             memory.embedding = await self._vector(memory.content, None)
         ttl = int(memory.expire_time - now) + 1 if memory.expire_time else None
-        winner = await self._store.store(keys, memory, fingerprint(memory), ttl, archive=False)
+        winner = await self._store.store(tenant, memory, fingerprint(memory), ttl, archive=False)
         return winner == memory_id
 
     async def store(
-        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None = None
+        self, tenant: Tenant, draft: Memory, embedding: npt.NDArray[np.float32] | None = None
     ) -> Stored:
         """Store `draft` (its id and times are assigned here). Without a key, identical content
         the agent already holds is returned instead (deduplicated); with one, the memory under
@@ -299,18 +299,20 @@ class MemoryBank:
         if embedding is not None:
             self._check_vector("memory.embedding", embedding)
         if draft.key:
-            return await self._put_keyed(keys, draft, embedding)
-        existing = await self._store.find_duplicate(keys, fingerprint(draft))
+            return await self._put_keyed(tenant, draft, embedding)
+        existing = await self._store.find_duplicate(tenant, fingerprint(draft))
         if existing:
-            found = await self._read(keys, [existing], count=True)
+            found = await self._read(tenant, [existing], count=True)
             if existing in found:
                 instruments().dedup_hits.add(1)
                 return Stored(found[existing], deduplicated=True)
         memory = await self._new(draft, embedding)
-        winner = await self._store.store(keys, memory, fingerprint(memory), self._ttl[memory.tier])
+        winner = await self._store.store(
+            tenant, memory, fingerprint(memory), self._ttl[memory.tier]
+        )
         if winner != memory.id:  # a concurrent store of the same content won the race
             instruments().dedup_hits.add(1)
-            return Stored(await self.get(keys, winner), deduplicated=True)
+            return Stored(await self.get(tenant, winner), deduplicated=True)
         return Stored(memory)
 
     async def _new(self, draft: Memory, embedding: npt.NDArray[np.float32] | None) -> Memory:
@@ -327,72 +329,76 @@ class MemoryBank:
         )
 
     async def _put_keyed(
-        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None
+        self, tenant: Tenant, draft: Memory, embedding: npt.NDArray[np.float32] | None
     ) -> Stored:
         """Create the agent's memory under `draft.key`, or give the existing one its values."""
         stripe = int(fingerprint(draft)[:8], 16) % KEY_LOCK_STRIPES
         async with self._key_locks[stripe]:
-            return await self._put_keyed_now(keys, draft, embedding)
+            return await self._put_keyed_now(tenant, draft, embedding)
 
     async def _put_keyed_now(
-        self, keys: TenantKeys, draft: Memory, embedding: npt.NDArray[np.float32] | None
+        self, tenant: Tenant, draft: Memory, embedding: npt.NDArray[np.float32] | None
     ) -> Stored:
-        existing = await self._keyed_id(keys, draft.agent_id, draft.key)
+        existing = await self._keyed_id(tenant, draft.agent_id, draft.key)
         if existing is not None:
             with contextlib.suppress(NotFound):  # its key outlived it: store it anew
-                return await self._replace_keyed(keys, draft, existing, embedding)
+                return await self._replace_keyed(tenant, draft, existing, embedding)
         memory = await self._new(draft, embedding)
-        winner = await self._store.store(keys, memory, fingerprint(memory), self._ttl[memory.tier])
+        winner = await self._store.store(
+            tenant, memory, fingerprint(memory), self._ttl[memory.tier]
+        )
         if winner == memory.id:
             return Stored(memory)
         # A concurrent first store of the key won: its memory takes these values.
-        return await self._replace_keyed(keys, draft, winner, embedding)
+        return await self._replace_keyed(tenant, draft, winner, embedding)
 
     async def _replace_keyed(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         draft: Memory,
         memory_id: str,
         embedding: npt.NDArray[np.float32] | None,
     ) -> Stored:
         patch = replace(draft, id=memory_id)
-        return Stored(await self.update(keys, patch, set(MUTABLE_PATHS), embedding), replaced=True)
+        return Stored(
+            await self.update(tenant, patch, set(MUTABLE_PATHS), embedding), replaced=True
+        )
 
-    async def _keyed_id(self, keys: TenantKeys, agent_id: str, key: str) -> str | None:
+    async def _keyed_id(self, tenant: Tenant, agent_id: str, key: str) -> str | None:
         """The id the hot tier holds for the agent's `key`, else that of the archived memory
         under it, rehydrated; None when neither holds one."""
-        found = await self._store.find_duplicate(keys, key_fingerprint(agent_id, key))
+        found = await self._store.find_duplicate(tenant, key_fingerprint(agent_id, key))
         if found or self._archive is None:
             return found
-        archived = await self._archive.get_memory_by_key(keys.tenant, agent_id, key, time.time())
-        if archived is not None and await self._rehydrate(keys, archived.id):
+        archived = await self._archive.get_memory_by_key(tenant.name, agent_id, key, time.time())
+        if archived is not None and await self._rehydrate(tenant, archived.id):
             return archived.id
         return None
 
     async def get_by_key(
-        self, keys: TenantKeys, agent_id: str, key: str, *, record_access: bool = True
+        self, tenant: Tenant, agent_id: str, key: str, *, record_access: bool = True
     ) -> Memory:
         """The agent's memory stored under `key`."""
-        memory_id = await self._keyed_id(keys, agent_id, key)
+        memory_id = await self._keyed_id(tenant, agent_id, key)
         if memory_id is None:
             raise NotFound("aether.memory.v1.Memory", key, "MEMORY_NOT_FOUND")
-        return await self.get(keys, memory_id, record_access=record_access)
+        return await self.get(tenant, memory_id, record_access=record_access)
 
     async def page(
-        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+        self, tenant: Tenant, flt: MemoryFilter, offset: int, limit: int
     ) -> tuple[list[Memory], bool]:
-        return await self._store.page(keys, flt, offset, limit)
+        return await self._store.page(tenant, flt, offset, limit)
 
     async def search(
-        self, keys: TenantKeys, request: SearchRequest
+        self, tenant: Tenant, request: SearchRequest
     ) -> tuple[list[ScoredMemory], bool]:
         """A page of memories best first, and whether more results follow."""
-        found = await self.retrieve(keys, request, expand=self._reranks(request))
+        found = await self.retrieve(tenant, request, expand=self._reranks(request))
         stats = {}
         if request.weights.frequency:  # the only score that needs the candidates' access counts
-            stored = await self._store.access_stats(keys, [c.memory_id for c in found.candidates])
+            stored = await self._store.access_stats(tenant, [c.memory_id for c in found.candidates])
             stats = {  # with this server's reads that Redis does not hold yet
-                memory_id: (count + self.access.unwritten(keys, memory_id, last), last)
+                memory_id: (count + self.access.unwritten(tenant, memory_id, last), last)
                 for memory_id, (count, last) in stored.items()
             }
         with tracer().start_as_current_span(
@@ -433,7 +439,9 @@ class MemoryBank:
             ranked = [c for c in ranked if c.keyword_score > 0 or c.vector_similarity >= threshold]
         page = ranked[request.offset : request.offset + request.limit]
         # Only the page is read in full (one round trip), and reading it counts the access.
-        memories = await self._read(keys, [c.memory_id for c in page], count=request.record_access)
+        memories = await self._read(
+            tenant, [c.memory_id for c in page], count=request.record_access
+        )
         results = []
         for c in page:
             memory = memories.get(c.memory_id)
@@ -448,9 +456,7 @@ class MemoryBank:
         wanted = self._rerank_by_default if request.rerank is None else request.rerank
         return wanted and request.use_vector and request.use_keywords
 
-    async def retrieve(
-        self, keys: TenantKeys, request: SearchRequest, *, expand: bool
-    ) -> Retrieved:
+    async def retrieve(self, tenant: Tenant, request: SearchRequest, *, expand: bool) -> Retrieved:
         """Vector and keyword hits fused; with `expand` (what re-ranking needs), also the hits'
         session neighbours and every candidate's cosine similarity, from one more query."""
         # 50 candidates per method: every leave-one-conversation-out fold on LoCoMo chose 50
@@ -459,7 +465,7 @@ class MemoryBank:
         # The keyword query needs no embedding: it runs while the query is being embedded.
         keyword = (
             asyncio.ensure_future(
-                self._store.keyword_search(keys, request.filter, request.query, depth)
+                self._store.keyword_search(tenant, request.filter, request.query, depth)
             )
             if request.use_keywords
             else None
@@ -473,9 +479,9 @@ class MemoryBank:
                 if request.query_vector is not None:
                     self._check_vector("query_embedding", request.query_vector)
                 vector = await self._vector(request.query, request.query_vector, "query")
-                batches = await self._many_memories(keys, request.filter)
+                batches = await self._many_memories(tenant, request.filter)
                 vector_hits = await self._store.vector_search(
-                    keys, request.filter, vector, depth, batches=batches
+                    tenant, request.filter, vector, depth, batches=batches
                 )
             keyword_hits = await keyword if keyword is not None else Hits([], {})
         finally:
@@ -492,12 +498,12 @@ class MemoryBank:
             {**keyword_hits.facts, **vector_hits.facts},
         )
         if expand and vector is not None:
-            await self._add_neighbors(keys, request, vector, found, dict(vector_hits.scores))
+            await self._add_neighbors(tenant, request, vector, found, dict(vector_hits.scores))
         return found
 
     async def _add_neighbors(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         request: SearchRequest,
         vector: npt.NDArray[np.float32],
         found: Retrieved,
@@ -522,9 +528,9 @@ class MemoryBank:
         unscored = sorted(hits - set(cosines))
         around, vectors = await asyncio.gather(
             self._store.neighbors(
-                keys, request.filter, vector, {s: sorted(q) for s, q in positions.items()}
+                tenant, request.filter, vector, {s: sorted(q) for s, q in positions.items()}
             ),
-            self._store.vectors(keys, unscored),
+            self._store.vectors(tenant, unscored),
         )
         cosines.update({i: float(np.dot(v, vector)) for i, v in vectors.items()})
         cosines.update(around.scores)
@@ -536,7 +542,7 @@ class MemoryBank:
         found.cues = date_cues(request.query)
         found.named = query_words(request.query)
 
-    async def _many_memories(self, keys: TenantKeys, flt: MemoryFilter) -> bool:
+    async def _many_memories(self, tenant: Tenant, flt: MemoryFilter) -> bool:
         """Whether the KNN filter keeps a large set (the agent's memories, no narrower filter),
         where batched filtering beats RediSearch's brute force. The count is cached briefly."""
         if not self._batches_above:
@@ -544,16 +550,16 @@ class MemoryBank:
         narrower = (flt.tiers, flt.types, flt.tags, flt.start_time, flt.end_time)
         if any(x not in ((), None) for x in narrower) or flt.min_importance is not None:
             return False
-        key = (keys.tenant, flt.agent_id, flt.session_id)
+        key = (tenant.name, flt.agent_id, flt.session_id)
         count = self._agent_sizes.get(key)
         if count is None:
-            count = await self._store.count(keys, flt)
+            count = await self._store.count(tenant, flt)
             self._agent_sizes[key] = count
         return count >= self._batches_above
 
     async def update(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         patch: Memory,
         paths: set[str],
         embedding: npt.NDArray[np.float32] | None = None,
@@ -561,7 +567,7 @@ class MemoryBank:
         """Apply `paths` of `patch` to the memory as it is when written: a concurrent change
         makes it read again and re-apply, a concurrent forget makes it NOT_FOUND."""
         for _ in range(UPDATE_ATTEMPTS):
-            current = await self.get(keys, patch.id, record_access=False)
+            current = await self.get(tenant, patch.id, record_access=False)
             updated = replace(current)
             for path in paths:
                 setattr(updated, path, getattr(patch, path))
@@ -572,7 +578,7 @@ class MemoryBank:
                     self._check_vector("memory.embedding", embedding)
                 updated.embedding = await self._vector(updated.content, embedding)
             else:
-                updated.embedding = await self._current_vector(keys, current)
+                updated.embedding = await self._current_vector(tenant, current)
             now = time.time()
             updated.update_time = now
             ttl = self._ttl[updated.tier]
@@ -582,7 +588,7 @@ class MemoryBank:
             new_links = set(updated.related_ids) - {updated.id}
             updated.related_ids = sorted(new_links)
             if await self._store.replace(
-                keys,
+                tenant,
                 updated,
                 fingerprint(current),
                 fingerprint(updated),
@@ -594,14 +600,14 @@ class MemoryBank:
                 return updated
         raise Conflict("memory", patch.id)
 
-    async def _current_vector(self, keys: TenantKeys, memory: Memory) -> npt.NDArray[np.float32]:
+    async def _current_vector(self, tenant: Tenant, memory: Memory) -> npt.NDArray[np.float32]:
         if memory.embedding is not None:
             return memory.embedding
         return await self._vector(memory.content, None)
 
     async def forget(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         agent_id: str,
         ids: list[str] | None,
         flt: MemoryFilter | None,
@@ -611,40 +617,40 @@ class MemoryBank:
         now = time.time()
         if ids is None:
             assert flt is not None
-            ids = await self._store.ids_matching(keys, flt)
+            ids = await self._store.ids_matching(tenant, flt)
             if self._archive is not None:
-                ids += await self._archive.memory_ids(keys.tenant, flt)
+                ids += await self._archive.memory_ids(tenant.name, flt)
         wanted = list(dict.fromkeys(ids))
-        selected, cold = await self._owned(keys, wanted, agent_id, now)
+        selected, cold = await self._owned(tenant, wanted, agent_id, now)
         if cascade:
             linked = {r for m in selected.values() for r in m.related_ids}
             linked |= {r for links in cold.values() for r in links}
             more, more_cold = await self._owned(
-                keys, sorted(linked - set(selected) - set(cold)), agent_id, now
+                tenant, sorted(linked - set(selected) - set(cold)), agent_id, now
             )
             selected.update(more)
             cold.update(more_cold)
         await self._store.delete(
-            keys,
+            tenant,
             [(m, fingerprint(m)) for m in selected.values()],
             archived_only=sorted(cold),
         )
         return sorted(set(selected) | set(cold))
 
     async def _owned(
-        self, keys: TenantKeys, ids: list[str], agent_id: str, now: float
+        self, tenant: Tenant, ids: list[str], agent_id: str, now: float
     ) -> tuple[dict[str, Memory], dict[str, list[str]]]:
         """The agent's memories among `ids`: hot ones, and archived-only ones with their links."""
-        found = await self._store.get_many(keys, ids)
+        found = await self._store.get_many(tenant, ids)
         hot = {i: m for i, m in found.items() if m.agent_id == agent_id}
         cold: dict[str, list[str]] = {}
         if self._archive is not None:
             missing = [i for i in ids if i not in found]
-            cold = await self._archive.owned(keys.tenant, missing, agent_id, now)
+            cold = await self._archive.owned(tenant.name, missing, agent_id, now)
         return hot, cold
 
     async def summarize(
-        self, keys: TenantKeys, agent_id: str, session_id: str, max_sentences: int
+        self, tenant: Tenant, agent_id: str, session_id: str, max_sentences: int
     ) -> tuple[Memory, list[str]]:
         """A summary memory of the session, linked to its sources, which leave working memory.
 
@@ -652,7 +658,7 @@ class MemoryBank:
         extractive summary: the sentences closest to the session's centroid, in order.
         """
         flt = MemoryFilter(agent_id=agent_id, session_id=session_id)
-        sources, _ = await self._store.page(keys, flt, 0, MAX_SEARCH_DEPTH)
+        sources, _ = await self._store.page(tenant, flt, 0, MAX_SEARCH_DEPTH)
         sources = [m for m in sources if m.type != MemoryType.SUMMARY]
         if not sources:
             raise NothingToSummarize(f"session {session_id!r} has no memories to summarize")
@@ -683,8 +689,8 @@ class MemoryBank:
             related_ids=[m.id for m in sources],
             metadata=metadata,
         )
-        memory = (await self.store(keys, draft)).memory
-        await self._leave_working_memory(keys, sources)
+        memory = (await self.store(tenant, draft)).memory
+        await self._leave_working_memory(tenant, sources)
         return memory, [m.id for m in sources]
 
     async def _extractive(self, sentences: list[str], max_sentences: int) -> str:
@@ -698,7 +704,7 @@ class MemoryBank:
         chosen = sorted(np.argsort(-centrality)[:max_sentences].tolist())
         return " ".join(sentences[i] for i in chosen)
 
-    async def _leave_working_memory(self, keys: TenantKeys, sources: list[Memory]) -> None:
+    async def _leave_working_memory(self, tenant: Tenant, sources: list[Memory]) -> None:
         """Summarized working and scratchpad memories move to short-term (and its TTL): the
         summary now stands for them in the session, and they stay findable until they expire."""
         now = time.time()
@@ -707,11 +713,11 @@ class MemoryBank:
         for m in sources:
             if m.tier in (Tier.WORKING, Tier.SCRATCHPAD):
                 moved = replace(m, tier=Tier.SHORT_TERM, update_time=now, expire_time=now + ttl)
-                await self._store.retier(keys, moved, fingerprint(m), ttl, m.update_time)
+                await self._store.retier(tenant, moved, fingerprint(m), ttl, m.update_time)
 
-    async def counts(self, keys: TenantKeys, agent_id: str) -> list[tuple[Tier, MemoryType, int]]:
+    async def counts(self, tenant: Tenant, agent_id: str) -> list[tuple[Tier, MemoryType, int]]:
         """Non-zero memory counts by tier and type, from one round trip of count queries."""
         pairs = [(tier, kind) for tier in Tier for kind in MemoryType]
         filters = [MemoryFilter(agent_id=agent_id, tiers=(t,), types=(k,)) for t, k in pairs]
-        counts = await self._store.counts(keys, filters)
+        counts = await self._store.counts(tenant, filters)
         return [(t, k, n) for (t, k), n in zip(pairs, counts, strict=True) if n]

@@ -12,11 +12,11 @@ import numpy.typing as npt
 
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.rerank import Hits
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 
 
 class MemoryStore(Protocol):
-    """The hot tier: memories, their dedup keys, links, access stats and the search index."""
+    """The hot tier: memories, their dedup tenant, links, access stats and the search index."""
 
     dimension: int
     index_name: str
@@ -27,11 +27,11 @@ class MemoryStore(Protocol):
 
     async def sample(self, limit: int) -> list[Memory]: ...
 
-    async def find_duplicate(self, keys: TenantKeys, fingerprint: str) -> str | None: ...
+    async def find_duplicate(self, tenant: Tenant, fingerprint: str) -> str | None: ...
 
     async def store(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         fingerprint: str,
         ttl_s: int | None,
@@ -41,7 +41,7 @@ class MemoryStore(Protocol):
 
     async def retier(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         fingerprint: str,
         ttl_s: int | None,
@@ -50,7 +50,7 @@ class MemoryStore(Protocol):
 
     async def replace(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         old_fingerprint: str,
         new_fingerprint: str,
@@ -62,30 +62,30 @@ class MemoryStore(Protocol):
 
     async def delete(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memories: Sequence[tuple[Memory, str]],
         archived_only: Sequence[str] = (),
     ) -> None: ...
 
-    async def get_many(self, keys: TenantKeys, ids: Sequence[str]) -> dict[str, Memory]: ...
+    async def get_many(self, tenant: Tenant, ids: Sequence[str]) -> dict[str, Memory]: ...
 
     async def access_stats(
-        self, keys: TenantKeys, ids: Sequence[str]
+        self, tenant: Tenant, ids: Sequence[str]
     ) -> dict[str, tuple[int, float]]: ...
 
     async def page(
-        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+        self, tenant: Tenant, flt: MemoryFilter, offset: int, limit: int
     ) -> tuple[list[Memory], bool]: ...
 
-    async def ids_matching(self, keys: TenantKeys, flt: MemoryFilter) -> list[str]: ...
+    async def ids_matching(self, tenant: Tenant, flt: MemoryFilter) -> list[str]: ...
 
-    async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int: ...
+    async def count(self, tenant: Tenant, flt: MemoryFilter) -> int: ...
 
-    async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]: ...
+    async def counts(self, tenant: Tenant, filters: Sequence[MemoryFilter]) -> list[int]: ...
 
     async def vector_search(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         flt: MemoryFilter,
         vector: npt.NDArray[np.float32],
         k: int,
@@ -95,18 +95,18 @@ class MemoryStore(Protocol):
 
     async def neighbors(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         flt: MemoryFilter,
         vector: npt.NDArray[np.float32],
         positions: Mapping[str, Sequence[int]],
     ) -> Hits: ...
 
     async def vectors(
-        self, keys: TenantKeys, ids: Sequence[str]
+        self, tenant: Tenant, ids: Sequence[str]
     ) -> dict[str, npt.NDArray[np.float32]]: ...
 
     async def keyword_search(
-        self, keys: TenantKeys, flt: MemoryFilter, text: str, k: int
+        self, tenant: Tenant, flt: MemoryFilter, text: str, k: int
     ) -> Hits: ...
 
 

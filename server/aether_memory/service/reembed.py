@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
+from ..domain.tenant import Tenant
 from ..stores.redis.episode_log import RedisEpisodeLog
-from ..stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, TenantKeys
+from ..stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX
 from ..stores.redis.vector_slots import (
     BUILDING,
     COMPLETE,
@@ -115,7 +116,7 @@ class Reembedder:
         tenants = await self.corpora[1].fill.fields(names, "tenant")
         known = [(n, t) for n, t in zip(names, tenants, strict=True) if t is not None]
         found = await self._log.get_many(
-            [(TenantKeys(t.decode()), unquote(n.decode().rsplit(":", 1)[1])) for n, t in known]
+            [(Tenant(t.decode()), unquote(n.decode().rsplit(":", 1)[1])) for n, t in known]
         )
         bodies = {n: stored.body for (n, _), stored in zip(known, found, strict=True) if stored}
         # An episode trimmed by retention has no text left; its document is pruned.

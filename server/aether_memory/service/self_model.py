@@ -13,7 +13,7 @@ from ..domain.documents import AgentStateDoc
 from ..domain.episodes import StoredEntry
 from ..domain.memory import MemoryFilter, MemoryType, Tier
 from ..domain.scoring import Weights
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 from .agent_state import AgentStates
 from .memories import MemoryBank, ScoredMemory, SearchRequest
 
@@ -22,7 +22,7 @@ DEFAULT_MEMORIES = 5
 
 
 class RecentEpisodes(Protocol):
-    async def recent(self, keys: TenantKeys, count: int) -> list[StoredEntry]: ...
+    async def recent(self, tenant: Tenant, count: int) -> list[StoredEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class SelfModel:
 
     async def describe(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         agent_id: str,
         topic: str,
         max_memories: int,
@@ -61,7 +61,7 @@ class SelfModel:
         memories: list[ScoredMemory] = []
         if topic.strip():
             memories, _ = await self._bank.search(
-                keys,
+                tenant,
                 SearchRequest(
                     filter=MemoryFilter(agent_id=agent_id),
                     query=topic,
@@ -76,15 +76,15 @@ class SelfModel:
             )
         return SelfDescription(
             memories=memories,
-            counts=await self._bank.counts(keys, agent_id),
-            outcomes=await self.outcomes(keys, agent_id),
-            state=await self._states.find(keys, agent_id),
+            counts=await self._bank.counts(tenant, agent_id),
+            outcomes=await self.outcomes(tenant, agent_id),
+            state=await self._states.find(tenant, agent_id),
         )
 
-    async def outcomes(self, keys: TenantKeys, agent_id: str) -> EpisodeOutcomes:
+    async def outcomes(self, tenant: Tenant, agent_id: str) -> EpisodeOutcomes:
         """How the agent's episodes among the tenant's most recent ones ended."""
         mine = [
-            e for e in await self._episodes.recent(keys, STATS_WINDOW) if e.agent_id == agent_id
+            e for e in await self._episodes.recent(tenant, STATS_WINDOW) if e.agent_id == agent_id
         ]
         latencies = []
         for entry in mine:

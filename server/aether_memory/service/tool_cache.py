@@ -8,15 +8,15 @@ import json
 from typing import Any, Protocol
 
 from ..domain.documents import ToolResultDoc
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 from ..telemetry import instruments
 
 
 class ToolResults(Protocol):
-    async def get_tool_result(self, keys: TenantKeys, digest: str) -> ToolResultDoc | None: ...
+    async def get_tool_result(self, tenant: Tenant, digest: str) -> ToolResultDoc | None: ...
 
     async def put_tool_result(
-        self, keys: TenantKeys, digest: str, entry: ToolResultDoc, ttl_s: float
+        self, tenant: Tenant, digest: str, entry: ToolResultDoc, ttl_s: float
     ) -> ToolResultDoc: ...
 
 
@@ -31,10 +31,10 @@ class ToolCache:
         self.default_ttl_s = default_ttl_s
 
     async def get(
-        self, keys: TenantKeys, tool_name: str, arguments: dict[str, Any]
+        self, tenant: Tenant, tool_name: str, arguments: dict[str, Any]
     ) -> ToolResultDoc | None:
         """The live cached entry, or None (counted as a hit or a miss)."""
-        found = await self._results.get_tool_result(keys, digest(tool_name, arguments))
+        found = await self._results.get_tool_result(tenant, digest(tool_name, arguments))
         instruments().cache_lookups.add(
             1, {"aether.cache": "tool", "aether.cache.result": "miss" if found is None else "hit"}
         )
@@ -42,7 +42,7 @@ class ToolCache:
 
     async def put(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         tool_name: str,
         arguments: dict[str, Any],
         result: dict[str, Any],
@@ -51,7 +51,7 @@ class ToolCache:
         """Cache `result` for `ttl_s` (None: the configured default); the entry with its times."""
         entry: ToolResultDoc = {"tool_name": tool_name, "arguments": arguments, "result": result}
         return await self._results.put_tool_result(
-            keys,
+            tenant,
             digest(tool_name, arguments),
             entry,
             self.default_ttl_s if ttl_s is None else ttl_s,

@@ -3,7 +3,7 @@
 One server interceptor wraps every handler of the two services (health and reflection stay
 open). Inside the call it authenticates the `authorization: Bearer <key>` (or `x-api-key`)
 metadata, checks the role the method needs, and records the principal in a context variable
-that `tenancy.tenant_keys` reads, so a key can only ever act for its own tenant. Failures are
+that `tenancy.call_tenant` reads, so a key can only ever act for its own tenant. Failures are
 statuses with ErrorInfo reasons: UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID),
 PERMISSION_DENIED (ROLE_FORBIDDEN, TENANT_FORBIDDEN), RESOURCE_EXHAUSTED (RATE_LIMITED with
 RetryInfo, TOO_MANY_STREAMS). It also parses requests itself: bytes that are not the method's

@@ -17,18 +17,17 @@ from cachetools import LRUCache
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
-from ..domain.episodes import EpisodeEntry, StoredEntry
+from ..domain.episodes import EpisodeEntry, EpisodeQuery, StoredEntry
 from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens, is_stream_id
-from ..service.episode_index import EpisodeQuery
+from ..domain.tenant import Tenant
 from ..service.episodes import Episodes
 from ..settings import Settings
-from ..stores.redis.keys import TenantKeys
 from ..telemetry import current_trace_id, instruments, tracer
 from . import convert as c
 from .errors import mapped, mapped_stream, status_for
 from .paging import page_fingerprint, page_start
-from .tenancy import tenant_keys
+from .tenancy import call_tenant
 
 MAX_EPISODES_PER_REQUEST = 500
 LIVE_RESPONSES = 1000  # recent subscription messages shared by a tenant's subscribers (~2 reads)
@@ -124,23 +123,23 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         """Stop the shared tail readers (after the server stopped serving)."""
         await self._episodes.aclose()
 
-    def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
-        return tenant_keys(context, self._settings.default_tenant)
+    def _tenant(self, context: grpc.aio.ServicerContext) -> Tenant:
+        return call_tenant(context, self._settings.default_tenant)
 
     @mapped
     async def RecordEpisode(
         self, request: episode_service_pb2.RecordEpisodeRequest, context: grpc.aio.ServicerContext
     ) -> episode_service_pb2.RecordEpisodeResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         _validate_episode(request.episode, "episode")
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
         episode = episode_pb2.Episode()
         episode.CopyFrom(request.episode)
         entry = _to_entry(episode, now, current_trace_id())
-        (appended,) = await self._episodes.record(keys, [entry])
+        (appended,) = await self._episodes.record(tenant, [entry])
         if appended.duplicate:  # the episode first recorded with this event_id
-            stored = await self._episodes.recorded(keys, appended.stream_id)
+            stored = await self._episodes.recorded(tenant, appended.stream_id)
             episode = _from_entry(stored) if stored else request.episode
         else:  # what was written: no need to read it back
             episode.episode_id = episode.cursor = appended.stream_id
@@ -163,7 +162,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         round trip (and fsync).
         """
         try:
-            keys = self._keys(context)
+            tenant = self._tenant(context)
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(status_for(error)))
         window = asyncio.Semaphore(RECORD_WINDOW)
@@ -190,7 +189,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                         return
                     await window.acquire()
                     queue.put_nowait(
-                        asyncio.create_task(self._record_batch(keys, request, options))
+                        asyncio.create_task(self._record_batch(tenant, request, options))
                     )
             finally:
                 queue.put_nowait(None)
@@ -213,7 +212,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
 
     async def _record_batch(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         request: episode_service_pb2.RecordEpisodesRequest,
         options: episode_service_pb2.RecordEpisodesOptions | None,
     ) -> episode_service_pb2.RecordEpisodesResponse:
@@ -240,7 +239,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 with tracer().start_as_current_span(
                     "aether.episodes.append", attributes={"aether.episodes": len(valid)}
                 ) as span:
-                    appended = await self._episodes.record(keys, [entry for _, entry in valid])
+                    appended = await self._episodes.record(tenant, [entry for _, entry in valid])
                     written = sum(not a.duplicate for a in appended)
                     span.set_attribute("aether.episodes.written", written)
                 instruments().episodes_appended.add(written)
@@ -292,7 +291,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         request: episode_service_pb2.SubscribeEpisodesRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[episode_service_pb2.SubscribeEpisodesResponse]:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         types, outcomes = self._filter_names(request.filter, "filter", v)
         interval = 15.0
@@ -311,9 +310,9 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             after = request.after_cursor
         elif start == "start_time":
             after = _position_before(request.start_time)
-        position = await self._episodes.start_of_tail(keys, after)
+        position = await self._episodes.start_of_tail(tenant, after)
         last_sent = time.monotonic()
-        async for batch in self._episodes.tail(keys, position):
+        async for batch in self._episodes.tail(tenant, position):
             if self.draining.is_set():
                 raise ShuttingDown()
             matching = []
@@ -325,13 +324,13 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 last_sent = time.monotonic()
             if not request.max_batch:
                 for entry in matching:
-                    yield self._live_response(keys, entry)
+                    yield self._live_response(tenant, entry)
             else:
                 for i in range(0, len(matching), request.max_batch):
                     chunk = matching[i : i + request.max_batch]
                     yield episode_service_pb2.SubscribeEpisodesResponse(
                         batch=episode_service_pb2.EpisodeBatch(
-                            episodes=[self._live_response(keys, e).episode for e in chunk]
+                            episodes=[self._live_response(tenant, e).episode for e in chunk]
                         ),
                         cursor=chunk[-1].stream_id,
                     )
@@ -344,10 +343,10 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 )
 
     def _live_response(
-        self, keys: TenantKeys, entry: StoredEntry
+        self, tenant: Tenant, entry: StoredEntry
     ) -> episode_service_pb2.SubscribeEpisodesResponse:
         """Built once per entry for all of a tenant's subscribers (they share the tail)."""
-        key = (keys.tenant, entry.stream_id)  # stream ids repeat across tenants' streams
+        key = (tenant.name, entry.stream_id)  # stream ids repeat across tenants' streams
         response = self._live.get(key)
         if response is None:
             response = episode_service_pb2.SubscribeEpisodesResponse(
@@ -360,12 +359,12 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
     async def ListEpisodes(
         self, request: episode_service_pb2.ListEpisodesRequest, context: grpc.aio.ServicerContext
     ) -> episode_service_pb2.ListEpisodesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         types, outcomes = self._filter_names(request.filter, "filter", v)
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.raise_if_any()
-        fingerprint = page_fingerprint(self._tokens, keys, request)
+        fingerprint = page_fingerprint(self._tokens, tenant, request)
         if request.page_token:
             _, position = page_start(self._tokens, request.page_token, fingerprint)
             start = "(" + position.decode()
@@ -380,7 +379,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                 return episode_service_pb2.ListEpisodesResponse()
             end = f"{end_ms - 1}-{MAX_SEQ}"
         scan_limit = max(4 * size, 1000)  # bounded work per call, even when few entries match
-        scanned = await self._episodes.scan(keys, start, end, scan_limit)
+        scanned = await self._episodes.scan(tenant, start, end, scan_limit)
         episodes: list[episode_pb2.Episode] = []
         last, budget, full = "", self._page_bytes, False
         for entry in scanned:
@@ -408,18 +407,18 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         request: episode_service_pb2.SearchEpisodesRequest,
         context: grpc.aio.ServicerContext,
     ) -> episode_service_pb2.SearchEpisodesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         types, outcomes = self._filter_names(request.filter, "filter", v)
         size = c.page_size("page_size", request.page_size, 10, 100, v)
         v.text("query", request.query, limit=MAX_TEXT_BYTES)
         v.raise_if_any()
-        fingerprint = page_fingerprint(self._tokens, keys, request)
+        fingerprint = page_fingerprint(self._tokens, tenant, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
             return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._episodes.lag())
         found = await self._episodes.search(
-            keys,
+            tenant,
             request.query,
             EpisodeQuery(
                 agent_id=request.filter.agent_id,

@@ -20,6 +20,7 @@ from ..domain.errors import InvalidField, TooLarge
 from ..domain.memory import Memory, MemoryFilter
 from ..domain.paging import PageTokens
 from ..domain.scoring import Weights
+from ..domain.tenant import Tenant
 from ..service.agent_state import AgentStates
 from ..service.idempotency import Idempotent
 from ..service.memories import MUTABLE_PATHS, MemoryBank, SearchRequest
@@ -27,12 +28,11 @@ from ..service.self_model import SelfModel
 from ..service.sessions import Sessions
 from ..service.tool_cache import ToolCache
 from ..settings import Settings
-from ..stores.redis.keys import TenantKeys
 from . import convert as c
 from .access import may_write
 from .errors import mapped
 from .paging import page_fingerprint, page_start
-from .tenancy import tenant_keys
+from .tenancy import call_tenant
 
 M = TypeVar("M", bound=Message)
 MAX_BATCH = 100
@@ -68,16 +68,16 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self._settings = settings
         self._self_model = self_model
 
-    def _keys(self, context: grpc.aio.ServicerContext) -> TenantKeys:
-        return tenant_keys(context, self._settings.default_tenant)
+    def _tenant(self, context: grpc.aio.ServicerContext) -> Tenant:
+        return call_tenant(context, self._settings.default_tenant)
 
     # ---- long-term memory -----------------------------------------------------------------
 
     def _storing(
-        self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
+        self, tenant: Tenant, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
     ) -> Callable[[], Awaitable[memory_service_pb2.StoreMemoryResponse]]:
         async def compute() -> memory_service_pb2.StoreMemoryResponse:
-            stored = await self._bank.store(keys, draft, c.vector_of(request.memory.embedding))
+            stored = await self._bank.store(tenant, draft, c.vector_of(request.memory.embedding))
             return memory_service_pb2.StoreMemoryResponse(
                 memory=c.memory_to_proto(stored.memory, full=False),
                 deduplicated=stored.deduplicated,
@@ -87,28 +87,28 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         return compute
 
     async def _store_one(
-        self, keys: TenantKeys, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
+        self, tenant: Tenant, request: memory_service_pb2.StoreMemoryRequest, draft: Memory
     ) -> memory_service_pb2.StoreMemoryResponse:
         return await self._idempotent.once(
-            keys,
+            tenant,
             "StoreMemory",
             request,
             request.request_id,
             memory_service_pb2.StoreMemoryResponse,
-            self._storing(keys, request, draft),
+            self._storing(tenant, request, draft),
         )
 
     @mapped
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.StoreMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         if not request.HasField("memory"):
             raise InvalidField.one("memory", "is required")
         draft = c.memory_from_proto(request.memory, "memory", v)
         v.raise_if_any()
-        return await self._store_one(keys, request, draft)
+        return await self._store_one(tenant, request, draft)
 
     @mapped
     async def BatchStoreMemories(
@@ -116,7 +116,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.BatchStoreMemoriesRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.BatchStoreMemoriesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         if not request.requests:
             raise InvalidField.one("requests", "must hold at least one request")
         if len(request.requests) > MAX_BATCH:
@@ -133,40 +133,22 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     f"must have {self._bank.dimension} values, not {len(r.memory.embedding)}",
                 )
         v.raise_if_any()  # atomic validation: nothing is stored when any item is invalid
-        replies = await self._idempotent.claim_all(
-            keys,
+        responses = await self._idempotent.each(
+            tenant,
             "StoreMemory",
             [
-                (r.request_id, r, f"requests[{i}].request_id")
-                for i, r in enumerate(request.requests)
+                (r.request_id, r, f"requests[{i}].request_id", self._storing(tenant, r, draft))
+                for i, (r, draft) in enumerate(zip(request.requests, drafts, strict=True))
             ],
             memory_service_pb2.StoreMemoryResponse,
         )
-        responses: list[memory_service_pb2.StoreMemoryResponse] = []
-        try:
-            for r, draft, reply in zip(request.requests, drafts, replies, strict=True):
-                if isinstance(reply, memory_service_pb2.StoreMemoryResponse):
-                    responses.append(reply)  # this request_id's first response
-                elif reply is None:
-                    responses.append(await self._store_one(keys, r, draft))
-                else:  # claimed here: store, then keep the response for the id
-                    responses.append(
-                        await self._idempotent.run_claimed(
-                            keys, "StoreMemory", r.request_id, reply, self._storing(keys, r, draft)
-                        )
-                    )
-        except BaseException:  # cancelled or failed midway: the items not run give back their ids
-            for r, reply in list(zip(request.requests, replies, strict=True))[len(responses) + 1 :]:
-                if isinstance(reply, bytes):
-                    await self._idempotent.give_back(keys, "StoreMemory", r.request_id, reply)
-            raise
         return memory_service_pb2.BatchStoreMemoriesResponse(responses=responses)
 
     @mapped
     async def GetMemory(
         self, request: memory_service_pb2.GetMemoryRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.GetMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         if request.key:
             if request.id:
@@ -179,10 +161,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.raise_if_any()
         if request.key:
             memory = await self._bank.get_by_key(
-                keys, request.agent_id, request.key, record_access=may_write()
+                tenant, request.agent_id, request.key, record_access=may_write()
             )
         else:
-            memory = await self._bank.get(keys, request.id, record_access=may_write())
+            memory = await self._bank.get(tenant, request.id, record_access=may_write())
         return memory_service_pb2.GetMemoryResponse(
             memory=c.memory_to_proto(memory, full=request.view == memory_pb2.MEMORY_VIEW_FULL)
         )
@@ -191,15 +173,15 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def ListMemories(
         self, request: memory_service_pb2.ListMemoriesRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.ListMemoriesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         flt = c.filter_from_proto(request.agent_id, request.filter, "filter", v)
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.enum("view", request.view, {1: None, 2: None}, allow_unset=True)
         v.raise_if_any()
-        fingerprint = page_fingerprint(self._tokens, keys, request)
+        fingerprint = page_fingerprint(self._tokens, tenant, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
-        memories, more = await self._bank.page(keys, flt, offset, size)
+        memories, more = await self._bank.page(tenant, flt, offset, size)
         full = request.view == memory_pb2.MEMORY_VIEW_FULL
         return memory_service_pb2.ListMemoriesResponse(
             memories=[c.memory_to_proto(m, full=full) for m in memories],
@@ -210,7 +192,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def SearchMemories(
         self, request: memory_service_pb2.SearchMemoriesRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.SearchMemoriesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         flt = c.filter_from_proto(request.agent_id, request.filter, "filter", v)
         size = c.page_size("page_size", request.page_size, 10, 100, v)
@@ -230,12 +212,12 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             v.add("min_similarity", "must be within -1.0..1.0 (a cosine similarity)")
         v.raise_if_any()
-        fingerprint = page_fingerprint(self._tokens, keys, request)
+        fingerprint = page_fingerprint(self._tokens, tenant, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
             return memory_service_pb2.SearchMemoriesResponse()
         results, more = await self._bank.search(
-            keys,
+            tenant,
             SearchRequest(
                 filter=flt,
                 query=request.query,
@@ -293,7 +275,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def UpdateMemory(
         self, request: memory_service_pb2.UpdateMemoryRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.UpdateMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         paths = set(request.update_mask.paths)
         if "*" in paths:
@@ -314,14 +296,14 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
 
         async def compute() -> memory_service_pb2.UpdateMemoryResponse:
             memory = await self._bank.update(
-                keys, patch, paths & MUTABLE_PATHS, c.vector_of(request.memory.embedding)
+                tenant, patch, paths & MUTABLE_PATHS, c.vector_of(request.memory.embedding)
             )
             return memory_service_pb2.UpdateMemoryResponse(
                 memory=c.memory_to_proto(memory, full=False)
             )
 
         return await self._idempotent.once(
-            keys,
+            tenant,
             "UpdateMemory",
             request,
             request.request_id,
@@ -333,7 +315,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def ForgetMemories(
         self, request: memory_service_pb2.ForgetMemoriesRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.ForgetMemoriesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         selector = request.WhichOneof("selector")
         ids: list[str] | None = None
@@ -354,11 +336,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         v.raise_if_any()
 
         async def compute() -> memory_service_pb2.ForgetMemoriesResponse:
-            forgotten = await self._bank.forget(keys, request.agent_id, ids, flt, request.cascade)
+            forgotten = await self._bank.forget(tenant, request.agent_id, ids, flt, request.cascade)
             return memory_service_pb2.ForgetMemoriesResponse(forgotten_ids=forgotten)
 
         return await self._idempotent.once(
-            keys,
+            tenant,
             "ForgetMemories",
             request,
             request.request_id,
@@ -372,7 +354,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.SummarizeMemoriesRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.SummarizeMemoriesResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("agent_id", request.agent_id, required=True)
         v.identifier("session_id", request.session_id, required=True)
@@ -382,14 +364,14 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
 
         async def compute() -> memory_service_pb2.SummarizeMemoriesResponse:
             summary, sources = await self._bank.summarize(
-                keys, request.agent_id, request.session_id, request.max_sentences or 5
+                tenant, request.agent_id, request.session_id, request.max_sentences or 5
             )
             return memory_service_pb2.SummarizeMemoriesResponse(
                 summary=c.memory_to_proto(summary, full=False), source_ids=sources
             )
 
         return await self._idempotent.once(
-            keys,
+            tenant,
             "SummarizeMemories",
             request,
             request.request_id,
@@ -415,11 +397,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.GetWorkingMemoryRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.GetWorkingMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         v.raise_if_any()
-        doc = await self._sessions.get(keys, request.session_id)
+        doc = await self._sessions.get(tenant, request.session_id)
         return memory_service_pb2.GetWorkingMemoryResponse(session=c.session_to_proto(doc))
 
     @mapped
@@ -428,7 +410,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.PutWorkingMemoryRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.PutWorkingMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         session = request.session
         v = c.Violations()
         v.identifier("session.session_id", session.session_id, required=True)
@@ -439,7 +421,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             v.add("expected_revision", "must not be negative")
         v.raise_if_any()
         doc = await self._sessions.put(
-            keys,
+            tenant,
             {
                 "session_id": session.session_id,
                 "agent_id": session.agent_id,
@@ -456,7 +438,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.AppendWorkingMemoryRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.AppendWorkingMemoryResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         v.identifier("agent_id", request.agent_id, required=False)
@@ -467,7 +449,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self._check_messages("messages", list(request.messages), v)
         v.raise_if_any()
         doc = await self._sessions.append(
-            keys,
+            tenant,
             request.session_id,
             request.agent_id,
             [c.message_to_doc(m) for m in request.messages],
@@ -491,12 +473,12 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.CreateCheckpointRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.CreateCheckpointResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         v.text("label", request.label, limit=256, required=False)
         v.raise_if_any()
-        doc = await self._sessions.checkpoint(keys, request.session_id, request.label)
+        doc = await self._sessions.checkpoint(tenant, request.session_id, request.label)
         return memory_service_pb2.CreateCheckpointResponse(checkpoint=self._checkpoint(doc))
 
     @mapped
@@ -505,14 +487,14 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.ListCheckpointsRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.ListCheckpointsResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         size = c.page_size("page_size", request.page_size, 50, 1000, v)
         v.raise_if_any()
-        fingerprint = page_fingerprint(self._tokens, keys, request)
+        fingerprint = page_fingerprint(self._tokens, tenant, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
-        docs, more = await self._sessions.checkpoints(keys, request.session_id, offset, size)
+        docs, more = await self._sessions.checkpoints(tenant, request.session_id, offset, size)
         return memory_service_pb2.ListCheckpointsResponse(
             checkpoints=[self._checkpoint(d) for d in docs],
             next_page_token=self._tokens.encode(fingerprint, offset + size) if more else "",
@@ -524,13 +506,13 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.RestoreCheckpointRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.RestoreCheckpointResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("session_id", request.session_id, required=True)
         if request.number < 1:
             v.add("number", "must be at least 1")
         v.raise_if_any()
-        doc = await self._sessions.restore(keys, request.session_id, request.number)
+        doc = await self._sessions.restore(tenant, request.session_id, request.number)
         return memory_service_pb2.RestoreCheckpointResponse(session=c.session_to_proto(doc))
 
     # ---- tool cache ------------------------------------------------------------------------
@@ -548,11 +530,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def GetToolResult(
         self, request: memory_service_pb2.GetToolResultRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.GetToolResultResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("tool_name", request.tool_name, required=True)
         v.raise_if_any()
-        doc = await self._tools.get(keys, request.tool_name, c.struct_to_dict(request.arguments))
+        doc = await self._tools.get(tenant, request.tool_name, c.struct_to_dict(request.arguments))
         if doc is None:
             return memory_service_pb2.GetToolResultResponse(hit=False)
         return memory_service_pb2.GetToolResultResponse(
@@ -563,7 +545,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def PutToolResult(
         self, request: memory_service_pb2.PutToolResultRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.PutToolResultResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         entry = request.tool_result
         v = c.Violations()
         v.identifier("tool_result.tool_name", entry.tool_name, required=True)
@@ -576,7 +558,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                 v.add("ttl", "must be between 1 s and 7 days")
         v.raise_if_any()
         doc = await self._tools.put(
-            keys,
+            tenant,
             entry.tool_name,
             c.struct_to_dict(entry.arguments),
             c.struct_to_dict(entry.result),
@@ -599,11 +581,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def GetAgentState(
         self, request: memory_service_pb2.GetAgentStateRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.GetAgentStateResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("agent_id", request.agent_id, required=True)
         v.raise_if_any()
-        doc = await self._states.get(keys, request.agent_id)
+        doc = await self._states.get(tenant, request.agent_id)
         return memory_service_pb2.GetAgentStateResponse(agent_state=self._agent_state(doc))
 
     @mapped
@@ -612,7 +594,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request: memory_service_pb2.UpdateAgentStateRequest,
         context: grpc.aio.ServicerContext,
     ) -> memory_service_pb2.UpdateAgentStateResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         state = request.agent_state
         v.identifier("agent_state.agent_id", state.agent_id, required=True)
@@ -628,7 +610,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                     only_keys.append(path.removeprefix("state."))
         v.raise_if_any()
         doc = await self._states.update(
-            keys, state.agent_id, c.struct_to_dict(state.state), only_keys
+            tenant, state.agent_id, c.struct_to_dict(state.state), only_keys
         )
         return memory_service_pb2.UpdateAgentStateResponse(agent_state=self._agent_state(doc))
 
@@ -636,7 +618,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def DescribeSelf(
         self, request: memory_service_pb2.DescribeSelfRequest, context: grpc.aio.ServicerContext
     ) -> memory_service_pb2.DescribeSelfResponse:
-        keys = self._keys(context)
+        tenant = self._tenant(context)
         v = c.Violations()
         v.identifier("agent_id", request.agent_id, required=True)
         if len(request.topic.encode()) > MAX_QUERY_BYTES:
@@ -645,7 +627,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             v.add("max_memories", "must be between 0 and 50")
         v.raise_if_any()
         described = await self._self_model.describe(
-            keys, request.agent_id, request.topic, request.max_memories, record_access=may_write()
+            tenant, request.agent_id, request.topic, request.max_memories, record_access=may_write()
         )
         response = memory_service_pb2.DescribeSelfResponse()
         for r in described.memories:

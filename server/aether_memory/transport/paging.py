@@ -5,17 +5,17 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from ..domain.paging import PageTokens
-from ..stores.redis.keys import TenantKeys
+from ..domain.tenant import Tenant
 
 
-def page_fingerprint(tokens: PageTokens, keys: TenantKeys, request: Message) -> bytes:
+def page_fingerprint(tokens: PageTokens, tenant: Tenant, request: Message) -> bytes:
     """Binds a token to the tenant, the request type and every non-paging field."""
     stripped = type(request)()
     stripped.CopyFrom(request)
     for name in ("page_token", "page_size"):
         stripped.ClearField(name)
     return tokens.fingerprint(
-        keys.tenant, request.DESCRIPTOR.full_name, stripped.SerializeToString(deterministic=True)
+        tenant.name, request.DESCRIPTOR.full_name, stripped.SerializeToString(deterministic=True)
     )
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import grpc
 
 from ..domain.errors import InvalidField
-from ..stores.redis.keys import TENANT_PATTERN, TenantKeys
+from ..domain.tenant import TENANT_PATTERN, Tenant
 from .access import PRINCIPAL
 
 TENANT_METADATA = "aether-tenant"
 
 
-def tenant_keys(context: grpc.aio.ServicerContext, default: str) -> TenantKeys:
+def call_tenant(context: grpc.aio.ServicerContext, default: str) -> Tenant:
     principal = PRINCIPAL.get()
     if principal is not None:  # the access interceptor already refused any other tenant
-        return TenantKeys(principal.tenant)
+        return Tenant(principal.tenant)
     tenant = default
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
@@ -24,4 +24,4 @@ def tenant_keys(context: grpc.aio.ServicerContext, default: str) -> TenantKeys:
         raise InvalidField.one(
             TENANT_METADATA, "must be 1..64 characters of letters, digits, '_', '.', '-'"
         )
-    return TenantKeys(tenant)
+    return Tenant(tenant)

@@ -23,7 +23,8 @@ from ...domain.documents import (
     ToolResultDoc,
 )
 from ...domain.errors import NotFound, RevisionMismatch, TooLarge
-from .keys import OUTBOX_KEY, TenantKeys
+from ...domain.tenant import Tenant
+from .keys import OUTBOX_KEY, keys_of
 
 T = TypeVar("T")
 Document = dict[str, Any]  # a JSON document as RedisJSON returns it
@@ -126,7 +127,8 @@ class DocumentStore:
         doc["expire_time"] = now_us() + ttl * 1_000_000 if ttl > 0 else None
         return doc
 
-    async def get_session(self, keys: TenantKeys, session_id: str) -> SessionDoc:
+    async def get_session(self, tenant: Tenant, session_id: str) -> SessionDoc:
+        keys = keys_of(tenant)
         key = keys.session(session_id)
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.json().get(key)
@@ -137,8 +139,9 @@ class DocumentStore:
         return self._with_expiry(cast(SessionDoc, doc), int(ttl))
 
     async def put_session(
-        self, keys: TenantKeys, session: SessionDoc, expected_revision: int | None
+        self, tenant: Tenant, session: SessionDoc, expected_revision: int | None
     ) -> SessionDoc:
+        keys = keys_of(tenant)
         key = keys.session(session["session_id"])
 
         async def step(pipe: Any) -> SessionDoc:
@@ -159,10 +162,11 @@ class DocumentStore:
         return self._with_expiry(doc, self._working_ttl)
 
     async def append_session(
-        self, keys: TenantKeys, session_id: str, agent_id: str, messages: list[MessageDoc]
+        self, tenant: Tenant, session_id: str, agent_id: str, messages: list[MessageDoc]
     ) -> SessionDoc:
         """Append in one script: no read-modify-write of the whole session in Python, whose cost
         grew with its length (bench/results/soak.md: p50 3.7 -> 29 ms at ~480 messages)."""
+        keys = keys_of(tenant)
         now = now_us()
         texts = [json.dumps({**m, "create_time": now}, separators=(",", ":")) for m in messages]
         try:
@@ -186,9 +190,8 @@ class DocumentStore:
 
     # ---- checkpoints ----------------------------------------------------------------------
 
-    async def create_checkpoint(
-        self, keys: TenantKeys, session_id: str, label: str
-    ) -> CheckpointDoc:
+    async def create_checkpoint(self, tenant: Tenant, session_id: str, label: str) -> CheckpointDoc:
+        keys = keys_of(tenant)
         session_key = keys.session(session_id)
         index_key = keys.checkpoint_index(session_id)
 
@@ -241,8 +244,9 @@ class DocumentStore:
         return await _optimistic(self._client, [session_key, index_key], step)
 
     async def list_checkpoints(
-        self, keys: TenantKeys, session_id: str, offset: int, limit: int
+        self, tenant: Tenant, session_id: str, offset: int, limit: int
     ) -> tuple[list[CheckpointDoc], bool]:
+        keys = keys_of(tenant)
         members = await self._client.zrevrange(
             keys.checkpoint_index(session_id), offset, offset + limit
         )
@@ -268,9 +272,8 @@ class DocumentStore:
                 )
         return found, len(members) > limit
 
-    async def restore_checkpoint(
-        self, keys: TenantKeys, session_id: str, number: int
-    ) -> SessionDoc:
+    async def restore_checkpoint(self, tenant: Tenant, session_id: str, number: int) -> SessionDoc:
+        keys = keys_of(tenant)
         session_key = keys.session(session_id)
         checkpoint_key = keys.checkpoint(session_id, number)
 
@@ -294,16 +297,18 @@ class DocumentStore:
 
     # ---- agent state ------------------------------------------------------------------------
 
-    async def get_agent_state(self, keys: TenantKeys, agent_id: str) -> AgentStateDoc | None:
+    async def get_agent_state(self, tenant: Tenant, agent_id: str) -> AgentStateDoc | None:
+        keys = keys_of(tenant)
         return cast(AgentStateDoc | None, await _get_json(self._client, keys.agent_state(agent_id)))
 
     async def update_agent_state(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         agent_id: str,
         state: dict[str, Any],
         only_keys: list[str] | None,
     ) -> AgentStateDoc:
+        keys = keys_of(tenant)
         key = keys.agent_state(agent_id)
 
         async def step(pipe: Any) -> AgentStateDoc:
@@ -342,13 +347,15 @@ class DocumentStore:
 
     # ---- tool-result cache ------------------------------------------------------------------
 
-    async def get_tool_result(self, keys: TenantKeys, digest: str) -> ToolResultDoc | None:
+    async def get_tool_result(self, tenant: Tenant, digest: str) -> ToolResultDoc | None:
+        keys = keys_of(tenant)
         raw = await self._client.get(keys.tool_result(digest))
         return cast(ToolResultDoc, json.loads(raw)) if raw else None
 
     async def put_tool_result(
-        self, keys: TenantKeys, digest: str, entry: ToolResultDoc, ttl_s: float
+        self, tenant: Tenant, digest: str, entry: ToolResultDoc, ttl_s: float
     ) -> ToolResultDoc:
+        keys = keys_of(tenant)
         now = now_us()
         entry = {**entry, "create_time": now, "expire_time": now + int(ttl_s * 1_000_000)}
         await self._client.set(

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 
 from ...domain.episodes import Appended, EpisodeEntry, StoredEntry
 from ...domain.errors import CursorExpired
-from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, OUTBOX_KEY, TenantKeys
+from ...domain.tenant import Tenant
+from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, OUTBOX_KEY, keys_of
 
 TAIL_BLOCK_MS = 1000
 MAX_GROUP = 64  # appends sent to Redis in one pipeline
@@ -93,12 +94,13 @@ class RedisEpisodeLog:
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
-    async def append(self, keys: TenantKeys, entries: Sequence[EpisodeEntry]) -> list[Appended]:
+    async def append(self, tenant: Tenant, entries: Sequence[EpisodeEntry]) -> list[Appended]:
         """Append atomically; an event id seen before returns its original stream id.
 
         Returns once Redis ran the script: the entries are then in the stream (and the AOF).
         Concurrent appends share round trips (see `_flush`); each stays one atomic script call.
         """
+        keys = keys_of(tenant)
         if not entries:
             return []
         args: list[str | bytes | int] = [
@@ -158,41 +160,43 @@ class RedisEpisodeLog:
         finally:
             self._flushing = False
 
-    async def get(self, keys: TenantKeys, stream_id: str) -> StoredEntry | None:
+    async def get(self, tenant: Tenant, stream_id: str) -> StoredEntry | None:
+        keys = keys_of(tenant)
         found = await self._client.xrange(keys.episodes(), stream_id, stream_id, count=1)
         return _entry(*found[0]) if found else None
 
-    async def get_many(self, wanted: Sequence[tuple[TenantKeys, str]]) -> list[StoredEntry | None]:
+    async def get_many(self, wanted: Sequence[tuple[Tenant, str]]) -> list[StoredEntry | None]:
         """Entries by (tenant, stream id), in one round trip; None where one is gone."""
         if not wanted:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
-            for keys, stream_id in wanted:
-                pipe.xrange(keys.episodes(), stream_id, stream_id, count=1)
+            for tenant, stream_id in wanted:
+                pipe.xrange(keys_of(tenant).episodes(), stream_id, stream_id, count=1)
             replies = await pipe.execute()
         return [_entry(*found[0]) if found else None for found in replies]
 
-    async def range(self, keys: TenantKeys, start: str, end: str, count: int) -> list[StoredEntry]:
+    async def range(self, tenant: Tenant, start: str, end: str, count: int) -> list[StoredEntry]:
         """Entries with start <= id <= end ("-"/"+" for open ends; "(" prefix for exclusive)."""
+        keys = keys_of(tenant)
         found = await self._client.xrange(keys.episodes(), start, end, count=count)
         return [_entry(stream_id, fields) for stream_id, fields in found]
 
-    async def tenants(self) -> list[TenantKeys]:
-        return [
-            TenantKeys(t.decode()) for t in sorted(await self._client.smembers(EPISODE_TENANTS))
-        ]
+    async def tenants(self) -> list[Tenant]:
+        return [Tenant(t.decode()) for t in sorted(await self._client.smembers(EPISODE_TENANTS))]
 
-    async def trim_before(self, keys: TenantKeys, min_id: str) -> tuple[int, str | None]:
+    async def trim_before(self, tenant: Tenant, min_id: str) -> tuple[int, str | None]:
         """Remove entries older than `min_id`; (how many, the first id kept or None)."""
+        keys = keys_of(tenant)
         removed = await self._client.xtrim(keys.episodes(), minid=min_id, approximate=False)
         first = await self._client.xrange(keys.episodes(), "-", "+", count=1)
         return int(removed), (_text(first[0][0]) if first else None)
 
-    async def last_id(self, keys: TenantKeys) -> str:
+    async def last_id(self, tenant: Tenant) -> str:
+        keys = keys_of(tenant)
         found = await self._client.xrevrange(keys.episodes(), "+", "-", count=1)
         return _text(found[0][0]) if found else "0-0"
 
-    async def check_cursor(self, keys: TenantKeys, cursor: str) -> None:
+    async def check_cursor(self, tenant: Tenant, cursor: str) -> None:
         """Raise CursorExpired when entries after `cursor` may have been removed.
 
         Trimming (retention) moves `recorded-first-entry-id`; XDEL moves `max-deleted-entry-id`.
@@ -200,6 +204,7 @@ class RedisEpisodeLog:
         when the removed entries all preceded it: the server cannot tell, and a client that
         restarts deliberately is better than one that silently misses events.
         """
+        keys = keys_of(tenant)
         try:
             raw = await self._client.xinfo_stream(keys.episodes())
         except aioredis.ResponseError:
@@ -215,12 +220,13 @@ class RedisEpisodeLog:
             raise CursorExpired(oldest)
 
     async def read_after(
-        self, keys: TenantKeys, after: str, count: int, block_ms: int | None
+        self, tenant: Tenant, after: str, count: int, block_ms: int | None
     ) -> list[StoredEntry]:
         """Up to `count` entries after `after`; waits up to `block_ms` for one when none are there.
 
         Each wait stays well under the client's socket timeout (TAIL_BLOCK_MS).
         """
+        keys = keys_of(tenant)
         reply = await self._client.xread({keys.episodes(): after}, count=count, block=block_ms)
         return [
             _entry(stream_id, fields)
@@ -228,7 +234,8 @@ class RedisEpisodeLog:
             for stream_id, fields in messages
         ]
 
-    async def recent(self, keys: TenantKeys, count: int) -> list[StoredEntry]:
+    async def recent(self, tenant: Tenant, count: int) -> list[StoredEntry]:
         """The newest `count` entries, newest first."""
+        keys = keys_of(tenant)
         found = await self._client.xrevrange(keys.episodes(), "+", "-", count=count)
         return [_entry(stream_id, fields) for stream_id, fields in found]

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ...domain.episodes import StoredEntry
+from ...domain.tenant import Tenant
 from .episode_log import TAIL_BLOCK_MS, RedisEpisodeLog, stream_id_key
-from .keys import TenantKeys
 
 READ_COUNT = 500
 MAX_QUEUED = 64  # batches waiting for one subscriber before it is detached
@@ -44,8 +44,8 @@ class _Subscriber:
 class _Reader:
     """One tenant's blocking XREAD loop; ends when its last subscriber leaves."""
 
-    def __init__(self, tails: EpisodeTails, keys: TenantKeys, position: str) -> None:
-        self.keys = keys
+    def __init__(self, tails: EpisodeTails, tenant: Tenant, position: str) -> None:
+        self.tenant = tenant
         self.position = position
         self.subscribers: set[_Subscriber] = set()
         self._tails = tails
@@ -55,7 +55,7 @@ class _Reader:
         log = self._tails.log
         try:
             while self.subscribers:
-                batch = await log.read_after(self.keys, self.position, READ_COUNT, TAIL_BLOCK_MS)
+                batch = await log.read_after(self.tenant, self.position, READ_COUNT, TAIL_BLOCK_MS)
                 if batch:
                     self.position = batch[-1].stream_id
                 # An empty batch too: each idle wait lets subscribers send heartbeats.
@@ -74,8 +74,8 @@ class _Reader:
         finally:
             # No await between the last check of `subscribers` and this: an attach either
             # found this reader with subscribers (and was served) or finds none and starts one.
-            if self._tails.readers.get(self.keys.tenant) is self:
-                del self._tails.readers[self.keys.tenant]
+            if self._tails.readers.get(self.tenant.name) is self:
+                del self._tails.readers[self.tenant.name]
 
 
 class EpisodeTails:
@@ -83,7 +83,7 @@ class EpisodeTails:
         self.log = log
         self.readers: dict[str, _Reader] = {}
 
-    async def tail(self, keys: TenantKeys, after: str) -> AsyncIterator[list[StoredEntry]]:
+    async def tail(self, tenant: Tenant, after: str) -> AsyncIterator[list[StoredEntry]]:
         """Batches of entries after `after`, in order, forever; an empty batch after idle waits."""
         position = after
 
@@ -94,21 +94,21 @@ class EpisodeTails:
         while True:
             # Alone until caught up: a short read means the end of the stream was reached.
             while True:
-                batch = await self.log.read_after(keys, position, READ_COUNT, None)
+                batch = await self.log.read_after(tenant, position, READ_COUNT, None)
                 if batch:
                     position = batch[-1].stream_id
                     yield batch
                 if len(batch) < READ_COUNT:
                     break
             subscriber = _Subscriber()
-            reader = self.readers.get(keys.tenant)
+            reader = self.readers.get(tenant.name)
             if reader is None or not reader.subscribers:
-                reader = self.readers[keys.tenant] = _Reader(self, keys, position)
+                reader = self.readers[tenant.name] = _Reader(self, tenant, position)
             reader.subscribers.add(subscriber)
             try:
                 # What the reader consumed before this subscriber joined, read directly.
                 while stream_id_key(position) < stream_id_key(reader.position):
-                    gap = await self.log.range(keys, "(" + position, reader.position, READ_COUNT)
+                    gap = await self.log.range(tenant, "(" + position, reader.position, READ_COUNT)
                     if not gap:
                         break
                     position = gap[-1].stream_id

@@ -14,7 +14,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ...domain.errors import Conflict, RequestIdReused
-from .keys import TenantKeys
+from ...domain.tenant import Tenant
+from .keys import keys_of
 from .lease import COMPARE_AND_DELETE
 
 _FINGERPRINT_BYTES = 32
@@ -35,11 +36,12 @@ class RequestLog:
         self._cleanup: set[asyncio.Future[Any]] = set()  # claims given back after a cancel
 
     async def claim(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes
     ) -> bytes | None:
         """None: the caller owns the request_id and must `remember` or `release` it. Bytes:
         the response the first call with this request sent. RequestIdReused: the id belongs to
         another request."""
+        keys = keys_of(tenant)
         key = keys.request(method, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PENDING_TTL_S
@@ -81,15 +83,17 @@ class RequestLog:
             raise
 
     async def remember(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes, response: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes, response: bytes
     ) -> None:
         """Replace the caller's claim with the response, kept for the request_id TTL."""
+        keys = keys_of(tenant)
         await self._client.set(
             keys.request(method, request_id), fingerprint + response, ex=self._ttl
         )
 
     async def release(
-        self, keys: TenantKeys, method: str, request_id: str, fingerprint: bytes
+        self, tenant: Tenant, method: str, request_id: str, fingerprint: bytes
     ) -> None:
         """Give the claim back after a failed call, so a retry can run."""
+        keys = keys_of(tenant)
         await self._release(keys=[keys.request(method, request_id)], args=[fingerprint + PENDING])

@@ -7,10 +7,11 @@ so an id holding ':' or '{' can never make two different keys collide or move to
 
 from __future__ import annotations
 
-import re
+import functools
 from urllib.parse import quote
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from ...domain.tenant import TENANT_PATTERN, Tenant
+
 MEMORY_PREFIX = "aether:mem:"
 EPISODE_DOC_PREFIX = "aether:epdoc:"
 
@@ -104,3 +105,9 @@ class TenantKeys:
     def api_keys(self) -> str:
         """The ids of the tenant's API keys."""
         return ":".join(["aether", "apikeys", self._tag])
+
+
+@functools.lru_cache(maxsize=4096)
+def keys_of(tenant: Tenant) -> TenantKeys:
+    """The keys of `tenant` (one object per tenant while it is in use)."""
+    return TenantKeys(tenant.name)

@@ -27,9 +27,10 @@ from ...domain import outbox
 from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...domain.rerank import Facts, Hits, content_facts, speaker_of
+from ...domain.tenant import Tenant
 from ...telemetry import tracer
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta
+from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta, keys_of
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .vector_slots import SLOTS, other_slot, vector_attribute
 
@@ -415,12 +416,12 @@ class RedisMemoryStore:
     async def sample(self, limit: int) -> list[Memory]:
         """Up to `limit` memories of any tenant, with their vectors (a start-up check)."""
         _, found = await self.scan(0, limit)
-        by_tenant: dict[str, list[str]] = {}
-        for keys, memory in found[:limit]:
-            by_tenant.setdefault(keys.tenant, []).append(memory.id)
+        by_tenant: dict[Tenant, list[str]] = {}
+        for tenant, memory in found[:limit]:
+            by_tenant.setdefault(tenant, []).append(memory.id)
         sampled = []
         for tenant, ids in by_tenant.items():
-            sampled += list((await self.get_many(TenantKeys(tenant), ids)).values())
+            sampled += list((await self.get_many(tenant, ids)).values())
         return sampled
 
     # ---- filters -------------------------------------------------------------------------
@@ -522,13 +523,14 @@ class RedisMemoryStore:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def find_duplicate(self, keys: TenantKeys, fingerprint: str) -> str | None:
+    async def find_duplicate(self, tenant: Tenant, fingerprint: str) -> str | None:
+        keys = keys_of(tenant)
         existing = await self._client.get(keys.dedup(fingerprint))
         return existing.decode() if existing else None
 
     async def store(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         fingerprint: str,
         ttl_s: int | None,
@@ -540,6 +542,7 @@ class RedisMemoryStore:
         `archive=False` is for a memory read back from the archive (rehydration): it neither
         goes to the outbox nor becomes its session's newest memory.
         """
+        keys = keys_of(tenant)
         fields = outbox.flat(self._fields(keys, memory))  # type: ignore[arg-type]
         tail = [keys.session_tail(memory.agent_id, memory.session_id)]
         args: list[str | bytes] = [
@@ -571,7 +574,7 @@ class RedisMemoryStore:
 
     async def retier(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         fingerprint: str,
         ttl_s: int | None,
@@ -579,6 +582,7 @@ class RedisMemoryStore:
     ) -> bool:
         """Write `memory`'s tier, update and expire times unless its stored update_time is no
         longer `expected_update_time` (someone changed it meanwhile)."""
+        keys = keys_of(tenant)
         args: list[str | bytes] = [
             repr(expected_update_time),
             memory.tier.value,
@@ -599,8 +603,9 @@ class RedisMemoryStore:
         )
         return bool(done)
 
-    async def evict(self, keys: TenantKeys, memory: Memory, fingerprint: str) -> bool:
+    async def evict(self, tenant: Tenant, memory: Memory, fingerprint: str) -> bool:
         """Drop `memory` from the hot tier unless it changed or was read since it was loaded."""
+        keys = keys_of(tenant)
         done = await self._evict_script(
             keys=[
                 keys.memory(memory.id),
@@ -620,7 +625,7 @@ class RedisMemoryStore:
 
     async def replace(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memory: Memory,
         old_fingerprint: str,
         new_fingerprint: str,
@@ -632,6 +637,7 @@ class RedisMemoryStore:
         """Overwrite an existing memory's fields, moving its dedup key and links, unless it
         was removed or changed since it was read (its update_time is not the expected one):
         then nothing is written and the answer is False. A forgotten memory stays forgotten."""
+        keys = keys_of(tenant)
         key = keys.memory(memory.id)
         async with self._client.pipeline(transaction=True) as pipe:
             await pipe.watch(key)
@@ -670,12 +676,13 @@ class RedisMemoryStore:
 
     async def delete(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         memories: Sequence[tuple[Memory, str]],
         archived_only: Sequence[str] = (),
     ) -> None:
         """Remove memories, their dedup keys and every link to them, in one transaction, and
         from the archive (with `archived_only`: ids no longer in the hot tier)."""
+        keys = keys_of(tenant)
         if not memories and not archived_only:
             return
         async with self._client.pipeline(transaction=True) as pipe:
@@ -691,8 +698,9 @@ class RedisMemoryStore:
 
     # ---- reads ---------------------------------------------------------------------------
 
-    async def get_many(self, keys: TenantKeys, ids: Sequence[str]) -> dict[str, Memory]:
+    async def get_many(self, tenant: Tenant, ids: Sequence[str]) -> dict[str, Memory]:
         """Memories by id in one round trip, without writing; absent ids are left out."""
+        keys = keys_of(tenant)
         if not ids:
             return {}
         script_keys: list[str] = []
@@ -721,9 +729,10 @@ class RedisMemoryStore:
             await pipe.execute()
 
     async def access_stats(
-        self, keys: TenantKeys, ids: Sequence[str]
+        self, tenant: Tenant, ids: Sequence[str]
     ) -> dict[str, tuple[int, float]]:
         """(count, last access) per id in one round trip, without counting this read."""
+        keys = keys_of(tenant)
         async with self._client.pipeline(transaction=False) as pipe:
             for memory_id in ids:
                 pipe.hmget(keys.access(memory_id), ["count", "last"])
@@ -734,10 +743,11 @@ class RedisMemoryStore:
         }
 
     async def page(
-        self, keys: TenantKeys, flt: MemoryFilter, offset: int, limit: int
+        self, tenant: Tenant, flt: MemoryFilter, offset: int, limit: int
     ) -> tuple[list[Memory], bool]:
         """A page of memories newest first, and whether more follow: the index gives the ids,
         one read of the hashes (with links and access stats) the memories."""
+        keys = keys_of(tenant)
         query = FilterQuery(
             filter_expression=self._filter(keys, flt),
             return_fields=["memory_id"],
@@ -746,10 +756,11 @@ class RedisMemoryStore:
         query.paging(offset, limit + 1)
         docs = await self.index.query(query)
         ids = [doc["memory_id"] for doc in docs]
-        memories = await self.get_many(keys, ids[:limit])
+        memories = await self.get_many(tenant, ids[:limit])
         return [memories[i] for i in ids[:limit] if i in memories], len(ids) > limit
 
-    async def ids_matching(self, keys: TenantKeys, flt: MemoryFilter) -> list[str]:
+    async def ids_matching(self, tenant: Tenant, flt: MemoryFilter) -> list[str]:
+        keys = keys_of(tenant)
         query = FilterQuery(
             filter_expression=self._filter(keys, flt),
             return_fields=["memory_id"],
@@ -757,7 +768,7 @@ class RedisMemoryStore:
         )
         return [doc["memory_id"] for doc in await self.index.query(query)]
 
-    async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[TenantKeys, Memory]]]:
+    async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[Tenant, Memory]]]:
         """About `limit` memories of every tenant with their access stats, and the cursor to
         continue from (0: the walk wrapped): the maintenance task's walk over the hot tier.
 
@@ -786,10 +797,10 @@ class RedisMemoryStore:
             }
             if "tenant" not in raw:  # removed since SCAN listed it
                 continue
-            found.append((TenantKeys(raw["tenant"].decode()), self._decode(raw)))
+            found.append((Tenant(raw["tenant"].decode()), self._decode(raw)))
         async with self._client.pipeline(transaction=False) as pipe:
-            for keys, memory in found:
-                pipe.hmget(keys.access(memory.id), ["count", "last"])
+            for tenant, memory in found:
+                pipe.hmget(keys_of(tenant).access(memory.id), ["count", "last"])
             replies = await pipe.execute() if found else []
         for (_, memory), (count, last) in zip(found, replies, strict=True):
             memory.access_count, memory.last_access_time = int(count or 0), _num(last)
@@ -797,22 +808,26 @@ class RedisMemoryStore:
 
     async def created_since(self, since: float) -> int:
         """Memories of every tenant stored after `since` (the status view's throughput)."""
-        return int(await self.index.query(CountQuery(filter_expression=Num("create_time") > since)))
+        return await self._count_all(Num("create_time") > since)
 
     async def tier_counts(self) -> dict[str, int]:
         """Memories per tier across every tenant (the maintenance task's gauge)."""
-        counts = {}
-        for tier in Tier:
-            query = CountQuery(filter_expression=tag_in("tier", tier.value))
-            counts[tier.value] = int(await self.index.query(query))
-        return counts
+        return {tier.value: await self._count_all(tag_in("tier", tier.value)) for tier in Tier}
 
-    async def count(self, keys: TenantKeys, flt: MemoryFilter) -> int:
+    async def _count_all(self, expr: FilterExpression) -> int:
+        """A gauge's count over every tenant: on the search replica when there is one (a
+        gauge may lag a little; the primary's one thread serves the writes)."""
+        query = CountQuery(filter_expression=expr)
+        return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
+
+    async def count(self, tenant: Tenant, flt: MemoryFilter) -> int:
+        keys = keys_of(tenant)
         query = CountQuery(filter_expression=self._filter(keys, flt))
         return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
 
-    async def counts(self, keys: TenantKeys, filters: Sequence[MemoryFilter]) -> list[int]:
+    async def counts(self, tenant: Tenant, filters: Sequence[MemoryFilter]) -> list[int]:
         """How many memories each filter keeps, in one round trip."""
+        keys = keys_of(tenant)
         async with self._client.pipeline(transaction=False) as pipe:
             for flt in filters:
                 query = CountQuery(filter_expression=self._filter(keys, flt))
@@ -911,7 +926,7 @@ class RedisMemoryStore:
 
     async def vector_search(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         flt: MemoryFilter,
         vector: npt.NDArray[np.float32],
         k: int,
@@ -919,13 +934,14 @@ class RedisMemoryStore:
         batches: bool = False,
     ) -> Hits:
         """Top-k by cosine similarity, pre-filtered inside the index."""
+        keys = keys_of(tenant)
         return await self._knn(
             "aether.search.vector", flt, self._filter(keys, flt), vector, k, batches
         )
 
     async def neighbors(
         self,
-        keys: TenantKeys,
+        tenant: Tenant,
         flt: MemoryFilter,
         vector: npt.NDArray[np.float32],
         positions: Mapping[str, Sequence[int]],
@@ -933,6 +949,7 @@ class RedisMemoryStore:
         """Cosine similarity to `vector` and the facts of the memories at these positions of
         these sessions (session id -> seqs) that pass the filter: one KNN query over a set small
         enough for RediSearch to score it exactly."""
+        keys = keys_of(tenant)
         wanted: FilterExpression | None = None
         k = 0
         for session, seqs in positions.items():
@@ -950,9 +967,10 @@ class RedisMemoryStore:
         )
 
     async def vectors(
-        self, keys: TenantKeys, ids: Sequence[str]
+        self, tenant: Tenant, ids: Sequence[str]
     ) -> dict[str, npt.NDArray[np.float32]]:
         """The vectors of these memories in one command; absent ones are left out."""
+        keys = keys_of(tenant)
         if not ids:
             return {}
         replies = await self._field_script(
@@ -964,8 +982,9 @@ class RedisMemoryStore:
             if isinstance(raw, bytes)
         }
 
-    async def keyword_search(self, keys: TenantKeys, flt: MemoryFilter, text: str, k: int) -> Hits:
+    async def keyword_search(self, tenant: Tenant, flt: MemoryFilter, text: str, k: int) -> Hits:
         """Top-k by BM25 over content and context, pre-filtered inside the index."""
+        keys = keys_of(tenant)
         terms = keyword_terms(text)
         if not terms:
             return Hits([], {})
