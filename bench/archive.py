@@ -35,8 +35,10 @@ from aether_memory.domain.tenant import Tenant
 from aether_memory.service.archiving import Archiver
 from aether_memory.stores.mongo.archive import MongoArchive
 from aether_memory.stores.redis.embedded import embedded_redis
-from aether_memory.stores.redis.keys import OUTBOX_KEY
+from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
+from aether_memory.stores.redis.lease import Lease
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
+from aether_memory.stores.redis.outbox import RedisOutbox
 from bench.output import publish
 from tests.support.servers import ferretdb
 
@@ -84,7 +86,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await archive.ensure()
             store = RedisMemoryStore(client, index_name="bench", dimension=DIM, archived=True)
             await store.ensure_index()
-            archiver = Archiver(client, archive, batch=args.batch)
+            archiver = Archiver(
+                RedisOutbox(client, batch=args.batch),
+                archive,
+                Lease(client, ARCHIVER_LEASE, 10_000),
+            )
             await archiver.ensure()
             keys = Tenant("bench")
             result: dict[str, Any] = {"backlog": args.backlog, "batch": args.batch}

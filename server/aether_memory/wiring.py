@@ -43,8 +43,10 @@ from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
-from .stores.redis.keys import PAGE_TOKEN_SECRET_KEY
+from .stores.redis.keys import ARCHIVER_LEASE, MAINTENANCE_LEASE, PAGE_TOKEN_SECRET_KEY
+from .stores.redis.lease import Lease
 from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.outbox import RedisOutbox
 from .stores.redis.pool import connect
 from .stores.redis.vector_slots import BUILDING, FILLED, reembed_state
 from .transport.access import AccessInterceptor
@@ -52,6 +54,8 @@ from .transport.episode_servicer import EpisodeServicer
 from .transport.memory_servicer import MemoryServicer
 
 log = logging.getLogger(__name__)
+# The archiver's lease: a replica that dies holding it stops archiving for at most this long.
+ARCHIVER_LEASE_MS = 10_000
 
 
 @dataclass
@@ -184,10 +188,13 @@ async def build(
         )
     archiver = None
     if archive is not None:
-        archiver = Archiver(client, archive, batch=settings.archive_batch)
+        archiver = Archiver(
+            RedisOutbox(client, batch=settings.archive_batch),
+            archive,
+            Lease(client, ARCHIVER_LEASE, ARCHIVER_LEASE_MS),
+        )
         await archiver.ensure()
     maintenance = Maintenance(
-        client,
         memory_store,
         archive,
         LifecyclePolicy(
@@ -196,6 +203,7 @@ async def build(
             decay_half_life_s=settings.decay_half_life_s,
             evict_below=settings.decay_evict_below,
         ),
+        lease=Lease(client, MAINTENANCE_LEASE, max(1, int(settings.maintenance_interval_s * 1000))),
         batch=settings.maintenance_batch,
         interval_s=settings.maintenance_interval_s,
         episodes=(episode_log, episode_index),

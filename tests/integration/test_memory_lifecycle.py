@@ -13,6 +13,7 @@ from aether_memory.domain.memory import MemoryFilter
 from aether_memory.domain.tenant import Tenant
 from aether_memory.service.maintenance import Maintenance
 from aether_memory.stores.redis.keys import TenantKeys
+from aether_memory.stores.redis.lease import Lease
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 
 from .conftest import Client
@@ -81,7 +82,8 @@ async def test_each_tick_visits_a_bounded_batch_and_the_walk_covers_everything(
     )
     await client.memory.BatchStoreMemories(burst, metadata=client.md)
     store_ = RedisMemoryStore(service.redis, index_name="aether-memories", dimension=384)
-    small = Maintenance(service.redis, store_, None, LifecyclePolicy(), batch=3, interval_s=60)
+    lease = Lease(service.redis, "test:maintenance:lease", 60_000)
+    small = Maintenance(store_, None, LifecyclePolicy(), lease=lease, batch=3, interval_s=60)
     await service.redis.delete("aether:maintenance:cursor")
     scanned = []
     total = len([k async for k in service.redis.scan_iter(match="aether:mem:*", _type="HASH")])

@@ -26,6 +26,14 @@ from .memory import Memory, MemoryType, Tier
 Fields = dict[str, str | bytes]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Outbox entries not yet archived, and how long the oldest has waited."""
+
+    entries: int
+    oldest_age_s: float
+
+
 class Kind(StrEnum):
     MEMORY = "memory"
     EPISODE = "episode"

@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-
-import redis.exceptions
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from ..domain.tenant import Tenant
-from ..stores.redis.memory_store import RedisMemoryStore
+from ..stores.backend_errors import backend_failed
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,15 @@ def _merge(into: Reads, reads: Reads) -> None:
             target[memory_id] = (held + count, max(held_last, last))
 
 
+class AccessStore(Protocol):
+    async def record_accesses(
+        self, reads: Mapping[str, Mapping[str, tuple[int, float]]]
+    ) -> None: ...
+
+
 class AccessRecorder:
     def __init__(
-        self, store: RedisMemoryStore, *, interval_s: float = INTERVAL_S, retry_s: float = RETRY_S
+        self, store: AccessStore, *, interval_s: float = INTERVAL_S, retry_s: float = RETRY_S
     ) -> None:
         self._store = store
         self._interval_s = interval_s
@@ -99,7 +104,9 @@ class AccessRecorder:
                 self._wake.clear()
                 try:
                     await self.flush()
-                except (redis.exceptions.RedisError, OSError) as error:
+                except Exception as error:
+                    if not backend_failed(error):
+                        raise
                     log.warning("access counts not written yet (%s); retrying", error)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self._retry_s)
@@ -110,7 +117,9 @@ class AccessRecorder:
             try:
                 await self.flush()
                 return
-            except (redis.exceptions.RedisError, OSError) as error:
+            except Exception as error:
+                if not backend_failed(error):
+                    raise
                 if attempt + 1 == FINAL_TRIES:
                     lost = sum(c for by_id in self._pending.values() for c, _ in by_id.values())
                     log.error("%d access counts not written at shutdown: %s", lost, error)

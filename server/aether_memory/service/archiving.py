@@ -13,93 +13,54 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
-import redis.asyncio as aioredis
-from pymongo.errors import PyMongoError
-
-from ..domain.outbox import OutboxEntry
-from ..stores.mongo.archive import ArchiveFeatures, MongoArchive
-from ..stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
-from ..stores.redis.lease import Lease
+from ..domain.outbox import Backlog
+from ..stores.backend_errors import archive_failed
 from ..telemetry import instruments, tracer
+from .ports import ArchiveWriter, JobLease, Outbox
 
 log = logging.getLogger(__name__)
-GROUP = "archivers"
-CONSUMER = "archiver"  # one name for every replica: only the lease holder reads
-
-
-@dataclass(frozen=True)
-class Backlog:
-    entries: int
-    oldest_age_s: float
 
 
 class Archiver:
     def __init__(
         self,
-        client: aioredis.Redis,
-        archive: MongoArchive,
+        outbox: Outbox,
+        archive: ArchiveWriter,
+        lease: JobLease,
         *,
-        batch: int = 500,
-        lease_ms: int = 10_000,
         block_ms: int = 500,
         max_retry_s: float = 5.0,
     ) -> None:
-        self._client: Any = client
+        self.outbox = outbox
         self.archive = archive
-        self._batch = batch
+        self._lease = lease
         self._block_ms = block_ms
         self._max_retry_s = max_retry_s
-        self._lease = Lease(client, ARCHIVER_LEASE, lease_ms)
         self.archived = 0  # documents written, this process
         self.failures = 0  # failed batches (retried), this process
         self.last_error: str | None = None
-        self.features: ArchiveFeatures | None = None  # known once the archive answered
+        self.features: object | None = None  # what the archive is, once it answered
 
     async def ensure(self) -> None:
-        try:
-            await self._client.xgroup_create(OUTBOX_KEY, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        await self.outbox.ensure()
 
     async def backlog(self) -> Backlog:
         """Entries not yet archived, and how long the oldest has waited."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.xlen(OUTBOX_KEY)
-            pipe.xrange(OUTBOX_KEY, "-", "+", count=1)
-            length, first = await pipe.execute()
-        if not first:
-            return Backlog(int(length), 0.0)
-        first_ms = int(first[0][0].decode().partition("-")[0])
-        return Backlog(int(length), max(0.0, time.time() - first_ms / 1000))
-
-    async def _read(self, position: str, block_ms: int | None) -> list[OutboxEntry]:
-        reply = await self._client.xreadgroup(
-            GROUP, CONSUMER, {OUTBOX_KEY: position}, count=self._batch, block=block_ms
-        )
-        return [
-            OutboxEntry.decode(i, fields) for _, messages in reply or [] for i, fields in messages
-        ]
+        return await self.outbox.backlog()
 
     async def step(self, block_ms: int | None = None) -> int:
         """Archive one batch: pending entries first (unconfirmed earlier), then new ones."""
-        entries = await self._read("0", None)
+        entries = await self.outbox.pending()
         if not entries:
-            entries = await self._read(">", self._block_ms if block_ms is None else block_ms)
+            entries = await self.outbox.new(self._block_ms if block_ms is None else block_ms)
         if not entries:
             return 0
         with tracer().start_as_current_span(
             "aether.archive.batch", attributes={"aether.archive.entries": len(entries)}
         ) as span:
             span.set_attribute("aether.archive.documents", await self.archive.apply(entries))
-            ids = [e.stream_id for e in entries]
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.xack(OUTBOX_KEY, GROUP, *ids)
-                pipe.xdel(OUTBOX_KEY, *ids)
-                await pipe.execute()
+            await self.outbox.confirm([e.stream_id for e in entries])
         self.archived += len(entries)
         return len(entries)
 
@@ -132,7 +93,9 @@ class Archiver:
                     await self.step()
                     await self.observe()
                     delay, self.last_error = 0.1, None
-                except PyMongoError as error:
+                except Exception as error:
+                    if not archive_failed(error):
+                        raise  # not the archive's: the worker's supervisor restarts it
                     self.failures += 1
                     self.last_error = str(error)
                     log.warning("archive write failed (retrying in %.1fs): %s", delay, error)

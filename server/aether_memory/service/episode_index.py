@@ -11,27 +11,48 @@ import asyncio
 import json
 import logging
 import socket
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from aether_embeddings.batching import MicroBatcher
 
-from ..domain.episodes import EpisodeDoc, QueuedEpisode
+from ..domain.episodes import EpisodeDoc, QueuedEpisode, StoredEntry
 from ..domain.errors import BackendUnavailable
 from ..domain.tenant import Tenant
 from ..stores.backend_errors import as_domain
-from ..stores.redis.episode_index import RedisEpisodeIndex
-from ..stores.redis.episode_log import RedisEpisodeLog
 from ..telemetry import instruments, tracer
 
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000
 
 
+class IndexQueue(Protocol):
+    """The episode index (`stores/redis/episode_index.py`) as its indexer fills it."""
+
+    async def queued(self, consumer: str, count: int, *, backlog: bool) -> list[QueuedEpisode]: ...
+
+    async def write(
+        self,
+        docs: Sequence[EpisodeDoc],
+        vectors: npt.NDArray[np.float32],
+        done: Sequence[QueuedEpisode],
+    ) -> None: ...
+
+    async def lag(self) -> int: ...
+
+
+class EntryReader(Protocol):
+    async def get_many(self, wanted: Sequence[tuple[Tenant, str]]) -> list[StoredEntry | None]: ...
+
+
 class EpisodeIndexer:
     def __init__(
         self,
-        index: RedisEpisodeIndex,
-        episode_log: RedisEpisodeLog,
+        index: IndexQueue,
+        episode_log: EntryReader,
         embedder: MicroBatcher,
         *,
         batch: int,

@@ -16,25 +16,60 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
-
-import redis.asyncio as aioredis
-from pymongo.errors import PyMongoError
+from typing import Protocol
 
 from ..domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from ..domain.memory import Memory, Tier, fingerprint
 from ..domain.tenant import Tenant
-from ..stores.mongo.archive import MongoArchive
-from ..stores.redis.episode_index import RedisEpisodeIndex
-from ..stores.redis.episode_log import RedisEpisodeLog
-from ..stores.redis.keys import MAINTENANCE_CURSOR, MAINTENANCE_LEASE
-from ..stores.redis.lease import Lease
-from ..stores.redis.memory_store import RedisMemoryStore
+from ..stores.backend_errors import backend_failed
 from ..telemetry import instruments, tracer
 from .access import AccessRecorder
+from .ports import JobLease
 
 log = logging.getLogger(__name__)
+
+
+class WalkedStore(Protocol):
+    """The hot tier as maintenance walks it (`stores/redis/memory_store.py`)."""
+
+    async def walk_position(self) -> int: ...
+
+    async def save_walk_position(self, cursor: int) -> None: ...
+
+    async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[Tenant, Memory]]]: ...
+
+    async def get_many(self, tenant: Tenant, ids: list[str]) -> dict[str, Memory]: ...
+
+    async def retier(
+        self,
+        tenant: Tenant,
+        memory: Memory,
+        fingerprint: str,
+        ttl_s: int | None,
+        expected_update_time: float,
+    ) -> bool: ...
+
+    async def evict(self, tenant: Tenant, memory: Memory, fingerprint: str) -> bool: ...
+
+    async def tier_counts(self) -> dict[str, int]: ...
+
+
+class SweptArchive(Protocol):
+    async def update_times(self, tenant: str, ids: Iterable[str]) -> dict[str, float]: ...
+
+    async def sweep_expired(self, now: float) -> int: ...
+
+
+class TrimmedLog(Protocol):
+    async def tenants(self) -> list[Tenant]: ...
+
+    async def trim_before(self, tenant: Tenant, min_id: str) -> tuple[int, str | None]: ...
+
+
+class PrunedIndex(Protocol):
+    async def prune(self, tenant: Tenant, first_kept: str | None, limit: int = 1000) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -50,18 +85,19 @@ class TickReport:
 class Maintenance:
     def __init__(
         self,
-        client: aioredis.Redis,
-        store: RedisMemoryStore,
-        archive: MongoArchive | None,
+        store: WalkedStore,
+        archive: SweptArchive | None,
         policy: LifecyclePolicy,
         *,
+        lease: JobLease,
         batch: int,
         interval_s: float,
-        episodes: tuple[RedisEpisodeLog, RedisEpisodeIndex] | None = None,
+        episodes: tuple[TrimmedLog, PrunedIndex] | None = None,
         episode_retention_s: float | None = None,
         access: AccessRecorder | None = None,
     ) -> None:
-        self._client: Any = client
+        """`lease`: one tick per interval across replicas (its TTL should be the interval)."""
+        self._lease = lease
         self._store = store
         self._access = access
         self._archive = archive
@@ -85,9 +121,7 @@ class Maintenance:
     async def _tick(self, now: float) -> TickReport:
         if self._access is not None:  # score what this server has read, not yet written
             await self._access.flush()
-        stored = await self._client.get(MAINTENANCE_CURSOR) or b"0"
-        cursor = int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
-        next_cursor, found = await self._store.scan(cursor, self._batch)
+        next_cursor, found = await self._store.scan(await self._store.walk_position(), self._batch)
         promoted = evicted = 0
         to_evict: dict[Tenant, list[Memory]] = {}
         for tenant, memory in found:
@@ -98,7 +132,7 @@ class Maintenance:
         for tenant, memories in to_evict.items():
             evicted += await self._evict(tenant, memories)
         wrapped = next_cursor == 0
-        await self._client.set(MAINTENANCE_CURSOR, str(next_cursor))
+        await self._store.save_walk_position(next_cursor)  # only once the batch was handled
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
         trimmed = await self._trim_episodes(now)
         self.ticks += 1
@@ -124,7 +158,7 @@ class Maintenance:
 
     async def full_pass(self, now: float | None = None) -> TickReport:
         """Tick from the first memory until the walk wraps (tests and operators)."""
-        await self._client.delete(MAINTENANCE_CURSOR)
+        await self._store.save_walk_position(0)
         scanned = promoted = evicted = swept = trimmed = 0
         while True:
             report = await self.tick(now)
@@ -158,16 +192,16 @@ class Maintenance:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every interval while holding the per-interval lease."""
         # Held for one interval and never released: at most one tick per interval across replicas.
-        lease = Lease(self._client, MAINTENANCE_LEASE, max(1, int(self._interval_s * 1000)))
         while not stop.is_set():
             try:
-                if await lease.hold():
+                if await self._lease.hold():
                     report = await self.tick()
                     if report.promoted or report.evicted or report.swept:
                         log.info("maintenance: %s", report)
-            except (aioredis.RedisError, PyMongoError, OSError) as error:
-                log.warning("maintenance tick failed: %s", error)
-            except Exception:  # a tick's bug must not stop future ticks; it is logged in full
-                log.exception("maintenance tick failed")
+            except Exception as error:  # no failure may stop future ticks
+                if backend_failed(error):
+                    log.warning("maintenance tick failed: %s", error)
+                else:  # a bug: logged in full
+                    log.exception("maintenance tick failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval_s)

@@ -1,6 +1,7 @@
-"""What the memory use cases need of their stores, as protocols: the Redis hot tier
-(`stores/redis/memory_store.py`) and the MongoDB archive (`stores/mongo/archive.py`) implement
-them. A store raises domain errors or backend errors that `stores/backend_errors.py` maps."""
+"""What the memory use cases and the archiver need of their stores, as protocols: the Redis hot
+tier (`stores/redis/memory_store.py`, `stores/redis/outbox.py`, `stores/redis/lease.py`) and
+the MongoDB archive (`stores/mongo/archive.py`) implement them. A store raises domain errors or
+backend errors that `stores/backend_errors.py` maps."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..domain.memory import Memory, MemoryFilter
+from ..domain.outbox import Backlog, OutboxEntry
 from ..domain.rerank import Hits
 from ..domain.tenant import Tenant
 
 
 class MemoryStore(Protocol):
-    """The hot tier: memories, their dedup tenant, links, access stats and the search index."""
+    """The hot tier: memories, their dedup keys, links, access stats and the search index."""
 
     dimension: int
     index_name: str
@@ -128,3 +130,36 @@ class MemoryArchive(Protocol):
     ) -> dict[str, list[str]]: ...
 
     async def memory_ids(self, tenant: str, flt: MemoryFilter) -> list[str]: ...
+
+
+class Outbox(Protocol):
+    """What the hot tier's writes left for the archive, oldest first."""
+
+    async def ensure(self) -> None: ...
+
+    async def backlog(self) -> Backlog: ...
+
+    async def pending(self) -> list[OutboxEntry]: ...
+
+    async def new(self, block_ms: int) -> list[OutboxEntry]: ...
+
+    async def confirm(self, stream_ids: Sequence[str]) -> None: ...
+
+
+class ArchiveWriter(Protocol):
+    """The cold tier, as the archiver writes it."""
+
+    async def ensure(self) -> object: ...
+
+    async def apply(self, entries: Sequence[OutboxEntry]) -> int: ...
+
+
+class JobLease(Protocol):
+    """One replica at a time runs a background job while it holds the lease."""
+
+    @property
+    def ttl_ms(self) -> int: ...
+
+    async def hold(self) -> bool: ...
+
+    async def release(self) -> None: ...

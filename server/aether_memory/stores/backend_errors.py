@@ -40,3 +40,13 @@ def as_domain(error: BaseException) -> DomainError | None:
 def archive_timed_out(error: BaseException) -> bool:
     """An archive call that ran out of time (a deadline `archive.mongo.within` set, say)."""
     return isinstance(error, PyMongoError) and bool(error.timeout)
+
+
+def archive_failed(error: BaseException) -> bool:
+    """A failure of the archive itself (unreachable, refused, timed out): worth a retry."""
+    return isinstance(error, PyMongoError)
+
+
+def backend_failed(error: BaseException) -> bool:
+    """Any failure of Redis or the archive (or the network to them), as opposed to a bug."""
+    return isinstance(error, RedisError | PyMongoError | RedisVLError | OSError)

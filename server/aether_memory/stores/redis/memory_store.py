@@ -30,7 +30,7 @@ from ...domain.rerank import Facts, Hits, content_facts, speaker_of
 from ...domain.tenant import Tenant
 from ...telemetry import tracer
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta, keys_of
+from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta, keys_of
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .vector_slots import SLOTS, other_slot, vector_attribute
 
@@ -805,6 +805,15 @@ class RedisMemoryStore:
         for (_, memory), (count, last) in zip(found, replies, strict=True):
             memory.access_count, memory.last_access_time = int(count or 0), _num(last)
         return int(cursor), found
+
+    async def walk_position(self) -> int:
+        """Where the maintenance walk (`scan`) continues, kept across ticks and replicas; 0:
+        from the start."""
+        stored = await self._client.get(MAINTENANCE_CURSOR) or b"0"
+        return int(stored) if stored.isdigit() else 0  # not a SCAN cursor: start over
+
+    async def save_walk_position(self, cursor: int) -> None:
+        await self._client.set(MAINTENANCE_CURSOR, str(cursor))
 
     async def created_since(self, since: float) -> int:
         """Memories of every tenant stored after `since` (the status view's throughput)."""
