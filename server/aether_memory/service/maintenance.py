@@ -26,12 +26,12 @@ from ..domain.tenant import Tenant
 from ..stores.backend_errors import backend_failed
 from ..telemetry import instruments, tracer
 from .access import AccessRecorder
-from .ports import JobLease
+from .ports import JobLease, MemoryStore
 
 log = logging.getLogger(__name__)
 
 
-class WalkedStore(Protocol):
+class WalkedStore(MemoryStore, Protocol):
     """The hot tier as maintenance walks it (`stores/redis/memory_store.py`)."""
 
     async def walk_position(self) -> int: ...
@@ -39,17 +39,6 @@ class WalkedStore(Protocol):
     async def save_walk_position(self, cursor: int) -> None: ...
 
     async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[Tenant, Memory]]]: ...
-
-    async def get_many(self, tenant: Tenant, ids: list[str]) -> dict[str, Memory]: ...
-
-    async def retier(
-        self,
-        tenant: Tenant,
-        memory: Memory,
-        fingerprint: str,
-        ttl_s: int | None,
-        expected_update_time: float,
-    ) -> bool: ...
 
     async def evict(self, tenant: Tenant, memory: Memory, fingerprint: str) -> bool: ...
 
