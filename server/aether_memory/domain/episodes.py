@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .tenant import Tenant
+
 
 @dataclass(frozen=True)
 class EpisodeEntry:
@@ -63,7 +65,7 @@ class QueuedEpisode:
     """An episode waiting to be indexed: its queue entry, and which tenant's log holds it."""
 
     entry_id: str
-    tenant: str
+    tenant: Tenant
     stream_id: str
 
 
@@ -72,7 +74,7 @@ class EpisodeDoc:
     """What the episode index holds for one episode: the fields searches filter on, and the
     vector of its text."""
 
-    tenant: str
+    tenant: Tenant
     stream_id: str
     agent_id: str
     session_id: str

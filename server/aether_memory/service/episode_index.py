@@ -89,7 +89,7 @@ class EpisodeIndexer:
     async def _index_batch(self, queued: list[QueuedEpisode]) -> None:
         from aether.memory.v1 import episode_pb2  # the stored body is a serialized Episode
 
-        found = await self._log.get_many([(Tenant(q.tenant), q.stream_id) for q in queued])
+        found = await self._log.get_many([(q.tenant, q.stream_id) for q in queued])
         docs: list[EpisodeDoc] = []
         texts: list[str] = []
         for q, stored in zip(queued, found, strict=True):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from ..domain.errors import InvalidField
-from ..domain.tenant import TENANT_PATTERN, Tenant
+from ..domain.tenant import Tenant
 from .access import PRINCIPAL
 
 TENANT_METADATA = "aether-tenant"
@@ -20,8 +20,9 @@ def call_tenant(context: grpc.aio.ServicerContext, default: str) -> Tenant:
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
             tenant = value if isinstance(value, str) else value.decode()
-    if not TENANT_PATTERN.match(tenant):
+    try:
+        return Tenant(tenant)
+    except ValueError:
         raise InvalidField.one(
             TENANT_METADATA, "must be 1..64 characters of letters, digits, '_', '.', '-'"
-        )
-    return Tenant(tenant)
+        ) from None

@@ -23,7 +23,7 @@ from redisvl.schema import IndexSchema
 from ...domain.episodes import EpisodeDoc, EpisodeHit, EpisodeQuery, QueuedEpisode
 from ...domain.tenant import Tenant
 from .episode_log import stream_id_key
-from .keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, TenantKeys, keys_of
+from .keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, keys_of
 from .query import SINGLE_VALUE, tag_in
 from .vector_slots import SLOTS, vector_attribute
 
@@ -107,7 +107,7 @@ class RedisEpisodeIndex:
             block=None if backlog else 500,
         )
         return [
-            QueuedEpisode(_text(entry_id), _text(fields[b"t"]), _text(fields[b"i"]))
+            QueuedEpisode(_text(entry_id), Tenant(_text(fields[b"t"])), _text(fields[b"i"]))
             for entry_id, fields in (reply[0][1] if reply else [])
         ]
 
@@ -121,9 +121,9 @@ class RedisEpisodeIndex:
         async with self._client.pipeline(transaction=False) as pipe:
             for doc, vector in zip(docs, vectors, strict=True):
                 pipe.hset(
-                    TenantKeys(doc.tenant).episode_doc(doc.stream_id),
+                    keys_of(doc.tenant).episode_doc(doc.stream_id),
                     mapping={
-                        "tenant": doc.tenant,
+                        "tenant": doc.tenant.name,
                         "agent_id": doc.agent_id,
                         "session_id": doc.session_id,
                         "type": doc.type,

@@ -817,22 +817,20 @@ class RedisMemoryStore:
 
     async def created_since(self, since: float) -> int:
         """Memories of every tenant stored after `since` (the status view's throughput)."""
-        return await self._count_all(Num("create_time") > since)
+        return await self._count(Num("create_time") > since)
 
     async def tier_counts(self) -> dict[str, int]:
         """Memories per tier across every tenant (the maintenance task's gauge)."""
-        return {tier.value: await self._count_all(tag_in("tier", tier.value)) for tier in Tier}
+        return {tier.value: await self._count(tag_in("tier", tier.value)) for tier in Tier}
 
-    async def _count_all(self, expr: FilterExpression) -> int:
-        """A gauge's count over every tenant: on the search replica when there is one (a
-        gauge may lag a little; the primary's one thread serves the writes)."""
+    async def _count(self, expr: FilterExpression) -> int:
+        """How many memories match, counted on the search replica when there is one (a count
+        may lag a little; the primary's one thread serves the writes)."""
         query = CountQuery(filter_expression=expr)
         return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
 
     async def count(self, tenant: Tenant, flt: MemoryFilter) -> int:
-        keys = keys_of(tenant)
-        query = CountQuery(filter_expression=self._filter(keys, flt))
-        return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
+        return await self._count(self._filter(keys_of(tenant), flt))
 
     async def counts(self, tenant: Tenant, filters: Sequence[MemoryFilter]) -> list[int]:
         """How many memories each filter keeps, in one round trip."""
