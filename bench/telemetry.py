@@ -1,8 +1,9 @@
 """The cost of telemetry: SearchMemories and RecordEpisodes with tracing and metrics on (100%
-sampling, OTLP/gRPC export to a real receiver in another process) against off, in one run.
+sampling, OTLP/gRPC export to a real receiver in another process) at each trace detail
+(AETHER_TRACE_DETAIL: calls, the default; operations; commands) against off, in one run.
 
-One Redis serves every round; rounds alternate off, on, off, on, ... and each round starts the
-service afresh with or without telemetry. The load comes from this process over loopback:
+One Redis serves every round; each round starts the service afresh once per setting, in
+turn: off, calls, operations, commands. The load comes from this process over loopback:
 16 concurrent SearchMemories callers, and 8 RecordEpisodes streams of 50-episode requests.
 
     python -m bench.telemetry [--seconds 6] [--rounds 2]
@@ -64,6 +65,8 @@ print(server.add_insecure_port("127.0.0.1:0"), flush=True)
 server.start()
 server.wait_for_termination()
 """
+# Each round starts the service once with each of these: off, then every trace detail.
+SETTINGS = ("off", "calls", "operations", "commands")
 TOPICS = ["travel", "food", "health", "work", "family", "music", "sport", "books"]
 
 
@@ -184,10 +187,12 @@ async def run(args: argparse.Namespace, endpoint: str, sink: int) -> dict[str, A
             )
             async with serve(settings, Telemetry()) as running:
                 await seed(running.address, args.memories)
-            for r in range(args.rounds * 2):
-                on = r % 2 == 1
-                telemetry = telemetry_on(endpoint) if on else Telemetry()
-                async with serve(settings, telemetry) as running:
+            for r in range(args.rounds * len(SETTINGS)):
+                detail = SETTINGS[r % len(SETTINGS)]
+                telemetry = telemetry_on(endpoint) if detail != "off" else Telemetry()
+                level = "calls" if detail == "off" else detail
+                chosen = settings.model_copy(update={"trace_detail": level})
+                async with serve(chosen, telemetry) as running:
                     await searches(running.address, 16, 1.0)  # warm-up
                     search = await measured(
                         searches(running.address, 16, args.seconds), args.seconds, sink
@@ -195,30 +200,32 @@ async def run(args: argparse.Namespace, endpoint: str, sink: int) -> dict[str, A
                     record = await measured(
                         episodes(running.address, 8, 50, args.seconds), args.seconds, sink
                     )
-                rounds.append({"telemetry": on, "search": search, "episodes": record})
+                rounds.append({"telemetry": detail, "search": search, "episodes": record})
                 print(rounds[-1], flush=True)
 
-    def median(on: bool, kind: str, key: str) -> float:
-        return statistics.median(r[kind][key] for r in rounds if r["telemetry"] is on)
+    def median(detail: str, kind: str, key: str) -> float:
+        return statistics.median(r[kind][key] for r in rounds if r["telemetry"] == detail)
 
     summary: dict[str, Any] = {"memories": args.memories, "seconds": args.seconds, "rounds": rounds}
     for kind in ("search", "episodes"):
-        off_rate, on_rate = median(False, kind, "per_s"), median(True, kind, "per_s")
+        off_rate, off_cpu = median("off", kind, "per_s"), median("off", kind, "cpu_ms_per_call")
         summary[kind] = {
             "off_per_s": off_rate,
-            "on_per_s": on_rate,
-            "throughput_cost": 1 - on_rate / off_rate,
-            "off_p50_ms": median(False, kind, "p50_ms"),
-            "on_p50_ms": median(True, kind, "p50_ms"),
-            "off_p99_ms": median(False, kind, "p99_ms"),
-            "on_p99_ms": median(True, kind, "p99_ms"),
-            "off_cpu_ms": median(False, kind, "cpu_ms_per_call"),
-            "on_cpu_ms": median(True, kind, "cpu_ms_per_call"),
-            "cpu_cost": median(True, kind, "cpu_ms_per_call")
-            / median(False, kind, "cpu_ms_per_call")
-            - 1,
-            "receiver_core_share": median(True, kind, "receiver_core_share"),
+            "off_p50_ms": median("off", kind, "p50_ms"),
+            "off_p99_ms": median("off", kind, "p99_ms"),
+            "off_cpu_ms": off_cpu,
         }
+        for detail in SETTINGS[1:]:
+            on_rate, on_cpu = median(detail, kind, "per_s"), median(detail, kind, "cpu_ms_per_call")
+            summary[kind][detail] = {
+                "on_per_s": on_rate,
+                "throughput_cost": 1 - on_rate / off_rate,
+                "on_p50_ms": median(detail, kind, "p50_ms"),
+                "on_p99_ms": median(detail, kind, "p99_ms"),
+                "on_cpu_ms": on_cpu,
+                "cpu_cost": on_cpu / off_cpu - 1,
+                "receiver_core_share": median(detail, kind, "receiver_core_share"),
+            }
     return summary
 
 
@@ -226,38 +233,42 @@ def report(summary: dict[str, Any]) -> str:
     lines = [
         "# Telemetry overhead (tracing at 100% sampling + metrics, OTLP/gRPC export)",
         "",
-        f"Generated by `python -m bench.telemetry`: {len(summary['rounds'])} rounds alternating "
-        f"off/on, {summary['seconds']:.0f} s of load each, {summary['memories']} memories; "
-        "medians of the rounds.",
+        f"Generated by `python -m bench.telemetry`: {len(summary['rounds'])} rounds taking "
+        f"turns ({', '.join(SETTINGS)}), {summary['seconds']:.0f} s of load each, "
+        f"{summary['memories']} memories; medians of each setting's rounds. `calls` (the "
+        "default) is one span per RPC, `operations` a span per step, `commands` also a span "
+        "per Redis command (`AETHER_TRACE_DETAIL`).",
         "",
         "The OTLP receiver runs on this machine's two cores too (a deployment's collector would",
         "not): the throughput cost includes its CPU. The service's own cost is the CPU per call",
         "of the process that serves (the load's gRPC client shares it, the same on and off);",
         "for episodes a call is one acknowledged event.",
         "",
-        "| load | off | on | throughput cost | CPU per call off → on (cost) "
+        "| load | trace detail | off | on | throughput cost | CPU per call off → on (cost) "
         "| receiver, share of a core | p50 off → on | p99 off → on |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"search": "SearchMemories, 16 callers", "episodes": "RecordEpisodes, 8×50"}
     units = {"search": "calls/s", "episodes": "events/s"}
     for kind, name in names.items():
-        s = summary[kind]
-        lines.append(
-            f"| {name} | {s['off_per_s']:.0f} {units[kind]} | {s['on_per_s']:.0f} {units[kind]} "
-            f"| {s['throughput_cost']:.1%} "
-            f"| {s['off_cpu_ms']:.3f} → {s['on_cpu_ms']:.3f} ms ({s['cpu_cost']:.1%}) "
-            f"| {s['receiver_core_share']:.0%} "
-            f"| {s['off_p50_ms']:.1f} → {s['on_p50_ms']:.1f} ms "
-            f"| {s['off_p99_ms']:.1f} → {s['on_p99_ms']:.1f} ms |"
-        )
+        off = summary[kind]
+        for detail in SETTINGS[1:]:
+            s = off[detail]
+            lines.append(
+                f"| {name} | {detail} | {off['off_per_s']:.0f} {units[kind]} "
+                f"| {s['on_per_s']:.0f} {units[kind]} | {s['throughput_cost']:.1%} "
+                f"| {off['off_cpu_ms']:.3f} → {s['on_cpu_ms']:.3f} ms ({s['cpu_cost']:.1%}) "
+                f"| {s['receiver_core_share']:.0%} "
+                f"| {off['off_p50_ms']:.1f} → {s['on_p50_ms']:.1f} ms "
+                f"| {off['off_p99_ms']:.1f} → {s['on_p99_ms']:.1f} ms |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memories", type=int, default=2000)
     args = parser.parse_args()
     sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)

@@ -157,7 +157,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url is None:
             stack.enter_context(data_dir_lock(settings.data_dir))
-        telemetry.install()
+        telemetry.install(settings.trace_detail)
         stack.callback(telemetry.uninstall)  # last out: spans of the shutdown are exported too
         pack = await asyncio.to_thread(_load_pack, settings)  # fails here, never at first use
         embedder = Embedder(pack, threads=settings.embed_threads, spin=settings.embed_spin)

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Summarizer request timeout; on failure: extractive summary."
     )
 
+    trace_detail: Literal["calls", "operations", "commands"] = Field(
+        "calls",
+        description="Spans per RPC when tracing is on (OTEL_TRACES_EXPORTER): `calls`, one span "
+        "carrying each step's figures and duration; `operations`, a span per step; `commands`, "
+        "also a span per Redis command and MongoDB operation.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as JSON objects with trace and span ids."
     )

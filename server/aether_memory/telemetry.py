@@ -6,23 +6,41 @@ Off unless the standard variables name an exporter: `OTEL_TRACES_EXPORTER` and
 `OTEL_TRACES_SAMPLER` work as the SDK documents. When off, no interceptor or instrumentation is
 installed and the project's own spans and instruments are the API's no-ops.
 
-The project's spans and instruments are reached through `tracer()` and `instruments()`, which
-`Telemetry.install()` points at its providers (and `uninstall()` points back at no-ops), so a
-test can run services with different providers one after another in one process.
+How much of a call becomes spans is `AETHER_TRACE_DETAIL` (passed to `Telemetry.install`):
+
+- `calls` (the default): one server span per RPC. The operations inside it (embedding, each
+  search half, fusion, an episode append) add their attributes and their duration
+  (`<operation>.ms`) to that span instead of making spans of their own.
+- `operations`: a child span per operation, as above.
+- `commands`: also a span per Redis command and MongoDB operation (the libraries'
+  instrumentations).
+
+Every span costs this process CPU (span creation and OTLP encoding in Python, about 0.1-0.5 ms
+each under load here), so the default keeps a search at one span; the finer levels are for
+looking into one deployment's behaviour (bench/results/telemetry.md has the cost of each).
+Background jobs (maintenance ticks, archiver batches, episode indexing) run outside any call
+and always make their own spans.
+
+The project's spans and instruments are reached through `operation()` and `instruments()`,
+which `Telemetry.install()` points at its providers (and `uninstall()` points back at no-ops), so
+a test can run services with different providers one after another in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import grpc
-from opentelemetry import metrics, trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -33,9 +51,11 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 SCOPE = "aether_memory"
+TraceDetail = Literal["calls", "operations", "commands"]
 
 
 @dataclass(frozen=True)
@@ -93,10 +113,70 @@ class Instruments:
 
 _tracer: trace.Tracer = NoOpTracerProvider().get_tracer(SCOPE)
 _instruments = Instruments.create(NoOpMeterProvider().get_meter(SCOPE))
+_detail: TraceDetail = "calls"
 
 
-def tracer() -> trace.Tracer:
-    return _tracer
+@functools.lru_cache(maxsize=1024)
+def folded_key(operation: str, key: str) -> str:
+    """`key` of `operation` as it is written on the call's span: under the operation's name,
+    without repeating it (`aether.fuse.candidates` of `aether.search.fuse` is
+    `aether.search.fuse.candidates`; `aether.hits` of `aether.search.vector` is
+    `aether.search.vector.hits`)."""
+    if key.startswith(operation + "."):
+        return key
+    rest, name = key.removeprefix("aether.").split("."), operation.split(".")
+    for n in range(min(len(name), len(rest)), 0, -1):
+        if name[-n:] == rest[:n]:
+            rest = rest[n:]
+            break
+    return ".".join([operation, *rest])
+
+
+class _Folded:
+    """An operation recorded on the call's span, under the operation's name, so two
+    operations of one call never overwrite each other's figures."""
+
+    __slots__ = ("_name", "_span")
+
+    def __init__(self, span: trace.Span, name: str) -> None:
+        self._span, self._name = span, name
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self._span.set_attribute(folded_key(self._name, key), value)
+
+
+class Attributed(Protocol):
+    """What `operation()` yields: its own span, or (`calls`) the call's span under its name."""
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+
+@contextlib.contextmanager
+def operation(
+    name: str, attributes: Mapping[str, AttributeValue] | None = None
+) -> Iterator[Attributed]:
+    """One step of the service's work (`aether.embed`, `aether.search.vector`, ...): a span of
+    its own, or, at the `calls` detail inside a call, attributes and a duration on the call's
+    span. Repeated in one call, the duration adds up and `<name>.calls` counts the steps."""
+    parent = trace.get_current_span() if _detail == "calls" else None
+    if parent is None or not parent.is_recording():
+        with _tracer.start_as_current_span(name, attributes=attributes) as span:
+            yield span
+        return
+    folded = _Folded(parent, name)
+    for key, value in (attributes or {}).items():
+        folded.set_attribute(key, value)
+    started = time.perf_counter()
+    try:
+        yield folded
+    finally:
+        elapsed = 1000 * (time.perf_counter() - started)
+        held = getattr(parent, "attributes", None) or {}
+        before = held.get(name + ".ms")
+        if isinstance(before, float):
+            parent.set_attribute(name + ".calls", int(held.get(name + ".calls", 1)) + 1)
+            elapsed += before
+        parent.set_attribute(name + ".ms", round(elapsed, 3))
 
 
 def instruments() -> Instruments:
@@ -164,20 +244,22 @@ class Telemetry:
             meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
         return cls(tracer_provider, meter_provider)
 
-    def install(self) -> None:
-        """Point the project's spans and instruments here; instrument redis and pymongo."""
-        global _tracer, _instruments
+    def install(self, detail: TraceDetail = "calls") -> None:
+        """Point the project's spans and instruments here, at this trace detail; at `commands`,
+        instrument redis and pymongo."""
+        global _tracer, _instruments, _detail
         if self.tracer_provider is not None:
             from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
             from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-            _tracer = self.tracer_provider.get_tracer(SCOPE)
+            _tracer, _detail = self.tracer_provider.get_tracer(SCOPE), detail
             # Instrumentation is process-wide: the service started last owns it (one
             # telemetry-enabled service per process is the deployment; tests start several).
             for instrumentor in (RedisInstrumentor(), PymongoInstrumentor()):
                 if instrumentor.is_instrumented_by_opentelemetry:
                     instrumentor.uninstrument()
-                instrumentor.instrument(tracer_provider=self.tracer_provider)
+                if detail == "commands":
+                    instrumentor.instrument(tracer_provider=self.tracer_provider)
         if self.meter_provider is not None:
             _instruments = Instruments.create(self.meter_provider.get_meter(SCOPE))
 
@@ -201,22 +283,19 @@ class Telemetry:
         )
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        found: list[grpc.aio.ServerInterceptor] = []
-        if self.tracer_provider is not None:
-            from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-            found.append(aio_server_interceptor(tracer_provider=self.tracer_provider))  # type: ignore[no-untyped-call]
-        if self.meter_provider is not None:
-            found.append(RpcMetricsInterceptor())
-        return found
+        if not self.enabled:
+            return []
+        tracer = self.tracer_provider.get_tracer(SCOPE) if self.tracer_provider else None
+        return [RpcTelemetryInterceptor(tracer, metrics=self.meter_provider is not None)]
 
     def uninstall(self) -> None:
         """Flush and stop exporting; the project's spans and instruments become no-ops again."""
-        global _tracer, _instruments
+        global _tracer, _instruments, _detail
         if self.tracer_provider is not None:
             from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
             from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+            _detail = "calls"
             for instrumentor in (RedisInstrumentor(), PymongoInstrumentor()):
                 if instrumentor.is_instrumented_by_opentelemetry:
                     instrumentor.uninstrument()
@@ -227,8 +306,14 @@ class Telemetry:
         _instruments = Instruments.create(NoOpMeterProvider().get_meter(SCOPE))
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Records `aether.rpc.duration` by method and final status for every kind of RPC."""
+class RpcTelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """One wrapper per RPC for both signals: a SERVER span named by the method (the caller's
+    W3C trace context continued from the metadata) and `aether.rpc.duration` by method and
+    final status. The final status is read from the context, so statuses sent with
+    `abort_with_status` are on the span too."""
+
+    def __init__(self, tracer: trace.Tracer | None, *, metrics: bool) -> None:
+        self._tracer, self._metrics = tracer, metrics
 
     async def intercept_service(
         self,
@@ -239,60 +324,90 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method: str = details.method
+        service, _, name = method.lstrip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        tracer, record_metrics = self._tracer, self._metrics
 
-        def record(
-            started: float, context: grpc.aio.ServicerContext[Any, Any], error: bool
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, object]:
+            if tracer is None:
+                return None, None
+            carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+            parent = propagate.extract(carrier)
+            span = tracer.start_span(method, parent, SpanKind.SERVER, attributes)
+            return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+        def end(
+            span: Any,
+            token: object,
+            started: float,
+            context: grpc.aio.ServicerContext[Any, Any],
+            error: BaseException | None,
         ) -> None:
             code = context.code()
             if code is None:
-                code = grpc.StatusCode.UNKNOWN if error else grpc.StatusCode.OK
-            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            instruments().rpc_duration.record(
-                time.perf_counter() - started,
-                {"rpc.method": method, "rpc.grpc.status_code": name},
-            )
+                code = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+            if not isinstance(code, grpc.StatusCode):
+                code = grpc.StatusCode.UNKNOWN
+            if record_metrics:
+                instruments().rpc_duration.record(
+                    time.perf_counter() - started,
+                    {"rpc.method": method, "rpc.grpc.status_code": code.name},
+                )
+            if span is None:
+                return
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+                if error is not None and not isinstance(error, grpc.aio.AbortError):
+                    span.record_exception(error)
+            otel_context.detach(token)  # type: ignore[arg-type]
+            span.end()
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started, failed = time.perf_counter(), True
+                started, error = time.perf_counter(), None
+                span, token = begin(context)
                 try:
-                    result = await inner(request, context)
-                    failed = False
-                    return result
+                    return await inner(request, context)
+                except BaseException as raised:
+                    error = raised
+                    raise
                 finally:
-                    record(started, context, failed)
+                    end(span, token, started, context, error)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
                 else grpc.stream_unary_rpc_method_handler
             )
-        else:
-            streaming = handler.unary_stream or handler.stream_stream
-
-            async def streamed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started, failed = time.perf_counter(), True
-                try:
-                    async for response in streaming(request, context):
-                        yield response
-                    failed = False
-                finally:
-                    record(started, context, failed)
-
-            factory = (
-                grpc.unary_stream_rpc_method_handler
-                if handler.unary_stream
-                else grpc.stream_stream_rpc_method_handler
-            )
             return factory(
-                streamed,
+                unary,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        streaming = handler.unary_stream or handler.stream_stream
+
+        async def streamed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started, error = time.perf_counter(), None
+            span, token = begin(context)
+            try:
+                async for response in streaming(request, context):
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                end(span, token, started, context, error)
+
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
         return factory(
-            unary,
+            streamed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -1,5 +1,6 @@
-"""OpenTelemetry end to end: span trees through the real service (SDK in-memory exporters), metric
-values after known traffic, trace ids on episodes, and spans arriving at a real OTLP receiver."""
+"""OpenTelemetry end to end: span trees through the real service (SDK in-memory exporters) at each
+trace detail, metric values after known traffic, trace ids on episodes, and spans arriving at a
+real OTLP receiver (test_telemetry_otlp.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from aether_memory.app import Running, serve
 from aether_memory.settings import Settings
-from aether_memory.telemetry import JsonLogFormatter, Telemetry
+from aether_memory.telemetry import JsonLogFormatter, Telemetry, TraceDetail
 
 from .conftest import Client, new_client
 from .test_episode_service import episode, list_all, record
@@ -56,17 +57,25 @@ async def traced(
     metric_reader: InMemoryMetricReader,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Running]:
+    """The service at the finest trace detail: a span per operation and per Redis command."""
     telemetry = Telemetry(tracer_provider, MeterProvider(metric_readers=[metric_reader]))
-    settings = Settings(
+    async with serve(traced_settings(tmp_path_factory, "commands"), telemetry) as running:
+        yield running
+
+
+def traced_settings(
+    tmp_path_factory: pytest.TempPathFactory, detail: TraceDetail | None
+) -> Settings:
+    chosen = {} if detail is None else {"trace_detail": detail}
+    return Settings(
         port=0,
-        data_dir=tmp_path_factory.mktemp("redis-traced"),
+        data_dir=tmp_path_factory.mktemp(f"redis-traced-{detail}"),
         redis_url=None,
         maintenance_interval_s=3600,
         index_episodes=False,
         grace_s=1.0,
+        **chosen,
     )
-    async with serve(settings, telemetry) as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -16,7 +16,7 @@ import time
 
 from ..domain.outbox import Backlog
 from ..stores.backend_errors import archive_failed
-from ..telemetry import instruments, tracer
+from ..telemetry import instruments, operation
 from .ports import ArchiveWriter, JobLease, Outbox
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Archiver:
             entries = await self.outbox.new(self._block_ms if block_ms is None else block_ms)
         if not entries:
             return 0
-        with tracer().start_as_current_span(
+        with operation(
             "aether.archive.batch", attributes={"aether.archive.entries": len(entries)}
         ) as span:
             span.set_attribute("aether.archive.documents", await self.archive.apply(entries))

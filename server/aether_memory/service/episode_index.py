@@ -23,7 +23,7 @@ from ..domain.episodes import EpisodeDoc, QueuedEpisode, StoredEntry
 from ..domain.errors import BackendUnavailable
 from ..domain.tenant import Tenant
 from ..stores.backend_errors import as_domain
-from ..telemetry import instruments, tracer
+from ..telemetry import instruments, operation
 
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000
@@ -73,7 +73,7 @@ class EpisodeIndexer:
                     backlog = False
                     continue
                 if queued:
-                    with tracer().start_as_current_span(
+                    with operation(
                         "aether.episodes.index", attributes={"aether.episodes": len(queued)}
                     ):
                         await self._index_batch(queued)

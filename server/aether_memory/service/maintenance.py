@@ -24,7 +24,7 @@ from ..domain.lifecycle import LifecyclePolicy, should_evict, should_promote
 from ..domain.memory import Memory, Tier, fingerprint
 from ..domain.tenant import Tenant
 from ..stores.backend_errors import backend_failed
-from ..telemetry import instruments, tracer
+from ..telemetry import instruments, operation
 from .access import AccessRecorder
 from .ports import JobLease, MemoryStore
 
@@ -99,7 +99,7 @@ class Maintenance:
 
     async def tick(self, now: float | None = None) -> TickReport:
         """One bounded pass; `now` may be set by tests to look ahead in time."""
-        with tracer().start_as_current_span("aether.maintenance.tick") as span:
+        with operation("aether.maintenance.tick") as span:
             report = await self._tick(time.time() if now is None else now)
             for name, value in vars(report).items():
                 span.set_attribute(f"aether.maintenance.{name}", value)

@@ -43,7 +43,7 @@ from ..domain.scoring import Candidate, Weights, fuse, rescore
 from ..domain.temporal import DateCue, date_cues
 from ..domain.tenant import Tenant
 from ..settings import Settings
-from ..telemetry import instruments, tracer
+from ..telemetry import instruments, operation
 from .access import AccessRecorder
 from .ports import MemoryArchive, MemoryStore
 from .summarizer import ChatSummarizer, SummarizerError
@@ -230,7 +230,7 @@ class MemoryBank:
         return await self.embed_text(text, "query" if mode == "query" else "document")
 
     async def embed_text(self, text: str, mode: Mode) -> npt.NDArray[np.float32]:
-        with tracer().start_as_current_span(
+        with operation(
             "aether.embed",
             attributes={
                 "aether.embed.model": self._model,
@@ -401,7 +401,7 @@ class MemoryBank:
                 memory_id: (count + self.access.unwritten(tenant, memory_id, last), last)
                 for memory_id, (count, last) in stored.items()
             }
-        with tracer().start_as_current_span(
+        with operation(
             "aether.search.fuse",
             attributes={
                 "aether.fuse.candidates": len(found.candidates),
@@ -694,7 +694,7 @@ class MemoryBank:
         return memory, [m.id for m in sources]
 
     async def _extractive(self, sentences: list[str], max_sentences: int) -> str:
-        with tracer().start_as_current_span(
+        with operation(
             "aether.embed",
             attributes={"aether.embed.model": self._model, "aether.embed.texts": len(sentences)},
         ):

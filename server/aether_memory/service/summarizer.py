@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from openai import AsyncOpenAI
 
-from ..telemetry import tracer
+from ..telemetry import operation
 
 SYSTEM_PROMPT = (
     "You compress an AI agent's memories of one session into a faithful summary for its "
@@ -38,9 +38,7 @@ class ChatSummarizer:
     async def summarize(self, texts: Sequence[str], max_sentences: int) -> str:
         """A summary of `texts` (oldest first) in at most `max_sentences` sentences."""
         listing = "\n".join(f"{i}. {text}" for i, text in enumerate(texts, start=1))
-        with tracer().start_as_current_span(
-            "aether.summarize", attributes={"aether.summarize.model": self.model}
-        ):
+        with operation("aether.summarize", attributes={"aether.summarize.model": self.model}):
             try:
                 completion = await self._client.chat.completions.create(
                     model=self.model,

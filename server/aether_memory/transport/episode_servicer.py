@@ -23,7 +23,7 @@ from ..domain.paging import PageTokens, is_stream_id
 from ..domain.tenant import Tenant
 from ..service.episodes import Episodes
 from ..settings import Settings
-from ..telemetry import current_trace_id, instruments, tracer
+from ..telemetry import current_trace_id, instruments, operation
 from . import convert as c
 from .errors import mapped, mapped_stream, status_for
 from .paging import page_fingerprint, page_start
@@ -236,7 +236,7 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
             valid.append((i, _to_entry(episode, now, trace_id)))
         if valid:
             try:
-                with tracer().start_as_current_span(
+                with operation(
                     "aether.episodes.append", attributes={"aether.episodes": len(valid)}
                 ) as span:
                     appended = await self._episodes.record(tenant, [entry for _, entry in valid])

@@ -28,7 +28,7 @@ from ...domain.errors import StartupError
 from ...domain.memory import Memory, MemoryFilter, MemoryType, Tier
 from ...domain.rerank import Facts, Hits, content_facts, speaker_of
 from ...domain.tenant import Tenant
-from ...telemetry import tracer
+from ...telemetry import operation
 from .embedded import HASH_LISTPACK_VALUE
 from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta, keys_of
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
@@ -922,7 +922,7 @@ class RedisMemoryStore:
             hybrid_policy="BATCHES" if batches else None,
             batch_size=max(50, 2 * k) if batches else None,
         )
-        with tracer().start_as_current_span(span, attributes=self._attributes(flt, k)) as current:
+        with operation(span, attributes=self._attributes(flt, k)) as current:
             current.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
             # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
             hits = self._hits(
@@ -1003,9 +1003,7 @@ class RedisMemoryStore:
             return_fields=_HIT_FIELDS,
             num_results=k,
         )
-        with tracer().start_as_current_span(
-            "aether.search.keyword", attributes=self._attributes(flt, k)
-        ) as span:
+        with operation("aether.search.keyword", attributes=self._attributes(flt, k)) as span:
             hits = self._hits(await self._search(query), lambda doc: float(doc.get("score", 0.0)))
             span.set_attribute("aether.terms", len(terms))
             span.set_attribute("aether.hits", len(hits.scores))
