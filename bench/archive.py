@@ -35,7 +35,7 @@ from aether_memory.domain.tenant import Tenant
 from aether_memory.service.archiving import Archiver
 from aether_memory.stores.mongo.archive import MongoArchive
 from aether_memory.stores.redis.embedded import embedded_redis
-from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY
+from aether_memory.stores.redis.keys import ARCHIVER_LEASE, keys_of
 from aether_memory.stores.redis.lease import Lease
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from aether_memory.stores.redis.outbox import RedisOutbox
@@ -98,7 +98,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # 1. drain a backlog built while no archiver ran
             for n in range(args.backlog):
                 await write(store, keys, n)
-            raw = await client.xrange(OUTBOX_KEY, "-", "+")
+            outbox = keys_of(keys).outbox()
+            raw = await client.xrange(outbox, "-", "+")
             docs = [archive._document(OutboxEntry.decode(i, f)) for i, f in raw]
             started = time.perf_counter()
             await archiver.drain(timeout_s=600)
@@ -116,7 +117,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # 3. rewriting existing documents (the replace path), on a collection of `backlog`
             updates = min(300, args.backlog)
             for _, fields in raw[:updates]:
-                await client.xadd(OUTBOX_KEY, {k.decode(): v for k, v in fields.items()})
+                await client.xadd(outbox, {k.decode(): v for k, v in fields.items()})
             started = time.perf_counter()
             await archiver.drain(timeout_s=600)
             result["update_docs_per_s"] = updates / (time.perf_counter() - started)

@@ -45,6 +45,7 @@ from aether.memory.v1 import (
 from google.protobuf.struct_pb2 import Struct
 from pymongo import AsyncMongoClient
 
+from aether_memory.stores.redis.outbox import RedisOutbox
 from tests.support.faults import missing_memories, stored_events, wait_answering
 from tests.support.servers import FerretDB, free_port, service_env, start_service
 
@@ -319,7 +320,7 @@ async def run(minutes: float, rate: float, tmp: Path) -> dict[str, Any]:
                         "server_rss_mb": rss_bytes(server.pid) / 2**20,
                         "redis_rss_mb": rss_bytes(redis_pid) / 2**20,
                         "redis_used_mb": memory["used_memory"] / 2**20,
-                        "outbox_backlog": await redis.xlen("aether:outbox"),
+                        "outbox_backlog": (await RedisOutbox(redis, batch=1).backlog()).entries,
                         "memories_acked": len(soak.acked_memories),
                         "episodes_acked": len(soak.acked_events),
                         "episodes_tailed": soak.tailed,

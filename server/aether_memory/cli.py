@@ -195,8 +195,9 @@ async def _status(args: argparse.Namespace) -> int:
 
     from .settings import Settings
     from .stores.redis.episode_log import RedisEpisodeLog
-    from .stores.redis.keys import EPISODE_INDEX_QUEUE, OUTBOX_KEY, keys_of
+    from .stores.redis.keys import EPISODE_INDEX_QUEUE, keys_of
     from .stores.redis.memory_store import RedisMemoryStore
+    from .stores.redis.outbox import RedisOutbox
 
     settings = Settings()
     url = _redis_url(settings)
@@ -217,8 +218,7 @@ async def _status(args: argparse.Namespace) -> int:
         tiers = await store.tier_counts()
         redis: Any = client  # redis-py types replies as unions over every decode mode
         now_ms = int(time.time() * 1000)
-        outbox, first = await redis.xlen(OUTBOX_KEY), await redis.xrange(OUTBOX_KEY, count=1)
-        oldest_s = (now_ms - int(first[0][0].decode().split("-")[0])) / 1000 if first else 0.0
+        backlog = await RedisOutbox(client, batch=1).backlog()
         lag = 0
         groups = (
             await redis.xinfo_groups(EPISODE_INDEX_QUEUE)
@@ -236,7 +236,10 @@ async def _status(args: argparse.Namespace) -> int:
             "health": health,
             "workers": workers,
             "memories_by_tier": tiers,
-            "archive_outbox": {"entries": int(outbox), "oldest_age_s": round(oldest_s, 3)},
+            "archive_outbox": {
+                "entries": backlog.entries,
+                "oldest_age_s": round(backlog.oldest_age_s, 3),
+            },
             "episode_index_lag": lag,
             "last_minute": {"memories_stored": stored, "episodes_recorded": recent},
         }

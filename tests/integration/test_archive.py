@@ -4,6 +4,7 @@ through the outbox, an archive outage, eviction and rehydration, forget in both 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,15 @@ from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.service.archiving import Archiver
 from aether_memory.settings import Settings
 from aether_memory.stores.mongo.archive import doc_id
-from aether_memory.stores.redis.keys import ARCHIVER_LEASE, OUTBOX_KEY, TenantKeys
+from aether_memory.stores.redis.keys import (
+    ARCHIVER_LEASE,
+    LEGACY_OUTBOX_KEY,
+    OUTBOX_DUE,
+    OUTBOX_TENANTS,
+    TenantKeys,
+)
+from aether_memory.stores.redis.lease import Lease
+from aether_memory.stores.redis.outbox import RedisOutbox
 from tests.support.faults import start_redis
 from tests.support.servers import FerretDB, free_port
 
@@ -350,7 +359,7 @@ async def test_replaying_a_large_batch_rewrites_without_duplicates(
     await asyncio.sleep(0.7)
     try:
         stored = [await store(aclient, f"replayed memory {i}") for i in range(150)]
-        raw = await archived.redis.xrange(OUTBOX_KEY, "-", "+")
+        raw = await archived.redis.xrange(TenantKeys(aclient.tenant).outbox(), "-", "+")
     finally:
         await archived.redis.delete(ARCHIVER_LEASE)
     mine = [e for e in (OutboxEntry.decode(i, f) for i, f in raw) if e.tenant == aclient.tenant]
@@ -468,7 +477,7 @@ async def test_the_episode_script_writes_the_entry_the_outbox_format_defines(
     await asyncio.sleep(0.7)
     try:
         [ack] = await record(aclient, [episode("contract-1", session_id="s1")])
-        raw = await archived.redis.xrange(OUTBOX_KEY, "-", "+")
+        raw = await archived.redis.xrange(TenantKeys(aclient.tenant).outbox(), "-", "+")
     finally:
         await archived.redis.delete(ARCHIVER_LEASE)
     stream_id = ack.written.episode_id
@@ -486,3 +495,105 @@ async def test_the_episode_script_writes_the_entry_the_outbox_format_defines(
         written
     )
     assert written[b"id"] == stream_id.encode()
+
+
+@contextlib.asynccontextmanager
+async def archiver_held_still(running: Running) -> AsyncIterator[None]:
+    """The service's own archiver stops (another replica holds its lease) while a test drives
+    one of its own over the same outbox and archive."""
+    await running.redis.set(ARCHIVER_LEASE, "another-replica", px=60_000)
+    await asyncio.sleep(0.7)  # its step in flight ends
+    try:
+        yield
+    finally:
+        await running.redis.delete(ARCHIVER_LEASE)
+
+
+def driven(running: Running, batch: int) -> Archiver:
+    return Archiver(
+        RedisOutbox(running.redis, batch=batch),
+        archiver(running).archive,
+        Lease(running.redis, "aether:test:archiver-lease", 10_000),
+        sweep_s=3600,
+    )
+
+
+async def archived_ids(running: Running, tenant: str) -> set[str]:
+    archive = archiver(running).archive
+    return {d["memory_id"] async for d in archive.memories.find({"tenant": tenant})}
+
+
+async def test_each_tenant_writes_its_own_outbox_and_a_busy_one_holds_no_one_up(
+    archived: Running,
+) -> None:
+    redis = archived.redis
+    async with (
+        archiver_held_still(archived),
+        grpc.aio.insecure_channel(archived.address) as channel,
+    ):
+        busy, quiet = new_client(channel), new_client(channel)
+        stored = [await store(busy, f"busy tenant's note {i}") for i in range(5)]
+        [lone] = [await store(quiet, "the quiet tenant's only note")]
+        streams = [TenantKeys(c.tenant).outbox() for c in (busy, quiet)]
+        # Each write's entry is in its tenant's own stream (its slot), and marked due.
+        assert [await redis.xlen(s) for s in streams] == [5, 1]
+        assert not await redis.exists(LEGACY_OUTBOX_KEY)
+        due = {m.decode() for m in await redis.zrange(OUTBOX_DUE, 0, -1)}
+        assert set(streams) <= due
+        listed = {t.decode() for t in await redis.smembers(OUTBOX_TENANTS)}
+        assert {busy.tenant, quiet.tenant} <= listed
+
+        mine = driven(archived, batch=2)
+        await mine.step(block_ms=0)  # one batch from every due stream
+        assert await archived_ids(archived, quiet.tenant) == {lone.id}
+        assert len(await archived_ids(archived, busy.tenant)) == 2
+        assert await redis.xlen(streams[0]) == 3
+        # The busy stream may hold more: it is back on the due set, not left for the sweep.
+        assert await redis.zscore(OUTBOX_DUE, streams[0]) is not None
+        while await redis.xlen(streams[0]):
+            await mine.step(block_ms=0)
+        assert await archived_ids(archived, busy.tenant) == {m.id for m in stored}
+
+
+async def test_an_entry_whose_mark_was_lost_is_found_by_the_sweep(archived: Running) -> None:
+    redis = archived.redis
+    async with (
+        archiver_held_still(archived),
+        grpc.aio.insecure_channel(archived.address) as channel,
+    ):
+        mine = driven(archived, batch=50)
+        await mine.step(block_ms=0)  # its first step sweeps; the next ones only follow marks
+        tenant = new_client(channel)
+        memory = await store(tenant, "written by a replica that died before marking it")
+        stream = TenantKeys(tenant.tenant).outbox()
+        assert await redis.zrem(OUTBOX_DUE, stream) == 1  # as if the mark never came
+        await mine.step(block_ms=0)
+        assert await redis.xlen(stream) == 1
+        assert await archived_ids(archived, tenant.tenant) == set()
+        await mine.step(block_ms=0, sweep=True)
+        assert await redis.xlen(stream) == 0
+        assert await archived_ids(archived, tenant.tenant) == {memory.id}
+
+
+async def test_the_single_outbox_of_earlier_versions_is_drained(archived: Running) -> None:
+    """A deployment upgraded with a backlog in `aether:outbox` (every tenant's writes in one
+    stream, read by the same consumer group) gets it archived."""
+    redis = archived.redis
+    async with (
+        archiver_held_still(archived),
+        grpc.aio.insecure_channel(archived.address) as channel,
+    ):
+        tenant = new_client(channel)
+        memory = await store(tenant, "stored by the previous version")
+        stream = TenantKeys(tenant.tenant).outbox()
+        [(entry_id, fields)] = await redis.xrange(stream, "-", "+")
+        await redis.xgroup_create(LEGACY_OUTBOX_KEY, "archivers", id="0", mkstream=True)
+        await redis.xadd(LEGACY_OUTBOX_KEY, fields)  # where the previous version wrote it
+        await redis.xdel(stream, entry_id)
+        try:
+            assert (await driven(archived, batch=50).backlog()).entries >= 1
+            await driven(archived, batch=50).drain()
+            assert await redis.xlen(LEGACY_OUTBOX_KEY) == 0
+            assert await archived_ids(archived, tenant.tenant) == {memory.id}
+        finally:
+            await redis.delete(LEGACY_OUTBOX_KEY)

@@ -1,10 +1,16 @@
 """The archiver: moves outbox entries to MongoDB, acknowledging each only after MongoDB did.
 
-It reads the outbox with a consumer group, so entries read but not yet confirmed stay pending and
-are read again after a failed write or a crash. One replica at a time holds the archiver lease
-and does the work: entries are then applied in stream order, so an older version of a document
-can never overwrite a newer one. Other replicas wait for the lease; when its holder dies, the
-lease expires and another takes over the pending entries.
+The outbox is one stream per tenant. The archiver takes the streams that writers marked due
+(waiting while none is), and from each archives one batch: its pending entries (read before but
+not confirmed: a failed write, a crash) or else its new ones. A stream that may hold more goes
+back on the due set, so a busy tenant cannot hold the others up. A periodic sweep (and one on
+taking the lease) puts back any stream with entries that no mark points at (its writer died
+between the write and the mark).
+
+One replica at a time holds the archiver lease and does the work: a tenant's entries are then
+applied in stream order, so an older version of a document can never overwrite a newer one
+(every document belongs to one tenant). Other replicas wait for the lease; when its holder
+dies, the lease expires and another takes over the pending entries.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from ..domain.outbox import Backlog
@@ -31,12 +38,18 @@ class Archiver:
         *,
         block_ms: int = 500,
         max_retry_s: float = 5.0,
+        sweep_s: float = 10.0,
+        observe_s: float = 1.0,
     ) -> None:
         self.outbox = outbox
         self.archive = archive
         self._lease = lease
         self._block_ms = block_ms
         self._max_retry_s = max_retry_s
+        self._sweep_s = sweep_s
+        self._observe_s = observe_s
+        self._swept_at = -math.inf  # monotonic; -inf: sweep at the next step
+        self._observed_at = -math.inf
         self.archived = 0  # documents written, this process
         self.failures = 0  # failed batches (retried), this process
         self.last_error: str | None = None
@@ -49,26 +62,46 @@ class Archiver:
         """Entries not yet archived, and how long the oldest has waited."""
         return await self.outbox.backlog()
 
-    async def step(self, block_ms: int | None = None) -> int:
-        """Archive one batch: pending entries first (unconfirmed earlier), then new ones."""
-        entries = await self.outbox.pending()
-        if not entries:
-            entries = await self.outbox.new(self._block_ms if block_ms is None else block_ms)
+    async def step(self, block_ms: int | None = None, *, sweep: bool = False) -> int:
+        """Archive one batch from each due stream; how many entries were archived."""
+        if sweep or time.monotonic() - self._swept_at >= self._sweep_s:
+            await self.outbox.sweep()
+            self._swept_at = time.monotonic()
+        streams = await self.outbox.due(self._block_ms if block_ms is None else block_ms)
+        done = 0
+        for n, stream in enumerate(streams):
+            try:
+                done += await self._archive(stream)
+            except BaseException:
+                for left in streams[n:]:  # they still hold entries; the sweep is the fallback
+                    with contextlib.suppress(Exception):
+                        await self.outbox.requeue(left)
+                raise
+        return done
+
+    async def _archive(self, stream: str) -> int:
+        pending = await self.outbox.pending(stream)
+        entries = pending or await self.outbox.new(stream)
         if not entries:
             return 0
         with operation(
             "aether.archive.batch", attributes={"aether.archive.entries": len(entries)}
         ) as span:
             span.set_attribute("aether.archive.documents", await self.archive.apply(entries))
-            await self.outbox.confirm([e.stream_id for e in entries])
+            await self.outbox.confirm(stream, [e.stream_id for e in entries])
         self.archived += len(entries)
+        if pending or len(entries) >= self.outbox.batch:  # new entries may wait behind these
+            await self.outbox.requeue(stream)
         return len(entries)
 
-    async def observe(self) -> Backlog:
+    async def observe(self) -> None:
+        """The backlog gauges, at most every `observe_s` (the backlog reads every stream)."""
+        if time.monotonic() - self._observed_at < self._observe_s:
+            return
+        self._observed_at = time.monotonic()
         backlog = await self.backlog()
         instruments().outbox_backlog.set(backlog.entries)
         instruments().archive_lag.set(backlog.oldest_age_s)
-        return backlog
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Archive until the outbox is empty (tests and benchmarks); raises on timeout."""
@@ -76,7 +109,7 @@ class Archiver:
         while (await self.backlog()).entries:
             if time.monotonic() > deadline:
                 raise TimeoutError("the archive outbox did not drain")
-            await self.step(block_ms=50)
+            await self.step(block_ms=50, sweep=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Archive until `stop` is set, holding the lease; MongoDB failures back off and retry."""
@@ -84,6 +117,7 @@ class Archiver:
         try:
             while not stop.is_set():
                 if not await self._lease.hold():
+                    self._swept_at = -math.inf  # whoever held it may have died mid-batch
                     await _wait(stop, self._lease.ttl_ms / 2000)
                     continue
                 try:

@@ -24,7 +24,8 @@ from ...domain.documents import (
 )
 from ...domain.errors import NotFound, RevisionMismatch, TooLarge
 from ...domain.tenant import Tenant
-from .keys import OUTBOX_KEY, keys_of
+from .keys import keys_of
+from .outbox import OutboxMarks
 
 T = TypeVar("T")
 Document = dict[str, Any]  # a JSON document as RedisJSON returns it
@@ -114,6 +115,7 @@ class DocumentStore:
         self._max_checkpoints = max_checkpoints
         self._max_session_bytes = max_session_bytes  # a session must fit in one response
         self._archived = archived  # checkpoints and agent states then go to the archive outbox
+        self._marks = OutboxMarks(client)
         self._append = client.register_script(_APPEND_SESSION)
 
     # ---- working memory --------------------------------------------------------------------
@@ -221,7 +223,7 @@ class DocumentStore:
             if self._archived:
                 expire_at = created / 1e6 + self._checkpoint_ttl
                 pipe.xadd(
-                    OUTBOX_KEY,
+                    keys.outbox(),
                     outbox.document_put(
                         outbox.Kind.CHECKPOINT,
                         keys.tenant,
@@ -232,7 +234,7 @@ class DocumentStore:
                 )
                 for member in stale:
                     pipe.xadd(
-                        OUTBOX_KEY,
+                        keys.outbox(),
                         outbox.document_delete(
                             outbox.Kind.CHECKPOINT,
                             keys.tenant,
@@ -241,7 +243,8 @@ class DocumentStore:
                     )
             return checkpoint
 
-        return await _optimistic(self._client, [session_key, index_key], step)
+        async with self._marks.writing(tenant, self._archived):
+            return await _optimistic(self._client, [session_key, index_key], step)
 
     async def list_checkpoints(
         self, tenant: Tenant, session_id: str, offset: int, limit: int
@@ -336,14 +339,15 @@ class DocumentStore:
             pipe.json().set(key, "$", doc)
             if self._archived:
                 pipe.xadd(
-                    OUTBOX_KEY,
+                    keys.outbox(),
                     outbox.document_put(
                         outbox.Kind.AGENT_STATE, keys.tenant, agent_id, dict(doc), 0.0
                     ),
                 )
             return doc
 
-        return await _optimistic(self._client, [key], step)
+        async with self._marks.writing(tenant, self._archived):
+            return await _optimistic(self._client, [key], step)
 
     # ---- tool-result cache ------------------------------------------------------------------
 

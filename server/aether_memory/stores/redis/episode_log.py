@@ -16,16 +16,17 @@ import redis.asyncio as aioredis
 from ...domain.episodes import Appended, EpisodeEntry, StoredEntry
 from ...domain.errors import CursorExpired
 from ...domain.tenant import Tenant
-from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, OUTBOX_KEY, keys_of
+from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, keys_of
+from .outbox import OutboxMarks
 
 TAIL_BLOCK_MS = 1000
 MAX_GROUP = 64  # appends sent to Redis in one pipeline
 
-# KEYS: stream, index queue, archive outbox, tenant set, then one event-id key per episode.
-# ARGV: maxlen, event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body, agent,
-# session, type, outcome. Returns {stream id, duplicate} per episode. The index queue, the outbox
-# and the tenant set (one each for all tenants) sit in other slots, so this script needs a single
-# Redis node (not a cluster).
+# KEYS: stream, index queue, the tenant's archive outbox, tenant set, then one event-id key per
+# episode. ARGV: maxlen, event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body,
+# agent, session, type, outcome. Returns {stream id, duplicate} per episode. The index queue and
+# the tenant set (one each for all tenants) sit in other slots, so this script still needs a
+# single Redis node (not a cluster).
 _APPEND_SCRIPT = """
 local out = {}
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -88,9 +89,12 @@ class RedisEpisodeLog:
         self._event_ttl = event_ttl_s
         self._archived = archived
         self._append = client.register_script(_APPEND_SCRIPT)
+        self._marks = OutboxMarks(client)
         # Group commit: appends that arrive while one is in flight (from any stream or tenant)
         # wait for it, then go to Redis together in one pipeline of script calls.
-        self._waiting: list[tuple[list[str], list[str | bytes | int], asyncio.Future[Any]]] = []
+        self._waiting: list[
+            tuple[Tenant, list[str], list[str | bytes | int], asyncio.Future[Any]]
+        ] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -103,6 +107,8 @@ class RedisEpisodeLog:
         keys = keys_of(tenant)
         if not entries:
             return []
+        if self._archived:
+            await self._marks.prepare(tenant)
         args: list[str | bytes | int] = [
             self._max_len,
             self._event_ttl,
@@ -114,12 +120,12 @@ class RedisEpisodeLog:
         script_keys = [
             keys.episodes(),
             EPISODE_INDEX_QUEUE,
-            OUTBOX_KEY,
+            keys.outbox(),
             EPISODE_TENANTS,
             *(keys.event(e.event_id) for e in entries),
         ]
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((script_keys, args, done))
+        self._waiting.append((tenant, script_keys, args, done))
         if not self._flushing:
             self._flushing = True
             self._flusher = asyncio.create_task(self._flush())
@@ -132,25 +138,32 @@ class RedisEpisodeLog:
             while self._waiting:
                 group = self._waiting[:MAX_GROUP]
                 del self._waiting[:MAX_GROUP]
+                # The archiver is told which tenants' outboxes got entries, in the same round
+                # trip (after the scripts: an entry is never announced before it exists).
+                due = {t.name: t for t, _, _, _ in group} if self._archived else {}
                 try:
-                    if len(group) == 1:
-                        script_keys, args, _ = group[0]
+                    if len(group) == 1 and not due:
+                        _, script_keys, args, _ = group[0]
                         results = [await self._append(keys=script_keys, args=args)]
                     else:
                         async with self._client.pipeline(transaction=False) as pipe:
-                            for script_keys, args, _ in group:
+                            for _, script_keys, args, _ in group:
                                 await self._append(keys=script_keys, args=args, client=pipe)
-                            results = await pipe.execute(raise_on_error=False)
+                            for tenant in due.values():
+                                key, member = self._marks.due(tenant)
+                                pipe.zadd(key, member, nx=True)
+                            replies = await pipe.execute(raise_on_error=False)
+                        results = replies[: len(group)]
                 except BaseException as error:  # every waiting caller is told, none is left
                     if not isinstance(error, Exception):  # cancelled: so is every waiting append
-                        for _, _, done in group + self._waiting:
+                        for _, _, _, done in group + self._waiting:
                             done.cancel()
                         raise
-                    for _, _, done in group:
+                    for _, _, _, done in group:
                         if not done.done():
                             done.set_exception(error)
                     continue
-                for (_, _, done), result in zip(group, results, strict=True):
+                for (_, _, _, done), result in zip(group, results, strict=True):
                     if done.done():
                         continue
                     if isinstance(result, Exception):

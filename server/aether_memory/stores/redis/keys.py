@@ -24,8 +24,12 @@ def _part(value: str) -> str:
 
 # The page-token key the service made for itself when none is configured (shared by replicas).
 PAGE_TOKEN_SECRET_KEY = "aether:meta:page-token-secret"
-# The write-behind stream the archiver drains into MongoDB.
-OUTBOX_KEY = "aether:outbox"
+# The write-behind outbox is one stream per tenant (`TenantKeys.outbox`); these list the
+# tenants that have one and the streams with entries not yet taken (stores/redis/outbox.py).
+OUTBOX_TENANTS = "aether:outbox:tenants"
+OUTBOX_DUE = "aether:outbox:due"
+# The single outbox stream every write used before; the archiver still drains it.
+LEGACY_OUTBOX_KEY = "aether:outbox"
 # Episodes waiting to be embedded for SearchEpisodes, and the tenants that have an episode
 # stream (for retention).
 EPISODE_INDEX_QUEUE = "aether:epindex:queue"
@@ -95,6 +99,10 @@ class TenantKeys:
 
     def episodes(self) -> str:
         return self._key("ep")
+
+    def outbox(self) -> str:
+        """The tenant's write-behind stream: its writes' entries for the archive."""
+        return self._key("outbox")
 
     def event(self, event_id: str) -> str:
         return self._key("evt", event_id)

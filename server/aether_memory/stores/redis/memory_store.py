@@ -30,7 +30,8 @@ from ...domain.rerank import Facts, Hits, content_facts, speaker_of
 from ...domain.tenant import Tenant
 from ...telemetry import operation
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, OUTBOX_KEY, TenantKeys, index_meta, keys_of
+from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, TenantKeys, index_meta, keys_of
+from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .vector_slots import SLOTS, other_slot, vector_attribute
 
@@ -290,6 +291,7 @@ class RedisMemoryStore:
             "ef_runtime": hnsw_ef_runtime,
         }
         self._use_vector_type(vector_type)
+        self._marks = OutboxMarks(client)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
         self._field_script = client.register_script(_FIELD_SCRIPT)
@@ -557,16 +559,17 @@ class RedisMemoryStore:
         ]
         if self.archived and archive:
             args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
-        winner = await self._store_script(
-            keys=[
-                keys.memory(memory.id),
-                keys.dedup(fingerprint),
-                keys.links(memory.id),
-                OUTBOX_KEY,
-                *(tail if memory.session_id and archive else []),
-            ],
-            args=args,
-        )
+        async with self._marks.writing(tenant, self.archived and archive):
+            winner = await self._store_script(
+                keys=[
+                    keys.memory(memory.id),
+                    keys.dedup(fingerprint),
+                    keys.links(memory.id),
+                    keys.outbox(),
+                    *(tail if memory.session_id and archive else []),
+                ],
+                args=args,
+            )
         winner_id = winner.decode() if isinstance(winner, bytes) else str(winner)
         if winner_id == memory.id and memory.related_ids:
             await self._link_back(keys, memory.id, memory.related_ids)
@@ -592,15 +595,16 @@ class RedisMemoryStore:
         ]
         if self.archived:
             args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
-        done = await self._retier_script(
-            keys=[
-                keys.memory(memory.id),
-                keys.dedup(fingerprint),
-                keys.access(memory.id),
-                OUTBOX_KEY,
-            ],
-            args=args,
-        )
+        async with self._marks.writing(tenant, self.archived):
+            done = await self._retier_script(
+                keys=[
+                    keys.memory(memory.id),
+                    keys.dedup(fingerprint),
+                    keys.access(memory.id),
+                    keys.outbox(),
+                ],
+                args=args,
+            )
         return bool(done)
 
     async def evict(self, tenant: Tenant, memory: Memory, fingerprint: str) -> bool:
@@ -639,7 +643,10 @@ class RedisMemoryStore:
         then nothing is written and the answer is False. A forgotten memory stays forgotten."""
         keys = keys_of(tenant)
         key = keys.memory(memory.id)
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with (
+            self._marks.writing(tenant, self.archived),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
             await pipe.watch(key)
             held = await pipe.hget(key, "update_time")
             if held is None or _num(held.decode(), -1.0) != expected_update_time:
@@ -667,7 +674,7 @@ class RedisMemoryStore:
                 pipe.sadd(keys.links(memory.id), other)
                 pipe.sadd(keys.links(other), memory.id)
             if self.archived:
-                pipe.xadd(OUTBOX_KEY, outbox.memory_put(keys.tenant, memory, self.model))
+                pipe.xadd(keys.outbox(), outbox.memory_put(keys.tenant, memory, self.model))
             try:
                 await pipe.execute()
             except redis.exceptions.WatchError:
@@ -685,7 +692,10 @@ class RedisMemoryStore:
         keys = keys_of(tenant)
         if not memories and not archived_only:
             return
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with (
+            self._marks.writing(tenant, self.archived),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
             for memory, fingerprint in memories:
                 pipe.delete(keys.memory(memory.id), keys.links(memory.id), keys.access(memory.id))
                 pipe.delete(keys.dedup(fingerprint))
@@ -693,7 +703,7 @@ class RedisMemoryStore:
                     pipe.srem(keys.links(other), memory.id)
             if self.archived:
                 for memory_id in [m.id for m, _ in memories] + list(archived_only):
-                    pipe.xadd(OUTBOX_KEY, outbox.memory_delete(keys.tenant, memory_id))
+                    pipe.xadd(keys.outbox(), outbox.memory_delete(keys.tenant, memory_id))
             await pipe.execute()
 
     # ---- reads ---------------------------------------------------------------------------

@@ -1,67 +1,180 @@
-"""The archive outbox in Redis: one stream every hot-tier write appends to (in the write's own
-script or transaction), read by the archiver through a consumer group. Entries read but not yet
-confirmed stay pending and are delivered again; a confirmed entry is acknowledged and deleted
-in one transaction, so the stream's length is the backlog."""
+"""The archive outbox in Redis: one stream per tenant, in the tenant's slot, that each of the
+tenant's hot-tier writes appends to in the write's own script or transaction (so no write
+touches two slots, and a Redis Cluster can hold it). The archiver reads each stream through a
+consumer group: entries read but not yet confirmed stay pending and are delivered again; a
+confirmed entry is acknowledged and deleted in one transaction, so the streams' lengths are the
+backlog.
+
+Finding the streams with work, without scanning Redis:
+
+- `aether:outbox:tenants` lists every tenant that has an outbox. A writer adds its tenant (and
+  creates the stream's consumer group) before the tenant's first archived write in the process;
+  a tenant stays listed.
+- `aether:outbox:due` holds the streams with entries the archiver has not taken yet: a writer
+  adds its stream after the write (`OutboxMarks`), the archiver pops streams from it, blocking
+  while it is empty, and puts a stream back when it left entries there.
+- A writer that dies between its write and its mark leaves an entry no mark points at: the
+  archiver's sweep (on taking the lease, then periodically) puts every listed stream with
+  entries back on the due set. The same sweep drains `aether:outbox`, the single stream every
+  write used before (an upgraded deployment's backlog).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from ...domain.outbox import Backlog, OutboxEntry
-from .keys import OUTBOX_KEY
+from ...domain.tenant import Tenant
+from .keys import LEGACY_OUTBOX_KEY, OUTBOX_DUE, OUTBOX_TENANTS, keys_of
 
 GROUP = "archivers"
 CONSUMER = "archiver"  # one name for every replica: only the archiver lease's holder reads
 
 
+async def _create_group(client: Any, stream: str) -> None:
+    try:
+        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except aioredis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+class OutboxMarks:
+    """What a writer does around each write that appends to its tenant's outbox."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client: Any = client
+        self._listed: set[str] = set()  # tenants whose stream and group exist (this process)
+
+    async def prepare(self, tenant: Tenant) -> None:
+        """Before the write: the tenant's stream, its consumer group and its listing."""
+        if tenant.name in self._listed:
+            return
+        await _create_group(self._client, keys_of(tenant).outbox())
+        await self._client.sadd(OUTBOX_TENANTS, tenant.name)
+        self._listed.add(tenant.name)
+
+    def due(self, tenant: Tenant) -> tuple[str, dict[str, float]]:
+        """ZADD NX arguments that put the tenant's stream on the due set (for a pipeline);
+        an entry already there keeps its older time, so the longest waiting goes first."""
+        return OUTBOX_DUE, {keys_of(tenant).outbox(): time.time()}
+
+    async def mark(self, tenant: Tenant) -> None:
+        """After the write: the archiver is told the stream has an entry."""
+        key, member = self.due(tenant)
+        await self._client.zadd(key, member, nx=True)
+
+    @contextlib.asynccontextmanager
+    async def writing(self, tenant: Tenant, archived: bool = True) -> AsyncIterator[None]:
+        """`prepare` before the block and `mark` after it, when `archived`; nothing is marked
+        when the write raised (whatever it did write is found by the archiver's sweep)."""
+        if not archived:
+            yield
+            return
+        await self.prepare(tenant)
+        yield
+        await self.mark(tenant)
+
+
 class RedisOutbox:
-    def __init__(self, client: aioredis.Redis, *, batch: int) -> None:
+    """The archiver's side: which streams have work, and each stream's entries."""
+
+    def __init__(self, client: aioredis.Redis, *, batch: int, streams_per_step: int = 64) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._batch = batch
+        self._streams_per_step = streams_per_step
+
+    @property
+    def batch(self) -> int:
+        return self._batch
 
     async def ensure(self) -> None:
-        """The consumer group (and the stream), if they do not exist yet."""
-        try:
-            await self._client.xgroup_create(OUTBOX_KEY, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        """Nothing to create up front: writers create their tenants' streams and groups."""
+
+    async def _streams(self) -> list[str]:
+        """Every listed tenant's stream, and the single stream of before, if it still exists."""
+        tenants = sorted(t.decode() for t in await self._client.smembers(OUTBOX_TENANTS))
+        streams = [keys_of(Tenant(t)).outbox() for t in tenants]
+        if await self._client.exists(LEGACY_OUTBOX_KEY):
+            streams.append(LEGACY_OUTBOX_KEY)
+        return streams
 
     async def backlog(self) -> Backlog:
         """Entries not yet archived, and how long the oldest has waited."""
+        streams = await self._streams()
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.xlen(OUTBOX_KEY)
-            pipe.xrange(OUTBOX_KEY, "-", "+", count=1)
-            length, first = await pipe.execute()
-        if not first:
-            return Backlog(int(length), 0.0)
-        first_ms = int(first[0][0].decode().partition("-")[0])
-        return Backlog(int(length), max(0.0, time.time() - first_ms / 1000))
+            for stream in streams:
+                pipe.xlen(stream)
+                pipe.xrange(stream, "-", "+", count=1)
+            replies = await pipe.execute()
+        entries, oldest_ms = 0, None
+        for length, first in zip(replies[::2], replies[1::2], strict=True):
+            entries += int(length)
+            if first:
+                first_ms = int(first[0][0].decode().partition("-")[0])
+                oldest_ms = first_ms if oldest_ms is None else min(oldest_ms, first_ms)
+        if oldest_ms is None:
+            return Backlog(entries, 0.0)
+        return Backlog(entries, max(0.0, time.time() - oldest_ms / 1000))
 
-    async def pending(self) -> list[OutboxEntry]:
+    async def sweep(self) -> int:
+        """Put every stream that holds entries on the due set; how many there were."""
+        streams = await self._streams()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+        with_entries = [s for s, n in zip(streams, lengths, strict=True) if int(n)]
+        for stream in with_entries:
+            await self.requeue(stream)
+        return len(with_entries)
+
+    async def due(self, block_ms: int) -> list[str]:
+        """Streams with entries to take, longest waiting first; waits up to `block_ms` for
+        one. A stream taken here is off the due set until a writer or `requeue` adds it."""
+        popped = await self._client.zpopmin(OUTBOX_DUE, self._streams_per_step)
+        if not popped and block_ms > 0:
+            one = await self._client.bzpopmin(OUTBOX_DUE, timeout=block_ms / 1000)
+            popped = [(one[1], one[2])] if one else []
+        return [member.decode() for member, _ in popped]
+
+    async def requeue(self, stream: str) -> None:
+        """Back on the due set: the stream still holds entries."""
+        await self._client.zadd(OUTBOX_DUE, {stream: time.time()}, nx=True)
+
+    async def pending(self, stream: str) -> list[OutboxEntry]:
         """Entries delivered before and not confirmed (a failed write, a crash), oldest first."""
-        return await self._read("0", None)
+        return await self._read(stream, "0")
 
-    async def new(self, block_ms: int) -> list[OutboxEntry]:
-        """Entries never delivered, oldest first; waits up to `block_ms` for one."""
-        return await self._read(">", block_ms)
+    async def new(self, stream: str) -> list[OutboxEntry]:
+        """Entries never delivered, oldest first."""
+        return await self._read(stream, ">")
 
-    async def _read(self, position: str, block_ms: int | None) -> list[OutboxEntry]:
-        reply = await self._client.xreadgroup(
-            GROUP, CONSUMER, {OUTBOX_KEY: position}, count=self._batch, block=block_ms
-        )
+    async def _read(self, stream: str, position: str) -> list[OutboxEntry]:
+        try:
+            reply = await self._client.xreadgroup(
+                GROUP, CONSUMER, {stream: position}, count=self._batch
+            )
+        except aioredis.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            # The stream was made without its group (the key was deleted while a writer
+            # remembered its tenant as prepared): make it, from the stream's first entry.
+            await _create_group(self._client, stream)
+            return await self._read(stream, position)
         return [
             OutboxEntry.decode(i, fields) for _, messages in reply or [] for i, fields in messages
         ]
 
-    async def confirm(self, stream_ids: Sequence[str]) -> None:
+    async def confirm(self, stream: str, stream_ids: Sequence[str]) -> None:
         """The archive holds these entries: acknowledge and delete them."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(OUTBOX_KEY, GROUP, *stream_ids)
-            pipe.xdel(OUTBOX_KEY, *stream_ids)
+            pipe.xack(stream, GROUP, *stream_ids)
+            pipe.xdel(stream, *stream_ids)
             await pipe.execute()
