@@ -1,0 +1,135 @@
+"""A real local Redis Cluster for tests and benchmarks: primaries and replicas on loopback, each
+the same `redis-server` with the same Search, JSON and Bloom modules the embedded mode runs.
+
+The slots are split evenly over the primaries; each replica follows one primary. Nodes run
+without persistence (a test's cluster lives for the test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from aether_memory.stores.redis.embedded import redis_command
+
+from .servers import free_port
+
+SLOTS = 16384
+
+
+@dataclass
+class Node:
+    port: int
+    bus_port: int
+    process: subprocess.Popen[bytes]
+    node_id: str = ""
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=30)
+
+
+@dataclass
+class LocalCluster:
+    primaries: list[Node]
+    replicas: list[Node] = field(default_factory=list)
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", n.port) for n in self.primaries + self.replicas]
+
+    def owner(self, slot: int) -> Node:
+        """The primary serving `slot` now (asked of the cluster, not assumed)."""
+        for start, end, primary, *_ in (
+            self.primaries[0].client().execute_command("CLUSTER", "SLOTS")
+        ):
+            if start <= slot <= end:
+                port = int(primary[1])
+                return next(n for n in self.primaries if n.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+
+def _start(base: Path, name: str) -> Node:
+    directory = base / name
+    directory.mkdir(parents=True)
+    port, bus = free_port(), free_port()
+    command = [
+        *redis_command(directory, port, "everysec"),
+        "--appendonly", "no",
+        "--cluster-enabled", "yes",
+        "--cluster-port", str(bus),
+        "--cluster-config-file", str(directory / "nodes.conf"),
+        "--cluster-node-timeout", "2000",
+    ]  # fmt: skip
+    log = (directory / "redis.log").open("wb")
+    return Node(port, bus, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+
+
+def _wait(what: str, condition: object, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if condition():  # type: ignore[operator]
+                return
+        except redis.exceptions.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"local Redis Cluster: not within {within_s:.0f} s: {what}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator[LocalCluster]:
+    """Start `primaries` primaries with `replicas` replicas each; stop them all on exit."""
+    cluster = LocalCluster([_start(base, f"primary-{i}") for i in range(primaries)])
+    try:
+        cluster.replicas = [
+            _start(base, f"replica-{i}-{r}") for i in range(primaries) for r in range(replicas)
+        ]
+        nodes = cluster.primaries + cluster.replicas
+        for node in nodes:
+            _wait(f"port {node.port} answers", node.client().ping)
+            node.node_id = node.client().execute_command("CLUSTER", "MYID").decode()
+        for i, node in enumerate(cluster.primaries):
+            first, last = i * SLOTS // primaries, (i + 1) * SLOTS // primaries - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node in nodes[1:]:
+            node.client().execute_command(
+                "CLUSTER", "MEET", "127.0.0.1", nodes[0].port, nodes[0].bus_port
+            )
+        _wait(
+            "every node knows every other",
+            lambda: all(
+                len(n.client().execute_command("CLUSTER", "NODES").decode().splitlines())
+                == len(nodes)
+                for n in nodes
+            ),
+        )
+        for i, node in enumerate(cluster.replicas):
+            primary = cluster.primaries[i // replicas]
+            node.client().execute_command("CLUSTER", "REPLICATE", primary.node_id)
+        _wait(
+            "the cluster is ok and every replica in sync",
+            lambda: (
+                all(n.client().cluster("INFO")["cluster_state"] == "ok" for n in nodes)
+                and all(
+                    n.client().info("replication").get("master_link_status") == "up"
+                    for n in cluster.replicas
+                )
+            ),
+        )
+        yield cluster
+    finally:
+        for node in cluster.primaries + cluster.replicas:
+            node.process.terminate()
+        for node in cluster.primaries + cluster.replicas:
+            try:
+                node.process.wait(10)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
