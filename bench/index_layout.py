@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,17 +39,11 @@ from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from aether_memory.stores.redis.vector_slots import SLOTS
 from bench.output import publish
 
+from .episodes import pct
+
 DIMENSION = 384
 TOPICS = ["travel", "food", "health", "work", "family", "music", "sport", "books"]
 QUERIES = 200
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50_ms": 1000 * statistics.median(ordered),
-        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-    }
 
 
 def schema_args(store: RedisMemoryStore, prefix: str) -> list[Any]:
