@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -597,3 +597,54 @@ async def test_the_single_outbox_of_earlier_versions_is_drained(archived: Runnin
             assert await archived_ids(archived, tenant.tenant) == {memory.id}
         finally:
             await redis.delete(LEGACY_OUTBOX_KEY)
+
+
+async def test_many_small_tenants_share_archive_writes(archived: Running) -> None:
+    """Thirty tenants with one new memory each: one step reads the thirty streams in one round
+    trip and writes them to the archive in one batch, not thirty."""
+    real = archiver(archived).archive
+    calls: list[int] = []
+
+    class Counted:
+        async def ensure(self) -> object:
+            return await real.ensure()
+
+        async def apply(self, entries: Sequence[OutboxEntry]) -> int:
+            calls.append(len(entries))
+            return await real.apply(entries)
+
+    async with (
+        archiver_held_still(archived),
+        grpc.aio.insecure_channel(archived.address) as channel,
+    ):
+        mine = Archiver(
+            RedisOutbox(archived.redis, batch=50),
+            Counted(),
+            Lease(archived.redis, "aether:test:archiver-lease", 10_000),
+            sweep_s=3600,
+        )
+        await mine.step(block_ms=0)  # the first step's sweep takes whatever earlier tests left
+        calls.clear()
+        tenants = [new_client(channel) for _ in range(30)]
+        stored = [await store(t, f"the only note of tenant {n}") for n, t in enumerate(tenants)]
+        assert await mine.step(block_ms=0) == 30
+        assert calls == [30]
+        for tenant, memory in zip(tenants, stored, strict=True):
+            assert await archived_ids(archived, tenant.tenant) == {memory.id}
+
+
+async def test_writes_survive_redis_forgetting_its_scripts(archived: Running) -> None:
+    """Stores and episode appends send their scripts by EVALSHA in one round trip with their
+    outbox marks; a Redis that lost its scripts (a restart, SCRIPT FLUSH) answers NOSCRIPT and
+    the round trip is sent again with the script loaded: nothing fails, nothing is lost."""
+    async with grpc.aio.insecure_channel(archived.address) as channel:
+        tenant = new_client(channel)
+        await archived.redis.script_flush()
+        memory = await store(tenant, "stored after the scripts were flushed")
+        await archived.redis.script_flush()
+        acks = await record(tenant, [episode("after-flush-1"), episode("after-flush-2")])
+        assert all(a.HasField("written") for a in acks)
+        await archiver(archived).drain()
+        assert await archived_ids(archived, tenant.tenant) == {memory.id}
+        episodes = archiver(archived).archive.episodes
+        assert await episodes.count_documents({"tenant": tenant.tenant}) == 2

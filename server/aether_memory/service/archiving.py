@@ -1,9 +1,11 @@
 """The archiver: moves outbox entries to MongoDB, acknowledging each only after MongoDB did.
 
 The outbox is one stream per tenant. The archiver takes the streams that writers marked due
-(waiting while none is), and from each archives one batch: its pending entries (read before but
-not confirmed: a failed write, a crash) or else its new ones. A stream that may hold more goes
-back on the due set, so a busy tenant cannot hold the others up. A periodic sweep (and one on
+(waiting while none is) and reads a batch from each in one round trip: its pending entries
+(read before but not confirmed: a failed write, a crash) or else its new ones. It writes them
+to the archive in batches across tenants, so many small tenants cost no more archive round
+trips than one large one. A stream that may hold more goes back on the due set, so a busy
+tenant cannot hold the others up. A periodic sweep (and one on
 taking the lease) puts back any stream with entries that no mark points at (its writer died
 between the write and the mark).
 
@@ -21,7 +23,7 @@ import logging
 import math
 import time
 
-from ..domain.outbox import Backlog
+from ..domain.outbox import Backlog, OutboxEntry
 from ..stores.backend_errors import archive_failed
 from ..telemetry import instruments, operation
 from .ports import ArchiveWriter, JobLease, Outbox
@@ -63,36 +65,42 @@ class Archiver:
         return await self.outbox.backlog()
 
     async def step(self, block_ms: int | None = None, *, sweep: bool = False) -> int:
-        """Archive one batch from each due stream; how many entries were archived."""
+        """Archive what the due streams hold (a batch from each, read in one round trip and
+        written to the archive `batch` entries at a time); how many entries were archived."""
         if sweep or time.monotonic() - self._swept_at >= self._sweep_s:
             await self.outbox.sweep()
             self._swept_at = time.monotonic()
         streams = await self.outbox.due(self._block_ms if block_ms is None else block_ms)
-        done = 0
-        for n, stream in enumerate(streams):
-            try:
-                done += await self._archive(stream)
-            except BaseException:
-                for left in streams[n:]:  # they still hold entries; the sweep is the fallback
-                    with contextlib.suppress(Exception):
-                        await self.outbox.requeue(left)
-                raise
-        return done
-
-    async def _archive(self, stream: str) -> int:
-        pending = await self.outbox.pending(stream)
-        entries = pending or await self.outbox.new(stream)
-        if not entries:
+        if not streams:
             return 0
+        batch = self.outbox.batch
+        try:
+            found = await self.outbox.read(streams)
+            taken = [(stream, entry) for stream, entries, _ in found for entry in entries]
+            for start in range(0, len(taken), batch):
+                await self._archive(taken[start : start + batch])
+        except BaseException:
+            for stream in streams:  # they still hold entries; the sweep is the fallback
+                with contextlib.suppress(Exception):
+                    await self.outbox.requeue(stream)
+            raise
+        for stream, entries, pending in found:
+            if pending or len(entries) >= batch:  # more may wait behind these
+                await self.outbox.requeue(stream)
+        return len(taken)
+
+    async def _archive(self, taken: list[tuple[str, OutboxEntry]]) -> None:
+        """Write entries (each stream's in its order) to the archive, then confirm them."""
+        confirmed: dict[str, list[str]] = {}
+        for stream, entry in taken:
+            confirmed.setdefault(stream, []).append(entry.stream_id)
         with operation(
-            "aether.archive.batch", attributes={"aether.archive.entries": len(entries)}
+            "aether.archive.batch", attributes={"aether.archive.entries": len(taken)}
         ) as span:
-            span.set_attribute("aether.archive.documents", await self.archive.apply(entries))
-            await self.outbox.confirm(stream, [e.stream_id for e in entries])
-        self.archived += len(entries)
-        if pending or len(entries) >= self.outbox.batch:  # new entries may wait behind these
-            await self.outbox.requeue(stream)
-        return len(entries)
+            written = await self.archive.apply([entry for _, entry in taken])
+            span.set_attribute("aether.archive.documents", written)
+            await self.outbox.confirm(confirmed)
+        self.archived += len(taken)
 
     async def observe(self) -> None:
         """The backlog gauges, at most every `observe_s` (the backlog reads every stream)."""

@@ -8,6 +8,7 @@ episode plus the few fields subscribers filter on, so filtering never decodes pa
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from ...domain.errors import CursorExpired
 from ...domain.tenant import Tenant
 from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, keys_of
 from .outbox import OutboxMarks
+from .scripts import evalsha_pipelined
 
 TAIL_BLOCK_MS = 1000
 MAX_GROUP = 64  # appends sent to Redis in one pipeline
@@ -50,6 +52,11 @@ for i = 5, #KEYS do
 end
 return out
 """
+
+
+def _zadd_nx(members: list[tuple[str, dict[str, float]]], pipe: Any) -> None:
+    for key, member in members:
+        pipe.zadd(key, member, nx=True)
 
 
 def _text(value: bytes | str | None) -> str:
@@ -140,20 +147,19 @@ class RedisEpisodeLog:
                 del self._waiting[:MAX_GROUP]
                 # The archiver is told which tenants' outboxes got entries, in the same round
                 # trip (after the scripts: an entry is never announced before it exists).
-                due = {t.name: t for t, _, _, _ in group} if self._archived else {}
+                tenants = {t.name: t for t, _, _, _ in group} if self._archived else {}
+                due = [self._marks.due(t) for t in tenants.values()]
                 try:
                     if len(group) == 1 and not due:
                         _, script_keys, args, _ = group[0]
                         results = [await self._append(keys=script_keys, args=args)]
                     else:
-                        async with self._client.pipeline(transaction=False) as pipe:
-                            for _, script_keys, args, _ in group:
-                                await self._append(keys=script_keys, args=args, client=pipe)
-                            for tenant in due.values():
-                                key, member = self._marks.due(tenant)
-                                pipe.zadd(key, member, nx=True)
-                            replies = await pipe.execute(raise_on_error=False)
-                        results = replies[: len(group)]
+                        results = await evalsha_pipelined(
+                            self._client,
+                            self._append,
+                            [(script_keys, args) for _, script_keys, args, _ in group],
+                            functools.partial(_zadd_nx, due),
+                        )
                 except BaseException as error:  # every waiting caller is told, none is left
                     if not isinstance(error, Exception):  # cancelled: so is every waiting append
                         for _, _, _, done in group + self._waiting:

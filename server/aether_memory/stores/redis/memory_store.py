@@ -33,6 +33,7 @@ from .embedded import HASH_LISTPACK_VALUE
 from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, TenantKeys, index_meta, keys_of
 from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
+from .scripts import evalsha_pipelined
 from .vector_slots import SLOTS, other_slot, vector_attribute
 
 log = logging.getLogger(__name__)
@@ -557,19 +558,28 @@ class RedisMemoryStore:
             *fields,
             *memory.related_ids,
         ]
+        script_keys = [
+            keys.memory(memory.id),
+            keys.dedup(fingerprint),
+            keys.links(memory.id),
+            keys.outbox(),
+            *(tail if memory.session_id and archive else []),
+        ]
         if self.archived and archive:
             args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
-        async with self._marks.writing(tenant, self.archived and archive):
-            winner = await self._store_script(
-                keys=[
-                    keys.memory(memory.id),
-                    keys.dedup(fingerprint),
-                    keys.links(memory.id),
-                    keys.outbox(),
-                    *(tail if memory.session_id and archive else []),
-                ],
-                args=args,
+            await self._marks.prepare(tenant)
+            due, member = self._marks.due(tenant)
+            # The outbox's due mark goes in the same round trip, after the script.
+            [winner] = await evalsha_pipelined(
+                self._client,
+                self._store_script,
+                [(script_keys, args)],
+                lambda pipe: pipe.zadd(due, member, nx=True),
             )
+            if isinstance(winner, Exception):
+                raise winner
+        else:
+            winner = await self._store_script(keys=script_keys, args=args)
         winner_id = winner.decode() if isinstance(winner, bytes) else str(winner)
         if winner_id == memory.id and memory.related_ids:
             await self._link_back(keys, memory.id, memory.related_ids)

@@ -31,9 +31,17 @@ import redis.asyncio as aioredis
 from ...domain.outbox import Backlog, OutboxEntry
 from ...domain.tenant import Tenant
 from .keys import LEGACY_OUTBOX_KEY, OUTBOX_DUE, OUTBOX_TENANTS, keys_of
+from .scripts import evalsha_pipelined
 
 GROUP = "archivers"
 CONSUMER = "archiver"  # one name for every replica: only the archiver lease's holder reads
+
+# KEYS: a stream. ARGV: the group, then entry ids. Acknowledged and deleted together: an entry
+# acknowledged but left in the stream would never be delivered again, yet count as backlog.
+_CONFIRM_SCRIPT = """
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+"""
 
 
 async def _create_group(client: Any, stream: str) -> None:
@@ -89,6 +97,7 @@ class RedisOutbox:
         self._client: Any = client
         self._batch = batch
         self._streams_per_step = streams_per_step
+        self._confirm = client.register_script(_CONFIRM_SCRIPT)
 
     @property
     def batch(self) -> int:
@@ -148,33 +157,39 @@ class RedisOutbox:
         """Back on the due set: the stream still holds entries."""
         await self._client.zadd(OUTBOX_DUE, {stream: time.time()}, nx=True)
 
-    async def pending(self, stream: str) -> list[OutboxEntry]:
-        """Entries delivered before and not confirmed (a failed write, a crash), oldest first."""
-        return await self._read(stream, "0")
+    async def read(self, streams: Sequence[str]) -> list[tuple[str, list[OutboxEntry], bool]]:
+        """Up to a batch of entries from each stream, in one round trip: its pending entries
+        (delivered before, not confirmed: a failed write, a crash) if it has any, else its new
+        ones; and whether they were pending. Oldest first within each stream."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xreadgroup(GROUP, CONSUMER, {stream: "0"}, count=self._batch)
+                pipe.xreadgroup(GROUP, CONSUMER, {stream: ">"}, count=self._batch)
+            replies = await pipe.execute(raise_on_error=False)
+        found: list[tuple[str, list[OutboxEntry], bool]] = []
+        for n, stream in enumerate(streams):
+            pending, new = replies[2 * n], replies[2 * n + 1]
+            if isinstance(pending, aioredis.ResponseError) or isinstance(
+                new, aioredis.ResponseError
+            ):
+                if "NOGROUP" not in str(pending) + str(new):
+                    raise pending if isinstance(pending, Exception) else new
+                # The stream was made without its group (its key was deleted while a writer
+                # remembered its tenant as prepared): make it; read it on its next turn.
+                await _create_group(self._client, stream)
+                found.append((stream, [], True))
+                continue
+            entries = _entries(pending)
+            found.append((stream, entries or _entries(new), bool(entries)))
+        return found
 
-    async def new(self, stream: str) -> list[OutboxEntry]:
-        """Entries never delivered, oldest first."""
-        return await self._read(stream, ">")
+    async def confirm(self, confirmed: dict[str, list[str]]) -> None:
+        """The archive holds these entries (stream -> entry ids): acknowledge and delete them."""
+        calls = [([s], [GROUP, *ids]) for s, ids in confirmed.items() if ids]
+        for reply in await evalsha_pipelined(self._client, self._confirm, calls):
+            if isinstance(reply, Exception):
+                raise reply
 
-    async def _read(self, stream: str, position: str) -> list[OutboxEntry]:
-        try:
-            reply = await self._client.xreadgroup(
-                GROUP, CONSUMER, {stream: position}, count=self._batch
-            )
-        except aioredis.ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
-            # The stream was made without its group (the key was deleted while a writer
-            # remembered its tenant as prepared): make it, from the stream's first entry.
-            await _create_group(self._client, stream)
-            return await self._read(stream, position)
-        return [
-            OutboxEntry.decode(i, fields) for _, messages in reply or [] for i, fields in messages
-        ]
 
-    async def confirm(self, stream: str, stream_ids: Sequence[str]) -> None:
-        """The archive holds these entries: acknowledge and delete them."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, GROUP, *stream_ids)
-            pipe.xdel(stream, *stream_ids)
-            await pipe.execute()
+def _entries(reply: Any) -> list[OutboxEntry]:
+    return [OutboxEntry.decode(i, fields) for _, messages in reply or [] for i, fields in messages]

@@ -1,0 +1,43 @@
+"""Script calls that share one round trip with other commands.
+
+redis-py's pipelines make sure of a script with SCRIPT EXISTS before every execution: one more
+round trip per call. Here the scripts go by EVALSHA alone; when Redis answers NOSCRIPT (it restarted
+or its scripts were flushed: NOSCRIPT means the script did not run), the script is loaded and
+the whole round trip sent again. Every command sent with it must be safe to send twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+ScriptCall = tuple[Sequence[Any], Sequence[Any]]  # keys, args
+
+
+async def evalsha_pipelined(
+    client: Any,
+    script: AsyncScript,
+    calls: Sequence[ScriptCall],
+    then: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Run `script` once per (keys, args), then the commands `then` adds to the pipeline, in one
+    round trip; the scripts' replies, each an exception object where that call failed."""
+    for attempt in (1, 2):
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if then is not None:
+                then(pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        results = list(replies[: len(calls)])
+        if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+            await client.script_load(script.script)
+            continue
+        for reply in replies[len(calls) :]:
+            if isinstance(reply, Exception):
+                raise reply
+        return results
+    raise AssertionError("unreachable")
