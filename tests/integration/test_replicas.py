@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aether.memory.v1 import (
     episode_pb2,
     episode_service_pb2,
@@ -21,6 +22,8 @@ from aether.memory.v1 import (
 
 from aether_memory.app import Running, serve
 from aether_memory.settings import Settings
+from aether_memory.stores.redis.episode_index import RedisEpisodeIndex
+from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from tests.support.faults import start_redis
 from tests.support.servers import free_port
 from tests.support.waiting import until
@@ -187,3 +190,29 @@ async def test_reads_on_both_replicas_add_up_in_the_access_count(
         return counts == [5, 5]
 
     await until(counted, "both replicas show the five reads made through either", within_s=20)
+
+
+async def test_replicas_starting_together_both_find_or_make_the_indexes(tmp_path: Path) -> None:
+    """Replicas (and `serve --workers`) start at once: each checks that an index is missing and
+    creates it, and all but one find it made meanwhile. Each must start, not fail on
+    "Index already exists" (a `--workers` worker did, and was restarted)."""
+    port = free_port()
+    redis = await start_redis(tmp_path, port)
+    clients = [aioredis.Redis(port=port) for _ in range(4)]
+    try:
+        for attempt in range(10):
+            name = f"race-{attempt}"
+            memories = [RedisMemoryStore(c, index_name=name, dimension=8) for c in clients]
+            episodes = [
+                RedisEpisodeIndex(c, index_name=f"{name}-episodes", dimension=8) for c in clients
+            ]
+            await asyncio.gather(*(m.ensure_index() for m in memories))
+            await asyncio.gather(*(e.ensure() for e in episodes))
+            assert {m.dimension for m in memories} == {8}
+            names = {n.decode() for n in await clients[0].execute_command("FT._LIST")}
+            assert {name, f"{name}-episodes"} <= names
+    finally:
+        for c in clients:
+            await c.aclose()
+        redis.kill()
+        await asyncio.to_thread(redis.wait)

@@ -25,7 +25,7 @@ from ...domain.tenant import Tenant
 from .episode_log import stream_id_key
 from .keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, keys_of
 from .query import SINGLE_VALUE, tag_in
-from .vector_slots import SLOTS, vector_attribute
+from .vector_slots import SLOTS, create_index, vector_attribute
 
 GROUP = "aether-episode-indexers"
 
@@ -80,9 +80,7 @@ class RedisEpisodeIndex:
 
     async def ensure(self) -> None:
         """Create the index if it does not exist; an existing one keeps its vector slot."""
-        if not await self.index.exists():
-            await self.index.create(overwrite=False)
-        else:
+        if await self.index.exists() or not await create_index(self.index):
             held = vector_attribute(await self.index.info())
             if held is not None and held.slot != self.vector_slot:
                 self._use_slot(held.slot)

@@ -34,7 +34,7 @@ from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, TenantKeys, index_meta, key
 from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .scripts import evalsha_pipelined
-from .vector_slots import SLOTS, other_slot, vector_attribute
+from .vector_slots import SLOTS, create_index, other_slot, vector_attribute
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ class RedisMemoryStore:
         and one made before a text field existed gets it with FT.ALTER (new and rewritten
         memories are then indexed by it; older ones have no value for it anyway).
         """
-        if await self.index.exists():
+        if await self.index.exists() or not await create_index(self.index):
             info = await self.index.info()
             present = set()
             for attribute in info.get("attributes", []):
@@ -381,11 +381,13 @@ class RedisMemoryStore:
                     self._use_vector_type(held.vector_type)
             for name, spec in ADDED_FIELDS.items():
                 if name not in present:
-                    await self._client.execute_command(
-                        "FT.ALTER", self.schema.index.name, "SCHEMA", "ADD", name, *spec
-                    )
-        else:
-            await self.index.create(overwrite=False)
+                    try:
+                        await self._client.execute_command(
+                            "FT.ALTER", self.schema.index.name, "SCHEMA", "ADD", name, *spec
+                        )
+                    except redis.exceptions.ResponseError as error:
+                        if "Duplicate" not in str(error):  # another replica added it first
+                            raise
         await self._check_hash_encoding()
 
     async def _check_hash_encoding(self) -> None:

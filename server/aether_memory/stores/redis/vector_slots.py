@@ -21,6 +21,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redisvl.exceptions import RedisSearchError
+from redisvl.index import AsyncSearchIndex
 
 from .keys import index_meta
 
@@ -148,4 +150,16 @@ async def drop_index(client: Any, index_name: str) -> bool:
         if "unknown index" in str(error).lower() or "no such index" in str(error).lower():
             return False
         raise
+    return True
+
+
+async def create_index(index: AsyncSearchIndex) -> bool:
+    """Create `index`; False when it exists already. Replicas (and `serve --workers`) start
+    together, so another may create it between a check that it is missing and this call."""
+    try:
+        await index.create(overwrite=False)
+    except RedisSearchError as error:
+        if "already exists" not in str(error):
+            raise
+        return False
     return True
