@@ -294,9 +294,13 @@ async def test_workers_share_one_port_and_one_redis_and_a_dead_worker_is_replace
             if await _listeners(port) == 2:
                 break
             await asyncio.sleep(0.1)
-    finally:
+    except BaseException:
         parent.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(parent.communicate(), 60)
+        print(out.decode())  # the parent's and workers' own account, shown with the failure
+        raise
+    parent.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(parent.communicate(), 60)
     text = out.decode()
     assert parent.returncode == 0, text
     assert text.count("aether-memory: serving on") == 3  # 2, then the one started again
