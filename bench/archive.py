@@ -91,7 +91,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 archive,
                 Lease(client, ARCHIVER_LEASE, 10_000),
             )
-            await archiver.ensure()
             keys = Tenant("bench")
             result: dict[str, Any] = {"backlog": args.backlog, "batch": args.batch}
 

@@ -193,7 +193,6 @@ async def build(
             archive,
             Lease(client, ARCHIVER_LEASE, ARCHIVER_LEASE_MS),
         )
-        await archiver.ensure()
     maintenance = Maintenance(
         memory_store,
         archive,

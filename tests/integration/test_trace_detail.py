@@ -31,12 +31,18 @@ def test_a_step_s_attributes_are_named_under_the_step_without_repeating_it() -> 
     )
 
 
-async def test_default_detail_makes_one_span_per_call_with_each_steps_figures(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
+def recording() -> tuple[InMemorySpanExporter, TracerProvider]:
+    """A tracer provider that keeps every finished span in memory."""
     exported = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exported))
+    return exported, provider
+
+
+async def test_default_detail_makes_one_span_per_call_with_each_steps_figures(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    exported, provider = recording()
     settings = traced_settings(tmp_path_factory, None)
     assert settings.trace_detail == "calls"
     interceptors = aio_client_interceptors(tracer_provider=provider)
@@ -86,9 +92,7 @@ async def test_default_detail_makes_one_span_per_call_with_each_steps_figures(
 async def test_operations_detail_makes_a_span_per_step_but_none_per_redis_command(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
+    exported, provider = recording()
     async with (
         serve(traced_settings(tmp_path_factory, "operations"), Telemetry(provider)) as running,
         grpc.aio.insecure_channel(running.address) as channel,

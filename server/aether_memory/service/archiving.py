@@ -57,9 +57,6 @@ class Archiver:
         self.last_error: str | None = None
         self.features: object | None = None  # what the archive is, once it answered
 
-    async def ensure(self) -> None:
-        await self.outbox.ensure()
-
     async def backlog(self) -> Backlog:
         """Entries not yet archived, and how long the oldest has waited."""
         return await self.outbox.backlog()

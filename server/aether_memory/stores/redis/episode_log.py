@@ -54,11 +54,6 @@ return out
 """
 
 
-def _zadd_nx(members: list[tuple[str, dict[str, float]]], pipe: Any) -> None:
-    for key, member in members:
-        pipe.zadd(key, member, nx=True)
-
-
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
@@ -147,8 +142,7 @@ class RedisEpisodeLog:
                 del self._waiting[:MAX_GROUP]
                 # The archiver is told which tenants' outboxes got entries, in the same round
                 # trip (after the scripts: an entry is never announced before it exists).
-                tenants = {t.name: t for t, _, _, _ in group} if self._archived else {}
-                due = [self._marks.due(t) for t in tenants.values()]
+                due = list({t.name: t for t, _, _, _ in group}.values()) if self._archived else []
                 try:
                     if len(group) == 1 and not due:
                         _, script_keys, args, _ = group[0]
@@ -158,7 +152,7 @@ class RedisEpisodeLog:
                             self._client,
                             self._append,
                             [(script_keys, args) for _, script_keys, args, _ in group],
-                            functools.partial(_zadd_nx, due),
+                            functools.partial(self._marks.mark_in, tenants=due),
                         )
                 except BaseException as error:  # every waiting caller is told, none is left
                     if not isinstance(error, Exception):  # cancelled: so is every waiting append

@@ -6,6 +6,7 @@ RediSearch only through `query.py` (escaped tag clauses, word tokens for text) o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -570,13 +571,12 @@ class RedisMemoryStore:
         if self.archived and archive:
             args += outbox.flat(outbox.memory_put(keys.tenant, memory, self.model))
             await self._marks.prepare(tenant)
-            due, member = self._marks.due(tenant)
             # The outbox's due mark goes in the same round trip, after the script.
             [winner] = await evalsha_pipelined(
                 self._client,
                 self._store_script,
                 [(script_keys, args)],
-                lambda pipe: pipe.zadd(due, member, nx=True),
+                functools.partial(self._marks.mark_in, tenants=[tenant]),
             )
             if isinstance(winner, Exception):
                 raise winner

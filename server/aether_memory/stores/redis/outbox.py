@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -67,15 +67,19 @@ class OutboxMarks:
         await self._client.sadd(OUTBOX_TENANTS, tenant.name)
         self._listed.add(tenant.name)
 
-    def due(self, tenant: Tenant) -> tuple[str, dict[str, float]]:
-        """ZADD NX arguments that put the tenant's stream on the due set (for a pipeline);
-        an entry already there keeps its older time, so the longest waiting goes first."""
-        return OUTBOX_DUE, {keys_of(tenant).outbox(): time.time()}
+    def mark_in(self, pipe: Any, tenants: Iterable[Tenant]) -> None:
+        """Queue on `pipe` the marks that put these tenants' streams on the due set (after the
+        writes in the same round trip); a stream already there keeps its older time, so the
+        longest waiting goes first."""
+        now = time.time()
+        for tenant in tenants:
+            pipe.zadd(OUTBOX_DUE, {keys_of(tenant).outbox(): now}, nx=True)
 
     async def mark(self, tenant: Tenant) -> None:
         """After the write: the archiver is told the stream has an entry."""
-        key, member = self.due(tenant)
-        await self._client.zadd(key, member, nx=True)
+        async with self._client.pipeline(transaction=False) as pipe:
+            self.mark_in(pipe, [tenant])
+            await pipe.execute()
 
     @contextlib.asynccontextmanager
     async def writing(self, tenant: Tenant, archived: bool = True) -> AsyncIterator[None]:
@@ -102,9 +106,6 @@ class RedisOutbox:
     @property
     def batch(self) -> int:
         return self._batch
-
-    async def ensure(self) -> None:
-        """Nothing to create up front: writers create their tenants' streams and groups."""
 
     async def _streams(self) -> list[str]:
         """Every listed tenant's stream, and the single stream of before, if it still exists."""
