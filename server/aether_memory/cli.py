@@ -194,8 +194,9 @@ async def _status(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
     from .settings import Settings
+    from .stores.redis.episode_index import RedisEpisodeIndex
     from .stores.redis.episode_log import RedisEpisodeLog
-    from .stores.redis.keys import EPISODE_INDEX_QUEUE, keys_of
+    from .stores.redis.keys import keys_of
     from .stores.redis.memory_store import RedisMemoryStore
     from .stores.redis.outbox import RedisOutbox
 
@@ -219,16 +220,11 @@ async def _status(args: argparse.Namespace) -> int:
         redis: Any = client  # redis-py types replies as unions over every decode mode
         now_ms = int(time.time() * 1000)
         backlog = await RedisOutbox(client, batch=1).backlog()
-        lag = 0
-        groups = (
-            await redis.xinfo_groups(EPISODE_INDEX_QUEUE)
-            if await redis.exists(EPISODE_INDEX_QUEUE)
-            else []
-        )
-        for group in groups:
-            lag += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        index = RedisEpisodeIndex(client, index_name=f"{settings.index_name}-episodes", dimension=1)
+        tenants = await RedisEpisodeLog(client, max_len=1).tenants()
+        lag = sum([await index.lag(tenant) for tenant in tenants])
         recent = 0
-        for tenant in await RedisEpisodeLog(client, max_len=1).tenants():
+        for tenant in tenants:
             since = f"{now_ms - 60_000}-0"
             recent += len(await redis.xrange(keys_of(tenant).episodes(), since, "+", count=100_000))
         stored = await store.created_since(time.time() - 60)

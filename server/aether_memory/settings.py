@@ -148,7 +148,14 @@ class Settings(BaseSettings):
     index_episodes: bool = Field(
         True, description="Run the worker that embeds episodes for SearchEpisodes."
     )
-    episode_index_batch: int = Field(64, gt=0, description="Episodes embedded per worker step.")
+    episode_index_batch: int = Field(
+        64,
+        gt=0,
+        description=(
+            "New episodes the indexer takes from one tenant's stream per step (plus any it "
+            "took before and has not indexed yet)."
+        ),
+    )
 
     mongo_url: str | None = Field(
         None,

@@ -152,12 +152,13 @@ async def build(
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
     episode_index = RedisEpisodeIndex(
-        client, index_name=f"{settings.index_name}-episodes", dimension=batcher.dimension
+        client,
+        index_name=f"{settings.index_name}-episodes",
+        dimension=batcher.dimension,
+        batch=settings.episode_index_batch,
     )
     await episode_index.ensure()
-    episode_indexer = EpisodeIndexer(
-        episode_index, episode_log, batcher, batch=settings.episode_index_batch
-    )
+    episode_indexer = EpisodeIndexer(episode_index, batcher)
     documents = DocumentStore(
         client,
         working_ttl_s=settings.working_ttl_s,

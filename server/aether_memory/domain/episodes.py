@@ -61,12 +61,16 @@ class EpisodeHit:
 
 
 @dataclass(frozen=True)
-class QueuedEpisode:
-    """An episode waiting to be indexed: its queue entry, and which tenant's log holds it."""
+class Taken:
+    """What the indexer took from one tenant's stream: episodes to index, ids of episodes
+    retention removed before they were indexed (to acknowledge only), and whether the stream
+    may hold more."""
 
-    entry_id: str
+    stream: str
     tenant: Tenant
-    stream_id: str
+    entries: list[StoredEntry]
+    gone: list[str]
+    more: bool
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class Index(Protocol):
         self, tenant: Tenant, query: EpisodeQuery, vector: npt.NDArray[np.float32]
     ) -> list[EpisodeHit]: ...
 
-    async def lag(self) -> int: ...
+    async def lag(self, tenant: Tenant) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,17 @@ class Episodes:
         wait (the subscriber's chance to send a heartbeat)."""
         return self._tails.tail(tenant, after)
 
-    async def lag(self) -> int:
-        return await self._index.lag()
+    async def lag(self, tenant: Tenant) -> int:
+        """The tenant's recorded episodes not yet searchable."""
+        return await self._index.lag(tenant)
 
     async def search(self, tenant: Tenant, text: str, query: EpisodeQuery) -> Found:
         """The episodes nearest `text` under `query`'s filter, the page `query` names."""
         hits = await self._index.search(tenant, query, await self._embed_query(text))
         page = hits[query.offset : query.offset + query.limit]
         entries = await self._log.get_many([(tenant, hit.stream_id) for hit in page])
-        return Found(list(zip(page, entries, strict=True)), len(hits), await self._index.lag())
+        lag = await self._index.lag(tenant)
+        return Found(list(zip(page, entries, strict=True)), len(hits), lag)
 
     async def aclose(self) -> None:
         """Stop the shared tail readers (after the server stopped serving)."""

@@ -416,7 +416,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
         fingerprint = page_fingerprint(self._tokens, tenant, request)
         offset, _ = page_start(self._tokens, request.page_token, fingerprint)
         if offset >= 1000:
-            return episode_service_pb2.SearchEpisodesResponse(index_lag=await self._episodes.lag())
+            lag = await self._episodes.lag(tenant)
+            return episode_service_pb2.SearchEpisodesResponse(index_lag=lag)
         found = await self._episodes.search(
             tenant,
             request.query,

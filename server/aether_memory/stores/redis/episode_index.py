@@ -1,15 +1,18 @@
 """The semantic index of episodes in Redis: its schema (a vector per episode, next to the
-fields SearchEpisodes filters by), the queue of episodes waiting for a vector, and the documents.
+fields SearchEpisodes filters by), the documents, and how the indexer takes episodes to embed.
 
-Recording never waits for embeddings: the append script queues each new episode on a stream
-that the indexer (service/episode_index.py) reads through a consumer group, so a restart resumes
-where it stopped (pending entries are delivered again first) and several replicas share the work.
+Recording never waits for embeddings. Each tenant's episode stream is itself the queue: the
+indexer (service/episode_index.py) reads it through a consumer group, and finds the streams with
+new episodes through a due set each append marks (stores/redis/due.py), so nothing outside the
+tenant's slot is written by the append script. Several replicas share the work: each pops other
+streams, and the group gives each episode to one of them. An episode read and not acknowledged
+stays pending: its reader takes it again after a failed batch, and any reader takes it over once
+it has waited CLAIM_IDLE_MS (its reader died).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,14 +23,18 @@ from redisvl.query import FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
 from redisvl.schema import IndexSchema
 
-from ...domain.episodes import EpisodeDoc, EpisodeHit, EpisodeQuery, QueuedEpisode
+from ...domain.episodes import EpisodeDoc, EpisodeHit, EpisodeQuery, Taken
 from ...domain.tenant import Tenant
-from .episode_log import stream_id_key
-from .keys import EPISODE_DOC_PREFIX, EPISODE_INDEX_QUEUE, keys_of
+from .due import DueQueue, create_group
+from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
+from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
 from .vector_slots import SLOTS, create_index, vector_attribute
 
-GROUP = "aether-episode-indexers"
+GROUP = EPISODE_STREAMS.group
+# An episode delivered to an indexer that has not acknowledged it for this long is taken over by
+# another (its reader died); well above the time one batch takes to embed.
+CLAIM_IDLE_MS = 60_000
 
 
 class RedisEpisodeIndex:
@@ -38,9 +45,13 @@ class RedisEpisodeIndex:
         index_name: str,
         dimension: int,
         vector_slot: str = SLOTS[0],
+        batch: int = 64,
+        streams_per_step: int = 16,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
+        self._batch = batch
+        self._queue = DueQueue(client, EPISODE_STREAMS, per_step=streams_per_step)
         self._dimension = dimension
         self._index_name = index_name
         self._use_slot(vector_slot)
@@ -84,38 +95,109 @@ class RedisEpisodeIndex:
             held = vector_attribute(await self.index.info())
             if held is not None and held.slot != self.vector_slot:
                 self._use_slot(held.slot)
-        with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it already exists
-            await self._client.xgroup_create(EPISODE_INDEX_QUEUE, GROUP, id="0", mkstream=True)
+        await self._upgrade()
 
-    async def lag(self) -> int:
-        """Queued episodes not yet indexed: never delivered plus delivered but unacknowledged."""
-        for group in await self._client.xinfo_groups(EPISODE_INDEX_QUEUE):
-            if group["name"] in (GROUP, GROUP.encode()):
-                return int(group.get("lag") or 0) + int(group.get("pending") or 0)
-        return 0
+    async def _upgrade(self) -> None:
+        """From the single queue every append wrote before: each listed tenant's stream gets
+        its group, reading from its first episode (the queue's unindexed entries are among
+        them; indexing one again rewrites the same document), and the queue goes."""
+        if not await self._client.exists(LEGACY_EPISODE_INDEX_QUEUE):
+            return
+        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
+        for stream in streams:
+            await create_group(self._client, stream, GROUP)
+        await self._queue.requeue(*streams)
+        await self._client.delete(LEGACY_EPISODE_INDEX_QUEUE)
 
-    async def queued(self, consumer: str, count: int, *, backlog: bool) -> list[QueuedEpisode]:
-        """Up to `count` queued episodes for `consumer`: those delivered to it before and not yet
-        acknowledged when `backlog` (a crash mid-batch), else new ones (waiting up to 0.5 s)."""
-        reply = await self._client.xreadgroup(
-            GROUP,
-            consumer,
-            {EPISODE_INDEX_QUEUE: "0" if backlog else ">"},
-            count=count,
-            block=None if backlog else 500,
-        )
-        return [
-            QueuedEpisode(_text(entry_id), Tenant(_text(fields[b"t"])), _text(fields[b"i"]))
-            for entry_id, fields in (reply[0][1] if reply else [])
-        ]
+    async def _waiting(self, streams: Sequence[str]) -> list[int | None]:
+        """Per stream, its episodes not yet indexed: never delivered plus delivered and not
+        acknowledged; None where Redis cannot tell (its group is missing, or entries were
+        deleted after the group's position, which leaves the group's lag unknown)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xinfo_groups(stream)
+            replies = await pipe.execute(raise_on_error=False)
+        out: list[int | None] = []
+        for reply in replies:
+            if isinstance(reply, Exception):  # no such key: no episodes
+                out.append(0)
+                continue
+            group = next((g for g in reply if g["name"] in (GROUP, GROUP.encode())), None)
+            if group is None or group.get("lag") is None:
+                out.append(None)
+            else:
+                out.append(int(group["lag"]) + int(group.get("pending") or 0))
+        return out
+
+    async def lag(self, tenant: Tenant) -> int:
+        """The tenant's episodes not yet indexed (an upper bound where Redis cannot tell)."""
+        stream = EPISODE_STREAMS.stream_of(tenant)
+        (waiting,) = await self._waiting([stream])
+        return int(await self._client.xlen(stream)) if waiting is None else waiting
+
+    async def sweep(self) -> int:
+        """Every listed stream with episodes not yet indexed back on the due set (a writer or
+        an indexer died between its work and its mark); how many episodes wait in all."""
+        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
+        waiting = await self._waiting(streams)
+        await self._queue.requeue(*[s for s, n in zip(streams, waiting, strict=True) if n != 0])
+        return sum(n for n in waiting if n is not None)
+
+    async def due(self, block_ms: int) -> list[str]:
+        """Streams with episodes to index, longest waiting first (waits up to `block_ms`)."""
+        return await self._queue.due(block_ms)
+
+    async def requeue(self, *streams: str) -> None:
+        await self._queue.requeue(*streams)
+
+    async def read(self, consumer: str, streams: Sequence[str]) -> list[Taken]:
+        """Up to a batch from each stream, in one round trip: the episodes delivered to
+        `consumer` before and not acknowledged (a failed batch), those another indexer took
+        CLAIM_IDLE_MS ago or more and never acknowledged, and new ones."""
+        n = self._batch
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xreadgroup(GROUP, consumer, {stream: "0"}, count=n)
+                pipe.xautoclaim(stream, GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=n)
+                pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=n)
+            replies = await pipe.execute(raise_on_error=False)
+        taken: list[Taken] = []
+        for k, stream in enumerate(streams):
+            mine, claimed, new = replies[3 * k : 3 * k + 3]
+            failed = [r for r in (mine, claimed, new) if isinstance(r, Exception)]
+            if failed:
+                if "NOGROUP" not in str(failed[0]):
+                    raise failed[0]
+                # The stream was made again without its group (deleted while a writer
+                # remembered it as prepared): make it, and read it on its next turn.
+                await create_group(self._client, stream, GROUP)
+                taken.append(Taken(stream, tenant_of(stream), [], [], True))
+                continue
+            messages = (
+                [m for _, ms in mine or [] for m in ms]
+                + claimed[1]
+                + [m for _, ms in new or [] for m in ms]
+            )
+            gone = [_text(d) for d in claimed[2]]  # pending, then trimmed: XAUTOCLAIM drops them
+            entries = []
+            for entry_id, fields in messages:
+                if fields:
+                    entries.append(entry_of(entry_id, fields))
+                else:  # trimmed by retention while pending
+                    gone.append(_text(entry_id))
+            full = any(len(r) >= n for r in (_flat(mine), claimed[1], _flat(new)))
+            gone = list(dict.fromkeys(gone))  # XAUTOCLAIM reports its own deleted ones too
+            taken.append(Taken(stream, tenant_of(stream), entries, gone, full))
+        return taken
 
     async def write(
         self,
         docs: Sequence[EpisodeDoc],
         vectors: npt.NDArray[np.float32],
-        done: Sequence[QueuedEpisode],
+        done: Mapping[str, Sequence[str]],
     ) -> None:
-        """The documents with their vectors, and `done` acknowledged, in one round trip."""
+        """The documents with their vectors, and the `done` episodes (stream -> entry ids)
+        acknowledged, in one round trip."""
         async with self._client.pipeline(transaction=False) as pipe:
             for doc, vector in zip(docs, vectors, strict=True):
                 pipe.hset(
@@ -130,8 +212,9 @@ class RedisEpisodeIndex:
                         self.vector_slot: vector.astype(np.float32).tobytes(),
                     },
                 )
-            if done:
-                pipe.xack(EPISODE_INDEX_QUEUE, GROUP, *[q.entry_id for q in done])
+            for stream, ids in done.items():
+                if ids:
+                    pipe.xack(stream, GROUP, *ids)
             await pipe.execute()
 
     async def prune(self, tenant: Tenant, first_kept: str | None, limit: int = 1000) -> int:
@@ -187,6 +270,10 @@ class RedisEpisodeIndex:
             EpisodeHit(doc["id"].removeprefix(prefix), 1.0 - float(doc["vector_distance"]))
             for doc in results
         ]
+
+
+def _flat(reply: Any) -> list[Any]:
+    return [m for _, messages in reply or [] for m in messages]
 
 
 def _text(value: bytes | str) -> str:

@@ -17,33 +17,39 @@ import redis.asyncio as aioredis
 from ...domain.episodes import Appended, EpisodeEntry, StoredEntry
 from ...domain.errors import CursorExpired
 from ...domain.tenant import Tenant
-from .keys import EPISODE_INDEX_QUEUE, EPISODE_TENANTS, keys_of
+from .due import DueMarks, DueQueue, StreamSet
+from .keys import EPISODE_INDEX_DUE, EPISODE_TENANTS, keys_of
 from .outbox import OutboxMarks
 from .scripts import evalsha_pipelined
 
 TAIL_BLOCK_MS = 1000
+# Each tenant's stream is also the episode indexer's queue: its consumer group reads every entry
+# once (stores/redis/episode_index.py); the listing doubles as the tenants retention visits.
+EPISODE_STREAMS = StreamSet(
+    listing=EPISODE_TENANTS,
+    due=EPISODE_INDEX_DUE,
+    group="aether-episode-indexers",
+    stream_of=lambda tenant: keys_of(tenant).episodes(),
+)
 MAX_GROUP = 64  # appends sent to Redis in one pipeline
 
-# KEYS: stream, index queue, the tenant's archive outbox, tenant set, then one event-id key per
-# episode. ARGV: maxlen, event ttl, tenant, archive ("1"/"0"), then 5 values per episode: body,
-# agent, session, type, outcome. Returns {stream id, duplicate} per episode. The index queue and
-# the tenant set (one each for all tenants) sit in other slots, so this script still needs a
-# single Redis node (not a cluster).
+# KEYS: the tenant's stream, its archive outbox, then one event-id key per episode; every key
+# is the tenant's, so the script needs one slot. ARGV: maxlen, event ttl, tenant, archive
+# ("1"/"0"), then 5 values per episode: body, agent, session, type, outcome. Returns {stream id,
+# duplicate} per episode. The stream is also the episode indexer's queue (its consumer group).
 _APPEND_SCRIPT = """
 local out = {}
-redis.call('SADD', KEYS[4], ARGV[3])
-for i = 5, #KEYS do
+for i = 3, #KEYS do
   local prior = redis.call('GET', KEYS[i])
   if prior then
     table.insert(out, {prior, 1})
   else
-    local a = 5 + (i - 5) * 5
+    local a = 5 + (i - 3) * 5
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
       'b', ARGV[a], 'a', ARGV[a + 1], 's', ARGV[a + 2], 't', ARGV[a + 3], 'o', ARGV[a + 4])
     redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[3], 'i', id)
     if ARGV[4] == '1' then
-      redis.call('XADD', KEYS[3], '*', 'kind', 'episode', 'op', 'put', 'tenant', ARGV[3],
+      redis.call('XADD', KEYS[2], '*', 'kind', 'episode', 'op', 'put', 'tenant', ARGV[3],
         'id', id, 'doc', ARGV[a], 'agent', ARGV[a + 1], 'session', ARGV[a + 2],
         'type', ARGV[a + 3], 'outcome', ARGV[a + 4])
     end
@@ -60,7 +66,7 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
+def entry_of(stream_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
     return StoredEntry(
         stream_id=_text(stream_id),
         body=fields.get(b"b", b""),
@@ -92,6 +98,7 @@ class RedisEpisodeLog:
         self._archived = archived
         self._append = client.register_script(_APPEND_SCRIPT)
         self._marks = OutboxMarks(client)
+        self._index_marks = DueMarks(client, EPISODE_STREAMS)
         # Group commit: appends that arrive while one is in flight (from any stream or tenant)
         # wait for it, then go to Redis together in one pipeline of script calls.
         self._waiting: list[
@@ -109,8 +116,6 @@ class RedisEpisodeLog:
         keys = keys_of(tenant)
         if not entries:
             return []
-        if self._archived:
-            await self._marks.prepare(tenant)
         args: list[str | bytes | int] = [
             self._max_len,
             self._event_ttl,
@@ -119,13 +124,7 @@ class RedisEpisodeLog:
         ]
         for e in entries:
             args += [e.body, e.agent_id, e.session_id, e.type, e.outcome]
-        script_keys = [
-            keys.episodes(),
-            EPISODE_INDEX_QUEUE,
-            keys.outbox(),
-            EPISODE_TENANTS,
-            *(keys.event(e.event_id) for e in entries),
-        ]
+        script_keys = [keys.episodes(), keys.outbox(), *(keys.event(e.event_id) for e in entries)]
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((tenant, script_keys, args, done))
         if not self._flushing:
@@ -140,20 +139,20 @@ class RedisEpisodeLog:
             while self._waiting:
                 group = self._waiting[:MAX_GROUP]
                 del self._waiting[:MAX_GROUP]
-                # The archiver is told which tenants' outboxes got entries, in the same round
-                # trip (after the scripts: an entry is never announced before it exists).
-                due = list({t.name: t for t, _, _, _ in group}.values()) if self._archived else []
+                # The indexer (and the archiver) are told which tenants' streams got entries,
+                # in the same round trip (after the scripts: an entry is never announced before
+                # it exists).
+                due = list({t.name: t for t, _, _, _ in group}.values())
                 try:
-                    if len(group) == 1 and not due:
-                        _, script_keys, args, _ = group[0]
-                        results = [await self._append(keys=script_keys, args=args)]
-                    else:
-                        results = await evalsha_pipelined(
-                            self._client,
-                            self._append,
-                            [(script_keys, args) for _, script_keys, args, _ in group],
-                            functools.partial(self._marks.mark_in, tenants=due),
-                        )
+                    # Here, not in `append`: nothing may be awaited between an append's call
+                    # and its place in the queue, or a stream's appends could change order.
+                    await self._prepare(due)
+                    results = await evalsha_pipelined(
+                        self._client,
+                        self._append,
+                        [(script_keys, args) for _, script_keys, args, _ in group],
+                        functools.partial(self._mark, tenants=due),
+                    )
                 except BaseException as error:  # every waiting caller is told, none is left
                     if not isinstance(error, Exception):  # cancelled: so is every waiting append
                         for _, _, _, done in group + self._waiting:
@@ -173,10 +172,21 @@ class RedisEpisodeLog:
         finally:
             self._flushing = False
 
+    async def _prepare(self, tenants: list[Tenant]) -> None:
+        for tenant in tenants:
+            await self._index_marks.prepare(tenant)
+            if self._archived:
+                await self._marks.prepare(tenant)
+
+    def _mark(self, pipe: Any, tenants: list[Tenant]) -> None:
+        self._index_marks.mark_in(pipe, tenants)
+        if self._archived:
+            self._marks.mark_in(pipe, tenants)
+
     async def get(self, tenant: Tenant, stream_id: str) -> StoredEntry | None:
         keys = keys_of(tenant)
         found = await self._client.xrange(keys.episodes(), stream_id, stream_id, count=1)
-        return _entry(*found[0]) if found else None
+        return entry_of(*found[0]) if found else None
 
     async def get_many(self, wanted: Sequence[tuple[Tenant, str]]) -> list[StoredEntry | None]:
         """Entries by (tenant, stream id), in one round trip; None where one is gone."""
@@ -186,16 +196,17 @@ class RedisEpisodeLog:
             for tenant, stream_id in wanted:
                 pipe.xrange(keys_of(tenant).episodes(), stream_id, stream_id, count=1)
             replies = await pipe.execute()
-        return [_entry(*found[0]) if found else None for found in replies]
+        return [entry_of(*found[0]) if found else None for found in replies]
 
     async def range(self, tenant: Tenant, start: str, end: str, count: int) -> list[StoredEntry]:
         """Entries with start <= id <= end ("-"/"+" for open ends; "(" prefix for exclusive)."""
         keys = keys_of(tenant)
         found = await self._client.xrange(keys.episodes(), start, end, count=count)
-        return [_entry(stream_id, fields) for stream_id, fields in found]
+        return [entry_of(stream_id, fields) for stream_id, fields in found]
 
     async def tenants(self) -> list[Tenant]:
-        return [Tenant(t.decode()) for t in sorted(await self._client.smembers(EPISODE_TENANTS))]
+        """Every tenant that has an episode stream."""
+        return await DueQueue(self._client, EPISODE_STREAMS, per_step=1).listed()
 
     async def trim_before(self, tenant: Tenant, min_id: str) -> tuple[int, str | None]:
         """Remove entries older than `min_id`; (how many, the first id kept or None)."""
@@ -242,7 +253,7 @@ class RedisEpisodeLog:
         keys = keys_of(tenant)
         reply = await self._client.xread({keys.episodes(): after}, count=count, block=block_ms)
         return [
-            _entry(stream_id, fields)
+            entry_of(stream_id, fields)
             for _, messages in reply or []
             for stream_id, fields in messages
         ]
@@ -251,4 +262,4 @@ class RedisEpisodeLog:
         """The newest `count` entries, newest first."""
         keys = keys_of(tenant)
         found = await self._client.xrevrange(keys.episodes(), "+", "-", count=count)
-        return [_entry(stream_id, fields) for stream_id, fields in found]
+        return [entry_of(stream_id, fields) for stream_id, fields in found]

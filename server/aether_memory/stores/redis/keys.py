@@ -30,10 +30,12 @@ OUTBOX_TENANTS = "aether:outbox:tenants"
 OUTBOX_DUE = "aether:outbox:due"
 # The single outbox stream every write used before; the archiver still drains it.
 LEGACY_OUTBOX_KEY = "aether:outbox"
-# Episodes waiting to be embedded for SearchEpisodes, and the tenants that have an episode
-# stream (for retention).
-EPISODE_INDEX_QUEUE = "aether:epindex:queue"
+# The tenants that have an episode stream (for retention and the indexer), and the streams with
+# episodes the indexer has not taken yet (stores/redis/episode_index.py).
 EPISODE_TENANTS = "aether:ep:tenants"
+EPISODE_INDEX_DUE = "aether:epindex:due"
+# The single queue of episodes to embed that every append wrote before; read once on upgrade.
+LEGACY_EPISODE_INDEX_QUEUE = "aether:epindex:queue"
 # One replica at a time runs each background job (stores/redis/lease.py); maintenance keeps its
 # SCAN position across ticks and replicas.
 MAINTENANCE_LEASE = "aether:maintenance:lease"
@@ -113,6 +115,11 @@ class TenantKeys:
     def api_keys(self) -> str:
         """The ids of the tenant's API keys."""
         return ":".join(["aether", "apikeys", self._tag])
+
+
+def tenant_of(key: str) -> Tenant:
+    """The tenant whose hash tag a tenant's key carries."""
+    return Tenant(key[key.index("{") + 1 : key.index("}")])
 
 
 @functools.lru_cache(maxsize=4096)

@@ -5,31 +5,24 @@ consumer group: entries read but not yet confirmed stay pending and are delivere
 confirmed entry is acknowledged and deleted in one transaction, so the streams' lengths are the
 backlog.
 
-Finding the streams with work, without scanning Redis:
-
-- `aether:outbox:tenants` lists every tenant that has an outbox. A writer adds its tenant (and
-  creates the stream's consumer group) before the tenant's first archived write in the process;
-  a tenant stays listed.
-- `aether:outbox:due` holds the streams with entries the archiver has not taken yet: a writer
-  adds its stream after the write (`OutboxMarks`), the archiver pops streams from it, blocking
-  while it is empty, and puts a stream back when it left entries there.
-- A writer that dies between its write and its mark leaves an entry no mark points at: the
-  archiver's sweep (on taking the lease, then periodically) puts every listed stream with
-  entries back on the due set. The same sweep drains `aether:outbox`, the single stream every
-  write used before (an upgraded deployment's backlog).
+The streams with work are found as stores/redis/due.py describes: `aether:outbox:tenants` lists
+the tenants that have an outbox, `aether:outbox:due` holds the streams with entries the
+archiver has not taken yet. The archiver's sweep (on taking the lease, then periodically) puts
+every listed stream with entries back on the due set, which covers a writer that died between
+its write and its mark; it also drains `aether:outbox`, the single stream every write used
+before (an upgraded deployment's backlog).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from ...domain.outbox import Backlog, OutboxEntry
-from ...domain.tenant import Tenant
+from .due import DueMarks, DueQueue, StreamSet, create_group
 from .keys import LEGACY_OUTBOX_KEY, OUTBOX_DUE, OUTBOX_TENANTS, keys_of
 from .scripts import evalsha_pipelined
 
@@ -44,53 +37,20 @@ return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 
 
-async def _create_group(client: Any, stream: str) -> None:
-    try:
-        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    except aioredis.ResponseError as error:
-        if "BUSYGROUP" not in str(error):
-            raise
+OUTBOX_STREAMS = StreamSet(
+    listing=OUTBOX_TENANTS,
+    due=OUTBOX_DUE,
+    group=GROUP,
+    stream_of=lambda tenant: keys_of(tenant).outbox(),
+)
 
 
-class OutboxMarks:
-    """What a writer does around each write that appends to its tenant's outbox."""
+class OutboxMarks(DueMarks):
+    """What a writer does around each write that appends to its tenant's outbox (`prepare`,
+    `mark_in` or `mark`, or `writing` around the write)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self._client: Any = client
-        self._listed: set[str] = set()  # tenants whose stream and group exist (this process)
-
-    async def prepare(self, tenant: Tenant) -> None:
-        """Before the write: the tenant's stream, its consumer group and its listing."""
-        if tenant.name in self._listed:
-            return
-        await _create_group(self._client, keys_of(tenant).outbox())
-        await self._client.sadd(OUTBOX_TENANTS, tenant.name)
-        self._listed.add(tenant.name)
-
-    def mark_in(self, pipe: Any, tenants: Iterable[Tenant]) -> None:
-        """Queue on `pipe` the marks that put these tenants' streams on the due set (after the
-        writes in the same round trip); a stream already there keeps its older time, so the
-        longest waiting goes first."""
-        now = time.time()
-        for tenant in tenants:
-            pipe.zadd(OUTBOX_DUE, {keys_of(tenant).outbox(): now}, nx=True)
-
-    async def mark(self, tenant: Tenant) -> None:
-        """After the write: the archiver is told the stream has an entry."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            self.mark_in(pipe, [tenant])
-            await pipe.execute()
-
-    @contextlib.asynccontextmanager
-    async def writing(self, tenant: Tenant, archived: bool = True) -> AsyncIterator[None]:
-        """`prepare` before the block and `mark` after it, when `archived`; nothing is marked
-        when the write raised (whatever it did write is found by the archiver's sweep)."""
-        if not archived:
-            yield
-            return
-        await self.prepare(tenant)
-        yield
-        await self.mark(tenant)
+        super().__init__(client, OUTBOX_STREAMS)
 
 
 class RedisOutbox:
@@ -100,7 +60,7 @@ class RedisOutbox:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._batch = batch
-        self._streams_per_step = streams_per_step
+        self._queue = DueQueue(client, OUTBOX_STREAMS, per_step=streams_per_step)
         self._confirm = client.register_script(_CONFIRM_SCRIPT)
 
     @property
@@ -109,8 +69,7 @@ class RedisOutbox:
 
     async def _streams(self) -> list[str]:
         """Every listed tenant's stream, and the single stream of before, if it still exists."""
-        tenants = sorted(t.decode() for t in await self._client.smembers(OUTBOX_TENANTS))
-        streams = [keys_of(Tenant(t)).outbox() for t in tenants]
+        streams = [keys_of(tenant).outbox() for tenant in await self._queue.listed()]
         if await self._client.exists(LEGACY_OUTBOX_KEY):
             streams.append(LEGACY_OUTBOX_KEY)
         return streams
@@ -141,22 +100,16 @@ class RedisOutbox:
                 pipe.xlen(stream)
             lengths = await pipe.execute()
         with_entries = [s for s, n in zip(streams, lengths, strict=True) if int(n)]
-        for stream in with_entries:
-            await self.requeue(stream)
+        await self._queue.requeue(*with_entries)
         return len(with_entries)
 
     async def due(self, block_ms: int) -> list[str]:
-        """Streams with entries to take, longest waiting first; waits up to `block_ms` for
-        one. A stream taken here is off the due set until a writer or `requeue` adds it."""
-        popped = await self._client.zpopmin(OUTBOX_DUE, self._streams_per_step)
-        if not popped and block_ms > 0:
-            one = await self._client.bzpopmin(OUTBOX_DUE, timeout=block_ms / 1000)
-            popped = [(one[1], one[2])] if one else []
-        return [member.decode() for member, _ in popped]
+        """Streams with entries to take, longest waiting first (waits up to `block_ms`)."""
+        return await self._queue.due(block_ms)
 
     async def requeue(self, stream: str) -> None:
         """Back on the due set: the stream still holds entries."""
-        await self._client.zadd(OUTBOX_DUE, {stream: time.time()}, nx=True)
+        await self._queue.requeue(stream)
 
     async def read(self, streams: Sequence[str]) -> list[tuple[str, list[OutboxEntry], bool]]:
         """Up to a batch of entries from each stream, in one round trip: its pending entries
@@ -177,7 +130,7 @@ class RedisOutbox:
                     raise pending if isinstance(pending, Exception) else new
                 # The stream was made without its group (its key was deleted while a writer
                 # remembered its tenant as prepared): make it; read it on its next turn.
-                await _create_group(self._client, stream)
+                await create_group(self._client, stream, GROUP)
                 found.append((stream, [], True))
                 continue
             entries = _entries(pending)
