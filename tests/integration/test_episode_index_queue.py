@@ -185,3 +185,26 @@ async def test_the_single_queue_of_earlier_versions_is_replaced_on_start(
     assert stream in await index.due(block_ms=0)
     taken = await index.read("indexer-a", [stream])
     assert [e.stream_id.encode() for e in taken[0].entries] == ids
+
+
+async def test_the_names_of_stopped_indexers_are_removed_once_idle_and_empty(
+    parts: tuple[RedisEpisodeLog, RedisEpisodeIndex], redis: aioredis.Redis
+) -> None:
+    log, index = parts
+    owner = tenant()
+    await log.append(owner, entries(2))
+    stream = EPISODE_STREAMS.stream_of(owner)
+    await index_all(index, await index.read("stopped-after-its-batch", [stream]))
+    await log.append(owner, entries(1, "later"))
+    await index.read("stopped-mid-batch", [stream])  # holds one episode, unacknowledged
+
+    def names(consumers: list[dict[str, object]]) -> set[str]:
+        return {c["name"].decode() for c in consumers}  # type: ignore[attr-defined]
+
+    before = names(await redis.xinfo_consumers(stream, episode_index.GROUP))
+    assert before == {"stopped-after-its-batch", "stopped-mid-batch"}
+    assert await index.forget_idle_consumers(idle_ms=3_600_000) == 0  # both read just now
+    assert await index.forget_idle_consumers(idle_ms=0) >= 1
+    # The one holding an episode stays: removing it would strand that episode.
+    assert names(await redis.xinfo_consumers(stream, episode_index.GROUP)) == {"stopped-mid-batch"}
+    assert await index.lag(owner) == 1

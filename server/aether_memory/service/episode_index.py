@@ -31,6 +31,7 @@ from ..telemetry import instruments, operation
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000
 SWEEP_S = 10.0  # how often each indexer looks for streams whose mark was lost
+FORGET_S = 600.0  # how often it removes the names of stopped indexers from the groups
 _numbers = itertools.count()
 
 
@@ -38,6 +39,8 @@ class IndexQueue(Protocol):
     """The episode index (`stores/redis/episode_index.py`) as its indexer fills it."""
 
     async def sweep(self) -> int: ...
+
+    async def forget_idle_consumers(self) -> int: ...
 
     async def due(self, block_ms: int) -> list[str]: ...
 
@@ -63,13 +66,16 @@ class EpisodeIndexer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Index until `stop` is set. Failed batches stay pending and are retried."""
-        next_sweep = 0.0
+        next_sweep, next_forget = 0.0, time.monotonic() + FORGET_S
         while not stop.is_set():
             streams: list[str] = []
             try:
                 if time.monotonic() >= next_sweep:
                     instruments().episode_index_lag.set(await self._index.sweep())
                     next_sweep = time.monotonic() + SWEEP_S
+                if time.monotonic() >= next_forget:
+                    await self._index.forget_idle_consumers()
+                    next_forget = time.monotonic() + FORGET_S
                 streams = await self._index.due(block_ms=500)
                 if not streams:
                     continue

@@ -29,12 +29,31 @@ from .due import DueQueue, create_group
 from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
 from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
+from .scripts import evalsha_pipelined
 from .vector_slots import SLOTS, create_index, vector_attribute
 
 GROUP = EPISODE_STREAMS.group
 # An episode delivered to an indexer that has not acknowledged it for this long is taken over by
 # another (its reader died); well above the time one batch takes to embed.
 CLAIM_IDLE_MS = 60_000
+# Each indexer process reads under its own name, so every restart leaves a name in the group of
+# every stream it read; one that holds nothing and has not read for this long is removed.
+CONSUMER_IDLE_MS = 3_600_000
+
+# KEYS: a stream. ARGV: the group, the idle time. Checked and removed in one step: a consumer
+# that read between a check and a separate removal would lose its pending entries with it.
+_FORGET_SCRIPT = """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+  if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
 
 
 class RedisEpisodeIndex:
@@ -52,6 +71,7 @@ class RedisEpisodeIndex:
         self._client: Any = client
         self._batch = batch
         self._queue = DueQueue(client, EPISODE_STREAMS, per_step=streams_per_step)
+        self._forget = client.register_script(_FORGET_SCRIPT)
         self._dimension = dimension
         self._index_name = index_name
         self._use_slot(vector_slot)
@@ -142,6 +162,22 @@ class RedisEpisodeIndex:
         waiting = await self._waiting(streams)
         await self._queue.requeue(*[s for s, n in zip(streams, waiting, strict=True) if n != 0])
         return sum(n for n in waiting if n is not None)
+
+    async def forget_idle_consumers(self, idle_ms: int = CONSUMER_IDLE_MS) -> int:
+        """Remove, from every listed stream's group, the indexers that hold no episode and have
+        not read it for `idle_ms` (stopped processes); how many."""
+        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
+        replies = await evalsha_pipelined(
+            self._client, self._forget, [([s], [GROUP, idle_ms]) for s in streams]
+        )
+        removed = 0
+        for reply in replies:
+            if isinstance(reply, Exception):
+                if "NOGROUP" not in str(reply) and "no such key" not in str(reply):
+                    raise reply
+                continue  # a stream without the group (yet) or gone: nothing to remove
+            removed += int(reply)
+        return removed
 
     async def due(self, block_ms: int) -> list[str]:
         """Streams with episodes to index, longest waiting first (waits up to `block_ms`)."""
