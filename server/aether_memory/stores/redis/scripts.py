@@ -4,13 +4,18 @@ redis-py's pipelines make sure of a script with SCRIPT EXISTS before every execu
 round trip per call. Here the scripts go by EVALSHA alone; when Redis answers NOSCRIPT (it restarted
 or its scripts were flushed: NOSCRIPT means the script did not run), the script is loaded and
 the whole round trip sent again. Every command sent with it must be safe to send twice.
+
+redis-py's cluster pipeline refuses scripts, so on a Redis Cluster the calls go out together
+(each to the node of its keys' slot) and the other commands follow in a pipeline of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -25,6 +30,8 @@ async def evalsha_pipelined(
 ) -> list[Any]:
     """Run `script` once per (keys, args), then the commands `then` adds to the pipeline, in one
     round trip; the scripts' replies, each an exception object where that call failed."""
+    if isinstance(client, RedisCluster):
+        return await _on_cluster(client, script, calls, then)
     for attempt in (1, 2):
         async with client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
@@ -41,3 +48,22 @@ async def evalsha_pipelined(
                 raise reply
         return results
     raise AssertionError("unreachable")
+
+
+async def _on_cluster(
+    client: RedisCluster,
+    script: AsyncScript,
+    calls: Sequence[ScriptCall],
+    then: Callable[[Any], None] | None,
+) -> list[Any]:
+    """The same on a cluster: the scripts concurrently (each loads itself on NOSCRIPT), then,
+    after they all answered, the other commands."""
+    results = await asyncio.gather(
+        *(script(keys=keys, args=args, client=client) for keys, args in calls),
+        return_exceptions=True,
+    )
+    if then is not None:
+        async with client.pipeline() as pipe:
+            then(pipe)
+            await pipe.execute()
+    return list(results)
