@@ -19,7 +19,7 @@ import pytest_asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.cluster import key_slot
 
-from aether_memory.domain.episodes import EpisodeDoc, EpisodeEntry
+from aether_memory.domain.episodes import EpisodeEntry
 from aether_memory.domain.memory import Memory
 from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.documents import DocumentStore
@@ -29,6 +29,8 @@ from aether_memory.stores.redis.keys import OUTBOX_DUE, keys_of
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from aether_memory.stores.redis.outbox import RedisOutbox
 from tests.support.cluster import LocalCluster, local_cluster
+
+from .test_episode_index_queue import index_all
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +75,10 @@ async def test_appends_for_tenants_on_every_node_are_marked_indexed_and_archived
     assert streams <= set(await index.due(block_ms=0))
     taken = await index.read("indexer", sorted(streams))
     assert sorted(len(t.entries) for t in taken) == [6] * 12
-    docs = [
-        EpisodeDoc(t.tenant, e.stream_id, e.agent_id, e.session_id, e.type, e.outcome, 0.0)
-        for t in taken
-        for e in t.entries
-    ]
-    await index.write(
-        docs,
-        np.ones((len(docs), 4), dtype=np.float32),
-        {t.stream: [e.stream_id for e in t.entries] for t in taken},
-    )
+    await index_all(index, taken)
     assert [await index.lag(t) for t in tenants] == [0] * 12
     assert await index.sweep() == 0
-    written = [keys_of(d.tenant).episode_doc(d.stream_id) for d in docs]
+    written = [keys_of(t.tenant).episode_doc(e.stream_id) for t in taken for e in t.entries]
     assert sum([await client.exists(key) for key in written]) == 72
     outboxes = [await client.xlen(keys_of(t).outbox()) for t in tenants]
     assert outboxes == [6] * 12  # the archive's entries, one per new episode
