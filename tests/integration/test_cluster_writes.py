@@ -163,3 +163,29 @@ async def test_memories_are_stored_linked_read_and_deleted_on_the_cluster(
         assert await client.smembers(keys_of(t).links(first.id)) == set()
     # Two stores and one delete per tenant, each in its own tenant's outbox.
     assert [await client.xlen(keys_of(t).outbox()) for t in tenants] == [3] * 9
+
+
+async def test_the_maintenance_walk_visits_every_primary(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """The walk behind maintenance (and re-embedding) goes through each primary's keyspace in
+    turn; its cursor is 0 only at the start and once every primary was walked."""
+    store = RedisMemoryStore(client, index_name="unused", dimension=4)
+    tenants = [Tenant(f"w-{uuid.uuid4().hex[:8]}") for _ in range(9)]
+    vector = np.ones(4, dtype=np.float32) / 2
+    stored = set()
+    for t in tenants:
+        for i in range(5):
+            memory = Memory(id=f"{t.name}-{i}", agent_id="a", content=f"walk {i}", embedding=vector)
+            await store.store(t, memory, f"fp-{i}", None)
+            stored.add((t.name, memory.id))
+    seen: set[tuple[str, str]] = set()
+    cursor, steps = 0, 0
+    while True:
+        cursor, found = await store.scan(cursor, 7)
+        seen |= {(t.name, m.id) for t, m in found}
+        steps += 1
+        if cursor == 0:
+            break
+    assert stored <= seen
+    assert steps >= 3  # at least one step per primary

@@ -36,6 +36,7 @@ from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .scripts import evalsha_pipelined
 from .vector_slots import SLOTS, create_index, other_slot, vector_attribute
+from .walk import scan_step
 
 log = logging.getLogger(__name__)
 
@@ -797,12 +798,13 @@ class RedisMemoryStore:
         A SCAN cursor is exact: a full walk visits every memory present throughout it at least
         once. (A walk by create_time through the index stalled for good once more than `limit`
         memories shared a creation time to the 10 ms RediSearch returns sortable numbers at.)
-        SCAN's COUNT is a hint, so a call may bring a few more than `limit`.
+        SCAN's COUNT is a hint, so a call may bring a few more than `limit`. On a cluster the
+        walk goes through every primary (walk.py).
         """
         names: list[bytes] = []
         for _ in range(MAX_SCAN_CALLS):  # bounded even where memories are a small share of keys
-            cursor, batch = await self._client.scan(
-                cursor, match=MEMORY_PREFIX + "*", count=limit, _type="HASH"
+            cursor, batch = await scan_step(
+                self._client, cursor, MEMORY_PREFIX + "*", limit, "HASH"
             )
             names += batch
             if cursor == 0 or len(names) >= limit:

@@ -25,6 +25,7 @@ from redisvl.exceptions import RedisSearchError
 from redisvl.index import AsyncSearchIndex
 
 from .keys import index_meta
+from .walk import scan_step
 
 SLOTS = ("embedding", "embedding_b")
 BUILDING, FILLED, COMPLETE = "building", "filled", "complete"
@@ -94,9 +95,7 @@ class SlotFill:
 
     async def lacking(self, cursor: int, count: int) -> tuple[int, int, list[bytes]]:
         """(cursor after, hashes walked, those of them without a vector in the slot)."""
-        cursor, names = await self._client.scan(
-            cursor, match=self.prefix + "*", count=count, _type="HASH"
-        )
+        cursor, names = await scan_step(self._client, cursor, self.prefix + "*", count, "HASH")
         if not names:
             return int(cursor), 0, []
         async with self._client.pipeline(transaction=False) as pipe:
@@ -131,9 +130,7 @@ class SlotFill:
     async def drop(self, cursor: int, count: int, slot: str) -> tuple[int, int, int]:
         """Remove `slot` from the next hashes of the walk: (cursor after, hashes walked, how
         many held it)."""
-        cursor, names = await self._client.scan(
-            cursor, match=self.prefix + "*", count=count, _type="HASH"
-        )
+        cursor, names = await scan_step(self._client, cursor, self.prefix + "*", count, "HASH")
         if not names:
             return int(cursor), 0, 0
         async with self._client.pipeline(transaction=False) as pipe:
