@@ -222,7 +222,7 @@ async def _status(args: argparse.Namespace) -> int:
         backlog = await RedisOutbox(client, batch=1).backlog()
         index = RedisEpisodeIndex(client, index_name=f"{settings.index_name}-episodes", dimension=1)
         tenants = await RedisEpisodeLog(client, max_len=1).tenants()
-        lag = sum([await index.lag(tenant) for tenant in tenants])
+        lag = await index.total_lag()
         recent = 0
         for tenant in tenants:
             since = f"{now_ms - 60_000}-0"

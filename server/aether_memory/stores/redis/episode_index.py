@@ -123,11 +123,15 @@ class RedisEpisodeIndex:
         them; indexing one again rewrites the same document), and the queue goes."""
         if not await self._client.exists(LEGACY_EPISODE_INDEX_QUEUE):
             return
-        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
+        streams = await self._streams()
         for stream in streams:
             await create_group(self._client, stream, GROUP)
         await self._queue.requeue(*streams)
         await self._client.delete(LEGACY_EPISODE_INDEX_QUEUE)
+
+    async def _streams(self) -> list[str]:
+        """Every listed tenant's episode stream."""
+        return [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
 
     async def _waiting(self, streams: Sequence[str]) -> list[int | None]:
         """Per stream, its episodes not yet indexed: never delivered plus delivered and not
@@ -149,6 +153,18 @@ class RedisEpisodeIndex:
                 out.append(int(group["lag"]) + int(group.get("pending") or 0))
         return out
 
+    async def total_lag(self) -> int:
+        """Episodes of every tenant not yet indexed (an upper bound where Redis cannot tell),
+        in two round trips."""
+        streams = await self._streams()
+        waiting = await self._waiting(streams)
+        unknown = [s for s, n in zip(streams, waiting, strict=True) if n is None]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in unknown:
+                pipe.xlen(stream)
+            lengths = await pipe.execute() if unknown else []
+        return sum(n for n in waiting if n is not None) + sum(int(x) for x in lengths)
+
     async def lag(self, tenant: Tenant) -> int:
         """The tenant's episodes not yet indexed (an upper bound where Redis cannot tell)."""
         stream = EPISODE_STREAMS.stream_of(tenant)
@@ -158,7 +174,7 @@ class RedisEpisodeIndex:
     async def sweep(self) -> int:
         """Every listed stream with episodes not yet indexed back on the due set (a writer or
         an indexer died between its work and its mark); how many episodes wait in all."""
-        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
+        streams = await self._streams()
         waiting = await self._waiting(streams)
         await self._queue.requeue(*[s for s, n in zip(streams, waiting, strict=True) if n != 0])
         return sum(n for n in waiting if n is not None)
@@ -166,9 +182,8 @@ class RedisEpisodeIndex:
     async def forget_idle_consumers(self, idle_ms: int = CONSUMER_IDLE_MS) -> int:
         """Remove, from every listed stream's group, the indexers that hold no episode and have
         not read it for `idle_ms` (stopped processes); how many."""
-        streams = [EPISODE_STREAMS.stream_of(t) for t in await self._queue.listed()]
         replies = await evalsha_pipelined(
-            self._client, self._forget, [([s], [GROUP, idle_ms]) for s in streams]
+            self._client, self._forget, [([s], [GROUP, idle_ms]) for s in await self._streams()]
         )
         removed = 0
         for reply in replies:
@@ -209,21 +224,19 @@ class RedisEpisodeIndex:
                 await create_group(self._client, stream, GROUP)
                 taken.append(Taken(stream, tenant_of(stream), [], [], True))
                 continue
-            messages = (
-                [m for _, ms in mine or [] for m in ms]
-                + claimed[1]
-                + [m for _, ms in new or [] for m in ms]
-            )
-            gone = [_text(d) for d in claimed[2]]  # pending, then trimmed: XAUTOCLAIM drops them
+            lists = (_flat(mine), claimed[1], _flat(new))
+            # One of this indexer's own pending episodes may come back twice: as its own, and
+            # claimed once idle; and XAUTOCLAIM reports the trimmed ones it dropped as well.
+            messages = dict(m for found in lists for m in found)
+            gone = dict.fromkeys(_text(d) for d in claimed[2])  # pending, then trimmed
             entries = []
-            for entry_id, fields in messages:
+            for entry_id, fields in messages.items():
                 if fields:
                     entries.append(entry_of(entry_id, fields))
                 else:  # trimmed by retention while pending
-                    gone.append(_text(entry_id))
-            full = any(len(r) >= n for r in (_flat(mine), claimed[1], _flat(new)))
-            gone = list(dict.fromkeys(gone))  # XAUTOCLAIM reports its own deleted ones too
-            taken.append(Taken(stream, tenant_of(stream), entries, gone, full))
+                    gone[_text(entry_id)] = None
+            full = any(len(found) >= n for found in lists)
+            taken.append(Taken(stream, tenant_of(stream), entries, list(gone), full))
         return taken
 
     async def write(

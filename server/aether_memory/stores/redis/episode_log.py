@@ -99,6 +99,7 @@ class RedisEpisodeLog:
         self._append = client.register_script(_APPEND_SCRIPT)
         self._marks = OutboxMarks(client)
         self._index_marks = DueMarks(client, EPISODE_STREAMS)
+        self._listing = DueQueue(client, EPISODE_STREAMS, per_step=1)
         # Group commit: appends that arrive while one is in flight (from any stream or tenant)
         # wait for it, then go to Redis together in one pipeline of script calls.
         self._waiting: list[
@@ -206,7 +207,7 @@ class RedisEpisodeLog:
 
     async def tenants(self) -> list[Tenant]:
         """Every tenant that has an episode stream."""
-        return await DueQueue(self._client, EPISODE_STREAMS, per_step=1).listed()
+        return await self._listing.listed()
 
     async def trim_before(self, tenant: Tenant, min_id: str) -> tuple[int, str | None]:
         """Remove entries older than `min_id`; (how many, the first id kept or None)."""
