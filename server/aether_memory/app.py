@@ -78,9 +78,9 @@ async def _watch_health(
         if up != serving and not stop.is_set():
             serving = up
             if up:  # pooled connections to the Redis that went away would each fail a call
-                pool = client.connection_pool
-                assert isinstance(pool, CancelSafePool)  # the client comes from pool.connect
-                await pool.disconnect_idle()
+                pool = getattr(client, "connection_pool", None)  # none on a cluster client
+                if isinstance(pool, CancelSafePool):
+                    await pool.disconnect_idle()
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if up
@@ -175,7 +175,7 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
             stack.callback(url_file.unlink, missing_ok=True)
         else:
             redis_url = settings.redis_url
-        client = connect(redis_url, decode_responses=False)
+        client = connect(redis_url, cluster=settings.redis_cluster, decode_responses=False)
         stack.push_async_callback(client.aclose)
         await client.ping()
         batcher = await stack.enter_async_context(

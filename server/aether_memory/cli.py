@@ -215,12 +215,19 @@ async def _status(args: argparse.Namespace) -> int:
                 workers = await _workers(stub)
         except grpc.aio.AioRpcError as error:
             health = f"UNREACHABLE ({error.code().name})"
-        store = RedisMemoryStore(client, index_name=settings.index_name, dimension=1)
+        store = RedisMemoryStore(
+            client, index_name=settings.index_name, dimension=1, layout=settings.index_layout
+        )
         tiers = await store.tier_counts()
         redis: Any = client  # redis-py types replies as unions over every decode mode
         now_ms = int(time.time() * 1000)
         backlog = await RedisOutbox(client, batch=1).backlog()
-        index = RedisEpisodeIndex(client, index_name=f"{settings.index_name}-episodes", dimension=1)
+        index = RedisEpisodeIndex(
+            client,
+            index_name=f"{settings.index_name}-episodes",
+            dimension=1,
+            layout=settings.index_layout,
+        )
         tenants = await RedisEpisodeLog(client, max_len=1).tenants()
         lag = await index.total_lag()
         recent = 0
@@ -314,6 +321,34 @@ async def _reembed(args: argparse.Namespace) -> int:
         return await run(args, client)
     finally:
         await client.aclose()
+
+
+async def _index_layout(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .domain.errors import StartupError
+    from .index_layout_command import run
+    from .settings import Settings
+    from .stores.redis.embedded import data_dir_lock, embedded_redis
+    from .stores.redis.pool import connect
+
+    settings = Settings()
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.redis_url:
+            url = settings.redis_url
+        else:  # the data directory's own Redis, which no server may hold meanwhile
+            try:
+                stack.enter_context(data_dir_lock(settings.data_dir))
+            except StartupError as held:
+                raise SystemExit(f"aether-memory: stop the service first: {held}") from None
+            url = await stack.enter_async_context(
+                embedded_redis(settings.data_dir, 0, settings.embedded_redis_fsync)
+            )
+        client = connect(url, decode_responses=False)
+        stack.push_async_callback(client.aclose)
+        await _ping(client, url)
+        return await run(args, client)
+    raise AssertionError("unreachable")
 
 
 def _client_call(args: argparse.Namespace) -> int:
@@ -451,6 +486,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after the cut-over: drop the index AETHER_INDEX_NAME replaced, and its vectors",
     )
+    layout = sub.add_parser(
+        "index-layout",
+        help="move a store from one shared index to one index per tenant (talks to Redis; "
+        "stop the service first)",
+        description="Indexes every memory and episode into its tenant's own index, verifies "
+        "the counts, then drops the shared indexes; resumes where it stopped. Afterwards "
+        "start the service with AETHER_INDEX_LAYOUT=tenant (docs/operations.md).",
+    )
+    layout.add_argument("layout", choices=["tenant"], help="the layout to move to")
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
@@ -472,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.drop_source and not (args.model or args.pack):
             parser.error("reembed needs --model or --pack (or --drop-source)")
         return asyncio.run(_reembed(args))
+    if args.command == "index-layout":
+        return asyncio.run(_index_layout(args))
     if args.command == "mcp":
         if getattr(args, "mcp_missing", False):
             print(

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redisvl.index import AsyncSearchIndex
-from redisvl.schema import IndexSchema
 from tqdm import tqdm
 
 from aether_embeddings.batching import MicroBatcher
@@ -41,12 +39,11 @@ from .stores.redis.vector_slots import (
     FILLED,
     SLOTS,
     SlotFill,
-    VectorAttribute,
     drop_index,
+    held_vectors,
     other_slot,
     reembed_state,
     set_reembed_state,
-    vector_attribute,
 )
 
 MAX_PASSES = 5  # a pass after the first only catches up with what the service wrote meanwhile
@@ -54,15 +51,6 @@ MAX_PASSES = 5  # a pass after the first only catches up with what the service w
 
 class Refused(Exception):
     """What the command will not do, said to the user."""
-
-
-async def _index(client: Any, name: str) -> tuple[VectorAttribute | None, int] | None:
-    """(vector attribute, documents) of an index; None where there is no such index."""
-    index = AsyncSearchIndex(IndexSchema.from_dict({"index": {"name": name}}), redis_client=client)
-    if not await index.exists():
-        return None
-    info = await index.info()
-    return vector_attribute(info), int(info.get("num_docs", 0))
 
 
 def _bar(total: int, description: str) -> Any:
@@ -81,20 +69,25 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
         )
     except PackError as error:
         raise Refused(str(error)) from None
+    if settings.index_layout == "tenant":
+        raise Refused(
+            "re-embedding is built for the shared index only; with one index per tenant "
+            "(AETHER_INDEX_LAYOUT=tenant) store the memories again under a new AETHER_INDEX_NAME"
+        )
     source = settings.index_name
     target = args.index or f"{source}-{pack.manifest.model_name}"
     if target == source:
         raise Refused(f"the new index needs a name other than {source} (--index)")
-    held = await _index(client, source)
+    held = await held_vectors(client, source)
     source_vectors, memories = held if held is not None else (None, 0)
     if source_vectors is None:
         raise Refused(f"no index {source} with vectors in this Redis (AETHER_INDEX_NAME)")
-    episodes_held = await _index(client, f"{source}-episodes")
+    episodes_held = await held_vectors(client, f"{source}-episodes")
     episode_slot = (
         episodes_held[0].slot if episodes_held and episodes_held[0] is not None else SLOTS[0]
     )
     was_from, state = await reembed_state(client, target)
-    if await _index(client, target) is not None and was_from != source:
+    if await held_vectors(client, target) is not None and was_from != source:
         raise Refused(f"index {target} exists and was not built from {source}: choose --index")
     space = pack.manifest.vector_space
     store = RedisMemoryStore(
@@ -154,10 +147,10 @@ async def drop_source(client: aioredis.Redis, settings: Settings) -> str:
             f"index {target} is {state}: serve it (AETHER_INDEX_NAME={target} and its model) "
             "until the service logs that it is complete, then drop its source"
         )
-    held = await _index(client, target)
+    held = await held_vectors(client, target)
     if held is None or held[0] is None:
         raise Refused(f"no index {target} in this Redis")
-    episodes_held = await _index(client, f"{target}-episodes")
+    episodes_held = await held_vectors(client, f"{target}-episodes")
     corpora = [("memories", MEMORY_PREFIX, held[0].slot, held[1])]
     if episodes_held is not None and episodes_held[0] is not None:
         corpora.append(("episodes", EPISODE_DOC_PREFIX, episodes_held[0].slot, episodes_held[1]))

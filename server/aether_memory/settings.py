@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,11 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("AETHER_REDIS_URL", "REDIS_URL"),
         description="Redis 8 or Redis Stack URL. Unset starts an embedded Redis with modules.",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url names a node of a Redis Cluster (the client finds the others). "
+        "Needs index_layout `tenant`: an index lives on one node.",
     )
     redis_read_url: str | None = Field(
         None,
@@ -88,6 +93,21 @@ class Settings(BaseSettings):
     embed_max_batch: int = Field(32, ge=1, le=256, description="Micro-batch size limit.")
     embed_cache_size: int = Field(10_000, ge=0, description="Embedding LRU cache entries.")
     index_name: str = Field("aether-memories", description="RediSearch index of memories.")
+    index_layout: Literal["shared", "tenant"] = Field(
+        "shared",
+        description=(
+            "`shared`: one index of every tenant's memories; `tenant`: an index per tenant, "
+            "named in its hash tag (what a Redis Cluster needs: docs/operations.md)."
+        ),
+    )
+    tenant_index_vectors: Literal["flat", "hnsw"] = Field(
+        "flat",
+        description=(
+            "How a tenant's own index holds vectors: exact FLAT (smaller, and faster up to the "
+            "20,000 memories per tenant measured: bench/results/index-layout.md) or HNSW "
+            "(approximate, 1.4 MB per tenant at least)."
+        ),
+    )
     hnsw_m: int = Field(16, ge=4, le=128, description="HNSW M (graph degree).")
     hnsw_ef_construction: int = Field(200, ge=10, description="HNSW EF_CONSTRUCTION.")
     hnsw_ef_runtime: int = Field(100, ge=10, description="HNSW EF_RUNTIME for queries.")
@@ -235,3 +255,11 @@ class Settings(BaseSettings):
     default_tenant: str = Field(
         "default", description="Tenant used when a call carries no aether-tenant metadata."
     )
+
+    @model_validator(mode="after")
+    def _cluster_needs_tenant_indexes(self) -> Settings:
+        if self.redis_cluster and (self.redis_url is None or self.index_layout != "tenant"):
+            raise ValueError(
+                "redis_cluster needs redis_url (a node of the cluster) and index_layout=tenant"
+            )
+        return self

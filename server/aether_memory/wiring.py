@@ -148,6 +148,8 @@ async def build(
         archived=archived,
         model=batcher.embedder.pack.manifest.model_name,
         reader=_replica(settings, stack),
+        layout=settings.index_layout,
+        tenant_vectors=settings.tenant_index_vectors,
     )
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
@@ -156,6 +158,7 @@ async def build(
         index_name=f"{settings.index_name}-episodes",
         dimension=batcher.dimension,
         batch=settings.episode_index_batch,
+        layout=settings.index_layout,
     )
     await episode_index.ensure()
     episode_indexer = EpisodeIndexer(episode_index, batcher)

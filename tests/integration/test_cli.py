@@ -1,4 +1,5 @@
-"""The operator's `status` view, against the running test service."""
+"""The operator's commands: `status` against the running test service, `index-layout` on a store
+of its own."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aether_memory.app import Running
+import grpc
+import pytest
 
-from .conftest import Client
+from aether_memory.app import Running, serve
+from aether_memory.domain.errors import StartupError
+from aether_memory.settings import Settings
+
+from .conftest import Client, new_client
 from .test_episode_service import episode, record
-from .test_memory_service import store
+from .test_memory_service import search, store
 
 
 async def test_status_shows_health_counts_backlogs_and_throughput(
@@ -109,3 +115,33 @@ async def test_search_with_a_mistyped_agent_says_so_and_exits_1(
     assert "no memories of agent 'cli-agnet'" in typo.stderr
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("aether-memory ")
+
+
+async def test_index_layout_moves_an_embedded_store_to_tenant_indexes_while_it_is_stopped(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+
+    def settings(**layout: str) -> Settings:
+        return Settings(port=0, data_dir=data_dir, redis_url=None, grace_s=1.0, **layout)  # type: ignore[arg-type]
+
+    async with serve(settings()) as running, grpc.aio.insecure_channel(running.address) as ch:
+        tenants = [new_client(ch, f"cli-{i}") for i in range(2)]
+        for c in tenants:
+            await store(c, f"{c.tenant} keeps its bike in the shed.")
+        held = await asyncio.to_thread(cli, "index-layout", "tenant", AETHER_DATA_DIR=str(data_dir))
+        assert held.returncode != 0 and "stop the service first" in held.stderr
+
+    moved = await asyncio.to_thread(cli, "index-layout", "tenant", AETHER_DATA_DIR=str(data_dir))
+    assert moved.returncode == 0, moved.stderr
+    assert "into 2 tenants' own indexes" in moved.stdout
+    with pytest.raises(StartupError, match="one index per tenant"):
+        async with serve(settings()):
+            pass
+    async with (
+        serve(settings(index_layout="tenant")) as running,
+        grpc.aio.insecure_channel(running.address) as ch,
+    ):
+        for tenant in ("cli-0", "cli-1"):
+            hits = await search(new_client(ch, tenant), "where is the bike")
+            assert hits == [f"{tenant} keeps its bike in the shed."]

@@ -4,13 +4,12 @@ tenant's slot, the deployment-wide due sets and listings wherever their own slot
 documents (working memory, checkpoints, agent state) with their WATCH/MULTI transactions, and
 the memory store's writes and reads by id.
 
-The search indexes are not part of this: with this Search module they are node-local, and the
-service's indexes are still one per deployment (docs/architecture.md, "Beyond one Redis").
+Searches, with one index per tenant on the node that holds it, run through the service in
+test_tenant_indexes.py.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -50,7 +49,7 @@ async def client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
 async def test_appends_for_tenants_on_every_node_are_marked_indexed_and_archived(
     cluster: LocalCluster, client: RedisCluster
 ) -> None:
-    tenants = [Tenant(f"c-{uuid.uuid4().hex[:8]}") for _ in range(12)]
+    tenants = [Tenant(t) for t in cluster.spread_tenants(12, "c")]
     owners = {cluster.owner(key_slot(EPISODE_STREAMS.stream_of(t).encode())).port for t in tenants}
     assert len(owners) == 3  # the test means something only if every node holds some
 
@@ -108,7 +107,7 @@ async def test_working_memory_checkpoints_and_agent_state_run_on_the_cluster(
         max_session_bytes=1 << 20,
         archived=True,
     )
-    tenants = [Tenant(f"d-{uuid.uuid4().hex[:8]}") for _ in range(9)]
+    tenants = [Tenant(t) for t in cluster.spread_tenants(9, "d")]
     owners = {cluster.owner(key_slot(keys_of(t).session("s").encode())).port for t in tenants}
     assert len(owners) == 3
     for t in tenants:
@@ -134,10 +133,9 @@ async def test_memories_are_stored_linked_read_and_deleted_on_the_cluster(
     cluster: LocalCluster, client: RedisCluster
 ) -> None:
     """The memory store's writes: the store script with its outbox mark, links back to related
-    memories, reads by id, and the delete transaction. (Searching needs the per-tenant
-    indexes, not built yet.)"""
+    memories, reads by id, and the delete transaction (searches: test_tenant_indexes.py)."""
     store = RedisMemoryStore(client, index_name="unused", dimension=4, archived=True)
-    tenants = [Tenant(f"m-{uuid.uuid4().hex[:8]}") for _ in range(9)]
+    tenants = [Tenant(t) for t in cluster.spread_tenants(9, "m")]
     owners = {cluster.owner(key_slot(keys_of(t).memory("x").encode())).port for t in tenants}
     assert len(owners) == 3
     vector = np.ones(4, dtype=np.float32) / 2
@@ -171,7 +169,7 @@ async def test_the_maintenance_walk_visits_every_primary(
     """The walk behind maintenance (and re-embedding) goes through each primary's keyspace in
     turn; its cursor is 0 only at the start and once every primary was walked."""
     store = RedisMemoryStore(client, index_name="unused", dimension=4)
-    tenants = [Tenant(f"w-{uuid.uuid4().hex[:8]}") for _ in range(9)]
+    tenants = [Tenant(t) for t in cluster.spread_tenants(9, "w")]
     vector = np.ones(4, dtype=np.float32) / 2
     stored = set()
     for t in tenants:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.cluster import key_slot
 
 from aether_memory.stores.redis.embedded import redis_command
 
@@ -42,6 +44,16 @@ class LocalCluster:
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", n.port) for n in self.primaries + self.replicas]
+
+    def spread_tenants(self, n: int, prefix: str = "t") -> list[str]:
+        """`n` new tenant names (n >= the number of primaries), every primary holding at least
+        one: random names leave a node out now and then."""
+        assert n >= len(self.primaries)
+        while True:
+            tenants = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+            held = {self.owner(key_slot(("{" + t + "}").encode())).port for t in tenants}
+            if len(held) == len(self.primaries):
+                return tenants
 
     def owner(self, slot: int) -> Node:
         """The primary serving `slot` now (asked of the cluster, not assumed)."""

@@ -1,8 +1,10 @@
-"""FT.SEARCH replies read by the store itself, in both protocols Redis answers with."""
+"""FT.SEARCH replies read by the stores themselves, in both protocols Redis answers with."""
 
 from __future__ import annotations
 
-from aether_memory.stores.redis.memory_store import _documents, _total
+import redis.exceptions
+
+from aether_memory.stores.redis.search import documents, missing_index, total
 
 
 def test_resp3_maps_become_documents_and_fieldless_ones_are_left_out() -> None:
@@ -14,17 +16,24 @@ def test_resp3_maps_become_documents_and_fieldless_ones_are_left_out() -> None:
             {b"id": b"aether:mem:{t}:b", b"extra_attributes": {b"memory_id": b"b"}, b"score": 0.5},
         ],
     }
-    docs = _documents(reply, scores=True)
+    docs = documents(reply, scores=True)
     assert [(d["memory_id"], d["score"]) for d in docs] == [("a", "2.5"), ("b", "0.5")]
     assert docs[0]["id"] == "aether:mem:{t}:a"
-    assert _total(reply) == 3
+    assert total(reply) == 3
 
 
 def test_resp2_arrays_become_documents_with_and_without_scores() -> None:
     plain = [2, b"k1", [b"memory_id", b"a", b"vector_distance", b"0.25"], b"k2", []]
-    assert _documents(plain, scores=False) == [
+    assert documents(plain, scores=False) == [
         {"memory_id": "a", "vector_distance": "0.25", "id": "k1"}
     ]
     scored = [2, b"k1", b"3.5", [b"memory_id", b"a"], b"k2", b"1.5", [b"memory_id", b"b"]]
-    assert [d["score"] for d in _documents(scored, scores=True)] == ["3.5", "1.5"]
-    assert _total(plain) == 2
+    assert [d["score"] for d in documents(scored, scores=True)] == ["3.5", "1.5"]
+    assert total(plain) == 2
+
+
+def test_only_a_missing_index_reads_as_one() -> None:
+    assert missing_index(redis.exceptions.ResponseError("aether-memories:{t}: no such index"))
+    assert missing_index(redis.exceptions.ResponseError("Unknown index name"))
+    assert not missing_index(redis.exceptions.ResponseError("Syntax error at offset 3"))
+    assert not missing_index(redis.exceptions.ConnectionError("no such index"))

@@ -8,6 +8,9 @@ tenant's slot is written by the append script. Several replicas share the work: 
 streams, and the group gives each episode to one of them. An episode read and not acknowledged
 stays pending: its reader takes it again after a failed batch, and any reader takes it over once
 it has waited CLAIM_IDLE_MS (its reader died).
+
+In the `tenant` layout (AETHER_INDEX_LAYOUT) each tenant's documents have an index of their own
+(search.TenantIndexes), made before the indexer writes the tenant's first document.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 from redisvl.index import AsyncSearchIndex
 from redisvl.query import FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
@@ -30,6 +34,7 @@ from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
 from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
 from .scripts import evalsha_pipelined
+from .search import TenantIndexes, documents, missing_index, search_args
 from .vector_slots import SLOTS, create_index, vector_attribute
 
 GROUP = EPISODE_STREAMS.group
@@ -66,6 +71,7 @@ class RedisEpisodeIndex:
         vector_slot: str = SLOTS[0],
         batch: int = 64,
         streams_per_step: int = 16,
+        layout: str = "shared",
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
@@ -74,43 +80,70 @@ class RedisEpisodeIndex:
         self._forget = client.register_script(_FORGET_SCRIPT)
         self._dimension = dimension
         self._index_name = index_name
+        self._tenants = (
+            TenantIndexes(client, index_name, lambda name, prefix: self._schema(name, prefix, True))
+            if layout == "tenant"
+            else None
+        )
         self._use_slot(vector_slot)
 
     def _use_slot(self, vector_slot: str) -> None:
         self.vector_slot = vector_slot
         self.index = AsyncSearchIndex(
-            IndexSchema.from_dict(
-                {
-                    "index": {
-                        "name": self._index_name,
-                        "prefix": EPISODE_DOC_PREFIX,
-                        "storage_type": "hash",
-                    },
-                    "fields": [
-                        {"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE},
-                        {"name": "agent_id", "type": "tag", "attrs": SINGLE_VALUE},
-                        {"name": "session_id", "type": "tag", "attrs": SINGLE_VALUE},
-                        {"name": "type", "type": "tag"},
-                        {"name": "outcome", "type": "tag"},
-                        {"name": "record_time", "type": "numeric"},
-                        {
-                            "name": vector_slot,
-                            "type": "vector",
-                            "attrs": {
-                                "dims": self._dimension,
-                                "algorithm": "hnsw",
-                                "distance_metric": "cosine",
-                                "datatype": "float32",
-                            },
-                        },
-                    ],
-                }
-            ),
-            redis_client=self._client,
+            self._schema(self._index_name, EPISODE_DOC_PREFIX, False), redis_client=self._client
         )
 
+    def _schema(self, name: str, prefix: str, per_tenant: bool) -> IndexSchema:
+        """The shared index's schema, or one tenant's: no tenant field, exact (FLAT) vectors
+        in small blocks (memory_store.TENANT_BLOCK_SIZE explains why)."""
+        vectors: dict[str, Any] = {
+            "dims": self._dimension,
+            "distance_metric": "cosine",
+            "datatype": "float32",
+        }
+        vectors |= {"algorithm": "flat", "block_size": 64} if per_tenant else {"algorithm": "hnsw"}
+        tenant = [] if per_tenant else [{"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE}]
+        return IndexSchema.from_dict(
+            {
+                "index": {"name": name, "prefix": prefix, "storage_type": "hash"},
+                "fields": [
+                    *tenant,
+                    {"name": "agent_id", "type": "tag", "attrs": SINGLE_VALUE},
+                    {"name": "session_id", "type": "tag", "attrs": SINGLE_VALUE},
+                    {"name": "type", "type": "tag"},
+                    {"name": "outcome", "type": "tag"},
+                    {"name": "record_time", "type": "numeric"},
+                    {"name": self.vector_slot, "type": "vector", "attrs": vectors},
+                ],
+            }
+        )
+
+    async def prepare(self, tenant: Tenant) -> None:
+        """Make sure `tenant` has its own index before a document of it is written (`tenant`
+        layout; nothing to do in the shared one)."""
+        if self._tenants is not None:
+            await self._tenants.ready(tenant, keys_of(tenant).episode_doc(""))
+
+    def _index_of(self, tenant: Tenant) -> str:
+        return self._tenants.name(tenant) if self._tenants is not None else self._index_name
+
+    async def _find(self, tenant: Tenant, query: Any) -> list[dict[str, str]]:
+        """A query's documents from the tenant's index; none from one that does not exist yet
+        (`tenant` layout: the tenant has no indexed episode)."""
+        try:
+            reply = await self._client.execute_command(*search_args(self._index_of(tenant), query))
+        except ResponseError as error:
+            if self._tenants is not None and missing_index(error):
+                return []
+            raise
+        return documents(reply, scores=False)
+
     async def ensure(self) -> None:
-        """Create the index if it does not exist; an existing one keeps its vector slot."""
+        """Create the index if it does not exist; an existing one keeps its vector slot. In the
+        `tenant` layout each tenant's index is made when its first document is written."""
+        if self._tenants is not None:
+            await self._upgrade()
+            return
         if await self.index.exists() or not await create_index(self.index):
             held = vector_attribute(await self.index.info())
             if held is not None and held.slot != self.vector_slot:
@@ -247,6 +280,8 @@ class RedisEpisodeIndex:
     ) -> None:
         """The documents with their vectors, and the `done` episodes (stream -> entry ids)
         acknowledged, in one round trip."""
+        for tenant in {doc.tenant for doc in docs}:
+            await self.prepare(tenant)
         async with self._client.pipeline(transaction=False) as pipe:
             for doc, vector in zip(docs, vectors, strict=True):
                 pipe.hset(
@@ -270,12 +305,13 @@ class RedisEpisodeIndex:
         """Delete index documents of episodes the stream no longer holds (those before
         `first_kept`, every one when None); at most `limit` per call."""
         keys = keys_of(tenant)
-        expr: FilterExpression = tag_in("tenant", keys.tenant)
+        expr: FilterExpression = self._tenant_filter(tenant)
         if first_kept is not None:
             # Documents are found by time (a second of margin: record_time is taken just before
             # the append), then compared by stream id, which is exact.
             expr &= Num("record_time") < stream_id_key(first_kept)[0] / 1000 + 1.0
-        found = await self.index.query(FilterQuery(expr, return_fields=["id"], num_results=limit))
+        query = FilterQuery(expr, return_fields=["record_time"], num_results=limit)
+        found = await self._find(tenant, query)
         prefix = keys.episode_doc("")
         stale = [
             doc["id"]
@@ -287,11 +323,16 @@ class RedisEpisodeIndex:
             await self._client.delete(*stale)
         return len(stale)
 
+    def _tenant_filter(self, tenant: Tenant) -> FilterExpression:
+        """The tenant's clause of the shared index's queries; a tenant's own index needs none
+        (an empty expression matches every document)."""
+        return FilterExpression("*") if self._tenants is not None else tag_in("tenant", tenant.name)
+
     async def search(
         self, tenant: Tenant, query: EpisodeQuery, vector: npt.NDArray[np.float32]
     ) -> list[EpisodeHit]:
         keys = keys_of(tenant)
-        expr: FilterExpression = tag_in("tenant", keys.tenant)
+        expr: FilterExpression = self._tenant_filter(tenant)
         if query.agent_id:
             expr &= tag_in("agent_id", query.agent_id)
         if query.session_id:
@@ -304,7 +345,8 @@ class RedisEpisodeIndex:
             expr &= Num("record_time") >= query.start_time
         if query.end_time is not None:
             expr &= Num("record_time") < query.end_time
-        results = await self.index.query(
+        results = await self._find(
+            tenant,
             VectorQuery(
                 vector=vector.astype(np.float32).tobytes(),
                 vector_field_name=self.vector_slot,
@@ -312,7 +354,7 @@ class RedisEpisodeIndex:
                 filter_expression=expr,
                 num_results=query.offset + query.limit + 1,
                 dtype="float32",
-            )
+            ),
         )
         prefix = keys.episode_doc("")
         return [

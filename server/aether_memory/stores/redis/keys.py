@@ -55,6 +55,19 @@ def index_meta(index_name: str) -> str:
     return "aether:meta:" + _part(index_name)
 
 
+def tenant_index(index_name: str, tenant: str) -> str:
+    """The index of one tenant's documents when each tenant has its own (AETHER_INDEX_LAYOUT
+    `tenant`): named in the tenant's hash tag, so on a cluster it lives on the node that holds
+    the tenant's keys (FT.CREATE and FT.SEARCH are routed by the index name's slot)."""
+    return f"{index_name}:{{{tenant}}}"
+
+
+def index_tenants(index_name: str) -> str:
+    """The tenants that have an index of their own under `index_name` (the deployment-wide
+    counts add theirs up)."""
+    return index_meta(index_name) + ":tenants"
+
+
 class TenantKeys:
     def __init__(self, tenant: str) -> None:
         if not TENANT_PATTERN.match(tenant):

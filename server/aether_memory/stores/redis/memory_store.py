@@ -1,7 +1,17 @@
-"""Memories in Redis hashes under one RediSearch index (HNSW vectors, BM25 text, tags, numbers).
+"""Memories in Redis hashes under RediSearch indexes (vectors, BM25 text, tags, numbers).
 
-Every query carries the tenant's tag filter, added here and nowhere else. User values reach
-RediSearch only through `query.py` (escaped tag clauses, word tokens for text) or RedisVL's `Num`.
+Two layouts (AETHER_INDEX_LAYOUT):
+
+- `shared`: one HNSW index over every tenant's memories; every query carries the tenant's tag
+  filter, added here and nowhere else.
+- `tenant`: one index per tenant, over that tenant's key prefix and named in its hash tag, so on
+  a Redis Cluster it lives on the node that holds the tenant (docs/architecture.md, "Beyond one
+  Redis"). It is created empty before the tenant's first memory is written (an index created
+  over existing keys scans the node's whole keyspace), holds exact (FLAT) vectors unless
+  AETHER_TENANT_INDEX_VECTORS says HNSW, and its queries need no tenant filter.
+
+User values reach RediSearch only through `query.py` (escaped tag clauses, word tokens for text)
+or RedisVL's `Num`.
 """
 
 from __future__ import annotations
@@ -31,10 +41,17 @@ from ...domain.rerank import Facts, Hits, content_facts, speaker_of
 from ...domain.tenant import Tenant
 from ...telemetry import operation
 from .embedded import HASH_LISTPACK_VALUE
-from .keys import MAINTENANCE_CURSOR, MEMORY_PREFIX, TenantKeys, index_meta, keys_of
+from .keys import (
+    MAINTENANCE_CURSOR,
+    MEMORY_PREFIX,
+    TenantKeys,
+    index_meta,
+    keys_of,
+)
 from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .scripts import evalsha_pipelined
+from .search import NO_HITS, TenantIndexes, documents, missing_index, search_args, total
 from .vector_slots import SLOTS, create_index, other_slot, vector_attribute
 from .walk import scan_step
 
@@ -47,6 +64,10 @@ MAX_SCAN_CALLS = 10  # per maintenance batch
 KEYWORD_FIELDS = ("content", "context", "lead")
 MAX_LEAD_BYTES = 2048  # a longer memory before it is no lead
 REPLICA_BACKOFF_S = 10.0  # searches stay on the primary this long after the replica failed one
+LAYOUTS = ("shared", "tenant")
+# A tenant's FLAT index grows its vector store in blocks of this many vectors (RediSearch's
+# default, 1,024, costs about 1.4 MB per small tenant: bench/results/index-layout.md).
+TENANT_BLOCK_SIZE = 64
 # Fields added to the index after the first release: an older index gets them with FT.ALTER.
 ADDED_FIELDS = {
     "context": ["TEXT"],
@@ -212,47 +233,6 @@ return 0
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _documents(reply: Any, scores: bool) -> list[dict[str, str]]:
-    """FT.SEARCH's documents as {field: text} with "id" (and "score" WITHSCORES), from a RESP3
-    map or a RESP2 array. A document without fields (its hash expired while the query ran) is
-    left out: every hit query here asks for fields."""
-    docs: list[dict[str, str]] = []
-    if isinstance(reply, dict):
-        for found in reply.get(b"results", reply.get("results")) or []:
-            get = found.get
-            fields = get(b"extra_attributes", get("extra_attributes")) or {}
-            if not fields:
-                continue
-            doc = {_text(k): _text(v) for k, v in fields.items()}
-            doc["id"] = _text(get(b"id", get("id")))
-            if scores:
-                doc["score"] = _text(get(b"score", get("score", 0.0)))
-            docs.append(doc)
-        return docs
-    step = 3 if scores else 2
-    for i in range(1, len(reply) - step + 2, step):
-        flat = reply[i + step - 1]
-        if not flat:
-            continue
-        doc = {_text(flat[j]): _text(flat[j + 1]) for j in range(0, len(flat) - 1, 2)}
-        doc["id"] = _text(reply[i])
-        if scores:
-            doc["score"] = _text(reply[i + 1])
-        docs.append(doc)
-    return docs
-
-
-def _total(reply: Any) -> int:
-    """FT.SEARCH's total: the first element of a RESP2 reply, a field of a RESP3 map."""
-    if isinstance(reply, dict):
-        return int(reply.get(b"total_results", reply.get("total_results")) or 0)
-    return int(reply[0])
-
-
 def _num(value: Any, default: float = 0.0) -> float:
     try:
         return float(value)
@@ -275,10 +255,29 @@ class RedisMemoryStore:
         vector_slot: str = SLOTS[0],
         model: str = "",
         reader: aioredis.Redis | None = None,
+        layout: str = "shared",
+        tenant_vectors: str = "flat",
     ) -> None:
         """`vector_slot`: the hash field a new index reads vectors from (an existing index
         keeps its own; see vector_slots.py). `model`: the encoder whose vectors it holds, as
-        the archive records it. `reader`: a replica that runs the hit queries (see _search)."""
+        the archive records it. `reader`: a replica that runs the hit queries (see _search).
+        `layout`: `shared` or `tenant` (see the module's docstring); `tenant_vectors`: `flat`
+        or `hnsw`, how a tenant's own index holds vectors."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown index layout {layout!r}")
+        if tenant_vectors not in ("flat", "hnsw"):
+            raise ValueError(f"unknown tenant index vectors {tenant_vectors!r}")
+        self._tenant_vectors = tenant_vectors
+        self._tenants = (
+            TenantIndexes(
+                client,
+                index_name,
+                lambda name, prefix: self._schema(name, prefix, per_tenant=True),
+            )
+            if layout == "tenant"
+            else None
+        )
+        self.per_tenant = self._tenants is not None
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self.dimension = dimension
@@ -311,15 +310,27 @@ class RedisMemoryStore:
         self._np_type: type[np.floating[Any]] = (
             np.float16 if self.vector_type == "float16" else np.float32
         )
-        self.schema = IndexSchema.from_dict(
+        self.schema = self._schema(self.index_name, MEMORY_PREFIX, per_tenant=False)
+        self.index = AsyncSearchIndex(self.schema, redis_client=self._client)
+
+    def _schema(self, name: str, prefix: str, *, per_tenant: bool) -> IndexSchema:
+        """The shared index's schema, or (`per_tenant`) one tenant's: no tenant field, and
+        FLAT vectors in small blocks unless the settings ask for HNSW."""
+        vectors: dict[str, Any] = {
+            "dims": self.dimension,
+            "distance_metric": "cosine",
+            "datatype": self.vector_type,
+        }
+        if per_tenant and self._tenant_vectors == "flat":
+            vectors |= {"algorithm": "flat", "block_size": TENANT_BLOCK_SIZE}
+        else:
+            vectors |= {"algorithm": "hnsw", **self._hnsw}
+        tenant = [] if per_tenant else [{"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE}]
+        return IndexSchema.from_dict(
             {
-                "index": {
-                    "name": self.index_name,
-                    "prefix": MEMORY_PREFIX,
-                    "storage_type": "hash",
-                },
+                "index": {"name": name, "prefix": prefix, "storage_type": "hash"},
                 "fields": [
-                    {"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE},
+                    *tenant,
                     {"name": "agent_id", "type": "tag", "attrs": SINGLE_VALUE},
                     {"name": "session_id", "type": "tag", "attrs": SINGLE_VALUE},
                     {"name": "tier", "type": "tag"},
@@ -336,21 +347,14 @@ class RedisMemoryStore:
                     {"name": "event_time", "type": "numeric"},
                     {"name": "create_time", "type": "numeric", "attrs": {"sortable": True}},
                     {"name": "seq", "type": "numeric"},
-                    {
-                        "name": self.vector_slot,
-                        "type": "vector",
-                        "attrs": {
-                            "dims": self.dimension,
-                            "algorithm": "hnsw",
-                            "distance_metric": "cosine",
-                            "datatype": self.vector_type,
-                            **self._hnsw,
-                        },
-                    },
+                    {"name": self.vector_slot, "type": "vector", "attrs": vectors},
                 ],
             }
         )
-        self.index = AsyncSearchIndex(self.schema, redis_client=self._client)
+
+    def index_of(self, tenant: Tenant) -> str:
+        """The index that answers `tenant`'s queries."""
+        return self._tenants.name(tenant) if self._tenants is not None else self.index_name
 
     @property
     def vector_dtype(self) -> type[np.floating[Any]]:
@@ -363,7 +367,68 @@ class RedisMemoryStore:
         An existing index keeps its vector type and slot (the settings apply to new indexes),
         and one made before a text field existed gets it with FT.ALTER (new and rewritten
         memories are then indexed by it; older ones have no value for it anyway).
+
+        In the `tenant` layout nothing is created here (each tenant's index is made before its
+        first memory); the deployment's vector settings are recorded once and win over the
+        settings of later starts, as an existing index's do.
         """
+        layout = await self._client.hget(index_meta(self.index_name), "layout")
+        held_layout = layout.decode() if layout is not None else None
+        if self.per_tenant:
+            await self._ensure_tenant_layout(held_layout)
+        elif held_layout not in (None, "shared"):
+            raise StartupError(
+                f"{self.index_name} holds one index per tenant (AETHER_INDEX_LAYOUT=tenant); "
+                "start with that layout, or set AETHER_INDEX_NAME to a new index"
+            )
+        else:
+            await self._ensure_shared_index()
+        await self._check_hash_encoding()
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self._client.execute_command("FT.INFO", name)
+        except redis.exceptions.ResponseError as error:
+            if missing_index(error):
+                return False
+            raise
+        return True
+
+    async def _ensure_tenant_layout(self, held_layout: str | None) -> None:
+        if held_layout not in (None, "tenant") or await self._exists(self.index_name):
+            raise StartupError(
+                f"{self.index_name} is one index shared by every tenant: AETHER_INDEX_LAYOUT="
+                "tenant needs its memories moved into per-tenant indexes first "
+                "(`aether-memory index-layout tenant`), or another AETHER_INDEX_NAME"
+            )
+        meta = index_meta(self.index_name)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(meta, "layout", "tenant")
+            pipe.hsetnx(meta, "dimension", str(self.dimension))
+            pipe.hsetnx(meta, "vector_type", self.vector_type)
+            pipe.hsetnx(meta, "vector_slot", self.vector_slot)
+            pipe.hsetnx(meta, "tenant_vectors", self._tenant_vectors)
+            pipe.hmget(meta, ["dimension", "vector_type", "vector_slot", "tenant_vectors"])
+            *_, held = await pipe.execute()
+        dimension, vector_type, slot, tenant_vectors = (v.decode() for v in held)
+        if int(dimension) != self.dimension:
+            raise StartupError(
+                f"{self.index_name} holds {dimension}-d vectors but the model pack produces "
+                f"{self.dimension}-d: use the pack that wrote them, or another AETHER_INDEX_NAME"
+            )
+        self._tenant_vectors = tenant_vectors
+        if (vector_type, slot) != (self.vector_type, self.vector_slot):
+            self.vector_slot = slot
+            self._use_vector_type(vector_type)
+
+    async def prepare(self, tenant: Tenant) -> None:
+        """Make sure `tenant` has its own index before a memory of it is written (`tenant`
+        layout; nothing to do in the shared one): see search.TenantIndexes."""
+        if self._tenants is not None:
+            await self._tenants.ready(tenant, keys_of(tenant).memory(""))
+
+    async def _ensure_shared_index(self) -> None:
+        await self._client.hsetnx(index_meta(self.index_name), "layout", "shared")
         if await self.index.exists() or not await create_index(self.index):
             info = await self.index.info()
             present = set()
@@ -390,15 +455,14 @@ class RedisMemoryStore:
                     except redis.exceptions.ResponseError as error:
                         if "Duplicate" not in str(error):  # another replica added it first
                             raise
-        await self._check_hash_encoding()
 
     async def _check_hash_encoding(self) -> None:
         """Warn when memory hashes cannot be listpacks (hundreds of bytes more per memory)."""
         vector_bytes = self.dimension * np.dtype(self._np_type).itemsize
         try:
             limit = int((await self._client.config_get("hash-max-listpack-value")).popitem()[1])
-        except (redis.exceptions.ResponseError, KeyError, ValueError):
-            return  # a managed Redis may refuse CONFIG; nothing to say then
+        except (redis.exceptions.ResponseError, KeyError, ValueError, TypeError):
+            return  # a managed Redis may refuse CONFIG (a cluster answers per node): say nothing
         if limit < vector_bytes:
             log.warning(
                 "hash-max-listpack-value is %d, below the %d bytes of a memory's vector: each "
@@ -433,9 +497,10 @@ class RedisMemoryStore:
 
     # ---- filters -------------------------------------------------------------------------
 
-    @staticmethod
-    def _filter(keys: TenantKeys, flt: MemoryFilter) -> FilterExpression:
-        expr = tag_in("tenant", keys.tenant) & tag_in("agent_id", flt.agent_id)
+    def _filter(self, keys: TenantKeys, flt: MemoryFilter) -> FilterExpression:
+        expr = tag_in("agent_id", flt.agent_id)
+        if not self.per_tenant:  # a tenant's own index holds nothing else
+            expr = tag_in("tenant", keys.tenant) & expr
         if flt.session_id:
             expr &= tag_in("session_id", flt.session_id)
         if flt.tiers:
@@ -549,6 +614,7 @@ class RedisMemoryStore:
         `archive=False` is for a memory read back from the archive (rehydration): it neither
         goes to the outbox nor becomes its session's newest memory.
         """
+        await self.prepare(tenant)
         keys = keys_of(tenant)
         fields = outbox.flat(self._fields(keys, memory))  # type: ignore[arg-type]
         tail = [keys.session_tail(memory.agent_id, memory.session_id)]
@@ -740,16 +806,18 @@ class RedisMemoryStore:
     async def record_accesses(self, reads: Mapping[str, Mapping[str, tuple[int, float]]]) -> None:
         """Add reads to access stats: tenant -> memory id -> (reads, last read time). One script
         call per tenant (its keys share a cluster slot), all in one round trip."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for tenant, by_id in reads.items():
-                keys = TenantKeys(tenant)
-                script_keys: list[str] = []
-                args: list[str] = []
-                for memory_id, (count, last) in by_id.items():
-                    script_keys += [keys.memory(memory_id), keys.access(memory_id)]
-                    args += [str(count), repr(last)]
-                await self._touch_script(keys=script_keys, args=args, client=pipe)
-            await pipe.execute()
+        calls = []
+        for tenant, by_id in reads.items():
+            keys = TenantKeys(tenant)
+            script_keys: list[str] = []
+            args: list[str] = []
+            for memory_id, (count, last) in by_id.items():
+                script_keys += [keys.memory(memory_id), keys.access(memory_id)]
+                args += [str(count), repr(last)]
+            calls.append((script_keys, args))
+        for reply in await evalsha_pipelined(self._client, self._touch_script, calls):
+            if isinstance(reply, Exception):
+                raise reply
 
     async def access_stats(
         self, tenant: Tenant, ids: Sequence[str]
@@ -777,7 +845,7 @@ class RedisMemoryStore:
             num_results=limit + 1,
         ).sort_by("create_time", asc=False)
         query.paging(offset, limit + 1)
-        docs = await self.index.query(query)
+        docs = await self._search(self.index_of(tenant), query, replica=False)
         ids = [doc["memory_id"] for doc in docs]
         memories = await self.get_many(tenant, ids[:limit])
         return [memories[i] for i in ids[:limit] if i in memories], len(ids) > limit
@@ -789,7 +857,8 @@ class RedisMemoryStore:
             return_fields=["memory_id"],
             num_results=MAX_FILTER_RESULTS,
         )
-        return [doc["memory_id"] for doc in await self.index.query(query)]
+        docs = await self._search(self.index_of(tenant), query, replica=False)
+        return [doc["memory_id"] for doc in docs]
 
     async def scan(self, cursor: int, limit: int) -> tuple[int, list[tuple[Tenant, Memory]]]:
         """About `limit` memories of every tenant with their access stats, and the cursor to
@@ -848,45 +917,79 @@ class RedisMemoryStore:
         return {tier.value: await self._count(tag_in("tier", tier.value)) for tier in Tier}
 
     async def _count(self, expr: FilterExpression) -> int:
-        """How many memories match, counted on the search replica when there is one (a count
-        may lag a little; the primary's one thread serves the writes)."""
-        query = CountQuery(filter_expression=expr)
-        return _total(await self._query(["FT.SEARCH", self.index_name, *query.get_args()]))
+        """How many memories of every tenant match, counted on the search replica when there is
+        one (a count may lag a little; the primary's one thread serves the writes). In the
+        `tenant` layout: each tenant's index counted, in one pipeline, and summed."""
+        args = CountQuery(filter_expression=expr).get_args()
+        if self._tenants is None:
+            return total(await self._query(["FT.SEARCH", self.index_name, *args]))
+        names = await self._tenants.names() if self._tenants is not None else []
+        return sum(await self._pipelined_totals([["FT.SEARCH", name, *args] for name in names]))
+
+    async def _pipelined_totals(self, commands: Sequence[list[Any]]) -> list[int]:
+        """FT.SEARCH totals in one round trip (per node, on a cluster); 0 for an index that
+        does not exist."""
+        if not commands:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        totals = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                if not missing_index(reply):
+                    raise reply
+                reply = NO_HITS
+            totals.append(total(reply))
+        return totals
 
     async def count(self, tenant: Tenant, flt: MemoryFilter) -> int:
-        return await self._count(self._filter(keys_of(tenant), flt))
+        args = CountQuery(filter_expression=self._filter(keys_of(tenant), flt)).get_args()
+        return total(await self._query(["FT.SEARCH", self.index_of(tenant), *args]))
 
     async def counts(self, tenant: Tenant, filters: Sequence[MemoryFilter]) -> list[int]:
         """How many memories each filter keeps, in one round trip."""
-        keys = keys_of(tenant)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for flt in filters:
-                query = CountQuery(filter_expression=self._filter(keys, flt))
-                pipe.execute_command("FT.SEARCH", self.index_name, *query.get_args())
-            replies = await pipe.execute()
-        return [_total(reply) for reply in replies]
+        keys, name = keys_of(tenant), self.index_of(tenant)
+        return await self._pipelined_totals(
+            [
+                [
+                    "FT.SEARCH",
+                    name,
+                    *CountQuery(filter_expression=self._filter(keys, flt)).get_args(),
+                ]
+                for flt in filters
+            ]
+        )
 
-    async def _search(self, query: Any) -> list[dict[str, str]]:
-        """A hit query's documents. FT.SEARCH goes through the client's own reply parser:
-        redis-py's search Result objects cost a third of a re-ranked search's CPU."""
-        args: list[Any] = ["FT.SEARCH", self.index_name, *query.get_args()]
-        if query.params:
-            args += ["PARAMS", 2 * len(query.params)]
-            for name, value in query.params.items():
-                args += [name, value]
+    async def _search(self, index: str, query: Any, replica: bool = True) -> list[dict[str, str]]:
+        """A hit query's documents (from the search replica, if there is one, unless `replica`
+        is False). FT.SEARCH goes through the client's own reply parser: redis-py's search
+        Result objects cost a third of a re-ranked search's CPU."""
+        args = search_args(index, query)
         # Each hit query runs inside its own aether.search.* span, which names the index, k,
         # the filters and the hits: Redis's span of the one command would say it again.
         with suppress_instrumentation():
-            reply = await self._query(args)
-        return _documents(reply, scores="WITHSCORES" in args)
+            reply = await self._query(args, replica)
+        return documents(reply, scores="WITHSCORES" in args)
 
-    async def _query(self, args: list[Any]) -> Any:
+    async def _query(self, args: list[Any], replica: bool = True) -> Any:
         """A read-only index query, on the replica when one is configured. One that fails
         there (unreachable, loading, not yet holding the index) runs on the primary instead,
         and so does every query for REPLICA_BACKOFF_S after, so a replica that is down costs
-        one failed attempt, not one per search."""
+        one failed attempt, not one per search. A tenant without an index of its own yet
+        (`tenant` layout) has no memories: no hits."""
+        try:
+            return await self._query_on(args, replica)
+        except redis.exceptions.ResponseError as error:
+            if self.per_tenant and missing_index(error):
+                return NO_HITS
+            raise
+
+    async def _query_on(self, args: list[Any], replica: bool) -> Any:
         if (
-            self._reader is not None
+            replica
+            and self._reader is not None
             and time.monotonic() - self._reader_failed_at > REPLICA_BACKOFF_S
         ):
             try:
@@ -900,10 +1003,11 @@ class RedisMemoryStore:
                 )
         return await self._client.execute_command(*args)
 
-    def _attributes(self, flt: MemoryFilter, k: int) -> dict[str, Any]:
+    @staticmethod
+    def _attributes(index: str, flt: MemoryFilter, k: int) -> dict[str, Any]:
         # Filter field names only: the values are the caller's data.
         filters = [name for name, value in vars(flt).items() if value not in ("", (), None)]
-        return {"aether.index": self.schema.index.name, "aether.k": k, "aether.filters": filters}
+        return {"aether.index": index, "aether.k": k, "aether.filters": filters}
 
     @staticmethod
     def _hits(docs: list[dict[str, Any]], score: Callable[[dict[str, Any]], float]) -> Hits:
@@ -926,6 +1030,7 @@ class RedisMemoryStore:
     async def _knn(
         self,
         span: str,
+        tenant: Tenant,
         flt: MemoryFilter,
         expression: FilterExpression,
         vector: npt.NDArray[np.float32],
@@ -946,11 +1051,12 @@ class RedisMemoryStore:
             hybrid_policy="BATCHES" if batches else None,
             batch_size=max(50, 2 * k) if batches else None,
         )
-        with operation(span, attributes=self._attributes(flt, k)) as current:
+        index = self.index_of(tenant)
+        with operation(span, attributes=self._attributes(index, flt, k)) as current:
             current.set_attribute("aether.hybrid_policy", "BATCHES" if batches else "auto")
             # RediSearch's cosine distance is 1 - cos; only similarity leaves this module.
             hits = self._hits(
-                await self._search(query), lambda doc: 1.0 - float(doc["vector_distance"])
+                await self._search(index, query), lambda doc: 1.0 - float(doc["vector_distance"])
             )
             current.set_attribute("aether.hits", len(hits.scores))
         return hits
@@ -967,7 +1073,7 @@ class RedisMemoryStore:
         """Top-k by cosine similarity, pre-filtered inside the index."""
         keys = keys_of(tenant)
         return await self._knn(
-            "aether.search.vector", flt, self._filter(keys, flt), vector, k, batches
+            "aether.search.vector", tenant, flt, self._filter(keys, flt), vector, k, batches
         )
 
     async def neighbors(
@@ -994,7 +1100,7 @@ class RedisMemoryStore:
         if wanted is None:
             return Hits([], {})
         return await self._knn(
-            "aether.search.neighbors", flt, self._filter(keys, flt) & wanted, vector, k
+            "aether.search.neighbors", tenant, flt, self._filter(keys, flt) & wanted, vector, k
         )
 
     async def vectors(
@@ -1027,8 +1133,11 @@ class RedisMemoryStore:
             return_fields=_HIT_FIELDS,
             num_results=k,
         )
-        with operation("aether.search.keyword", attributes=self._attributes(flt, k)) as span:
-            hits = self._hits(await self._search(query), lambda doc: float(doc.get("score", 0.0)))
+        index = self.index_of(tenant)
+        with operation("aether.search.keyword", attributes=self._attributes(index, flt, k)) as span:
+            hits = self._hits(
+                await self._search(index, query), lambda doc: float(doc.get("score", 0.0))
+            )
             span.set_attribute("aether.terms", len(terms))
             span.set_attribute("aether.hits", len(hits.scores))
         return hits

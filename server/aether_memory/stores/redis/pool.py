@@ -21,6 +21,7 @@ import contextlib
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 # redis-py's default is 100, and it fails a call at once when they are all in use: a burst of
@@ -62,7 +63,12 @@ class CancelSafePool(aioredis.ConnectionPool):
             await asyncio.gather(*(c.disconnect() for c in idle), return_exceptions=True)
 
 
-def connect(url: str, **options: Any) -> aioredis.Redis:
-    """A client for `url` over a CancelSafePool."""
+def connect(url: str, *, cluster: bool = False, **options: Any) -> aioredis.Redis:
+    """A client for `url` over a CancelSafePool; with `cluster`, redis-py's cluster client
+    (`url` names one node), which keeps a list of connections per node that it takes and gives
+    back without awaiting, so a cancellation cannot strand one."""
     options.setdefault("max_connections", MAX_CONNECTIONS)
+    if cluster:
+        # The service's adapters use only what both clients share.
+        return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
     return aioredis.Redis.from_pool(CancelSafePool.from_url(url, **options))

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redisvl.exceptions import RedisSearchError
 from redisvl.index import AsyncSearchIndex
+from redisvl.schema import IndexSchema
 
 from .keys import index_meta
 from .walk import scan_step
@@ -137,6 +138,18 @@ class SlotFill:
             for name in names:
                 pipe.hdel(name, slot)
             return int(cursor), len(names), sum(int(x) for x in await pipe.execute())
+
+
+async def held_vectors(client: Any, name: str) -> tuple[VectorAttribute | None, int] | None:
+    """(vector attribute, documents) of an index; None where there is no such index."""
+    index = AsyncSearchIndex(IndexSchema.from_dict({"index": {"name": name}}), redis_client=client)
+    try:
+        info = await index.info()
+    except RedisSearchError as error:
+        if "unknown index" in str(error).lower() or "no such index" in str(error).lower():
+            return None
+        raise
+    return vector_attribute(info), int(info.get("num_docs", 0))
 
 
 async def drop_index(client: Any, index_name: str) -> bool:

@@ -1,0 +1,127 @@
+"""What the memory and episode stores share about RediSearch: reading FT.SEARCH replies in either
+protocol, and the indexes of the `tenant` layout (AETHER_INDEX_LAYOUT), one per tenant.
+
+A tenant's index is named in the tenant's hash tag (`keys.tenant_index`), so on a Redis Cluster
+it lives on the node that holds the tenant's keys: FT.CREATE and FT.SEARCH are routed by the
+index name's slot. It is created empty (SKIPINITIALSCAN) before the tenant's first document is
+written: an index created over existing keys scans the node's whole keyspace (10,000 indexes
+over 20,000 memories took 380 s, bench/results/index-layout.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis.exceptions
+from redis.commands.search.index_definition import IndexDefinition, IndexType
+from redisvl.schema import IndexSchema
+
+from ...domain.tenant import Tenant
+from .keys import index_tenants, tenant_index
+
+NO_HITS: list[Any] = [0]  # an FT.SEARCH reply with no documents (RESP2's shape)
+
+
+def missing_index(error: BaseException) -> bool:
+    """Whether a query failed because its index does not exist."""
+    text = str(error).lower()
+    return isinstance(error, redis.exceptions.ResponseError) and (
+        "no such index" in text or "unknown index" in text
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def documents(reply: Any, scores: bool) -> list[dict[str, str]]:
+    """FT.SEARCH's documents as {field: text} with "id" (and "score" WITHSCORES), from a RESP3
+    map or a RESP2 array. A document without fields (its hash expired while the query ran) is
+    left out: every hit query here asks for fields."""
+    docs: list[dict[str, str]] = []
+    if isinstance(reply, dict):
+        for found in reply.get(b"results", reply.get("results")) or []:
+            get = found.get
+            fields = get(b"extra_attributes", get("extra_attributes")) or {}
+            if not fields:
+                continue
+            doc = {_text(k): _text(v) for k, v in fields.items()}
+            doc["id"] = _text(get(b"id", get("id")))
+            if scores:
+                doc["score"] = _text(get(b"score", get("score", 0.0)))
+            docs.append(doc)
+        return docs
+    step = 3 if scores else 2
+    for i in range(1, len(reply) - step + 2, step):
+        flat = reply[i + step - 1]
+        if not flat:
+            continue
+        doc = {_text(flat[j]): _text(flat[j + 1]) for j in range(0, len(flat) - 1, 2)}
+        doc["id"] = _text(reply[i])
+        if scores:
+            doc["score"] = _text(reply[i + 1])
+        docs.append(doc)
+    return docs
+
+
+def total(reply: Any) -> int:
+    """FT.SEARCH's total: the first element of a RESP2 reply, a field of a RESP3 map."""
+    if isinstance(reply, dict):
+        return int(reply.get(b"total_results", reply.get("total_results")) or 0)
+    return int(reply[0])
+
+
+def search_args(index: str, query: Any) -> list[Any]:
+    """The FT.SEARCH command of a RedisVL query, its parameters included."""
+    args: list[Any] = ["FT.SEARCH", index, *query.get_args()]
+    if query.params:
+        args += ["PARAMS", 2 * len(query.params)]
+        for name, value in query.params.items():
+            args += [name, value]
+    return args
+
+
+class TenantIndexes:
+    """The indexes of one index name in the `tenant` layout: one per tenant, each made (empty)
+    before the tenant's first document, and listed for the deployment-wide counts."""
+
+    def __init__(
+        self, client: Any, index_name: str, schema_of: Callable[[str, str], IndexSchema]
+    ) -> None:
+        """`schema_of(name, prefix)`: a tenant's index schema, given its name and key prefix."""
+        if "{" in index_name or "}" in index_name:
+            raise ValueError("an index name may not hold '{' or '}' (the tenant's hash tag)")
+        self._client = client
+        self.index_name = index_name
+        self._schema_of = schema_of
+        self._ready: set[str] = set()  # tenants whose index this process has made sure of
+
+    def name(self, tenant: Tenant | str) -> str:
+        return tenant_index(self.index_name, str(tenant))
+
+    async def ready(self, tenant: Tenant | str, prefix: str) -> None:
+        """Make sure `tenant` has its index (over keys under `prefix`). Replicas racing here
+        agree: the second FT.CREATE answers that the index exists."""
+        if str(tenant) in self._ready:
+            return
+        schema = self._schema_of(self.name(tenant), prefix)
+        definition = IndexDefinition(  # type: ignore[no-untyped-call]
+            prefix=[prefix], index_type=IndexType.HASH
+        )
+        try:
+            await self._client.ft(schema.index.name).create_index(
+                [field.as_redis_field() for field in schema.fields.values()],
+                definition=definition,
+                skip_initial_scan=True,
+            )
+        except redis.exceptions.ResponseError as error:
+            if "already exists" not in str(error).lower():
+                raise
+        await self._client.sadd(index_tenants(self.index_name), str(tenant))
+        self._ready.add(str(tenant))
+
+    async def names(self) -> list[str]:
+        """The index of every tenant that has one."""
+        tenants = await self._client.smembers(index_tenants(self.index_name))
+        return [self.name(_text(t)) for t in sorted(tenants)]
