@@ -61,8 +61,8 @@ class LocalCluster:
             self.primaries[0].client().execute_command("CLUSTER", "SLOTS")
         ):
             if start <= slot <= end:
-                port = int(primary[1])
-                return next(n for n in self.primaries if n.port == port)
+                port = int(primary[1])  # a replica after a failover
+                return next(n for n in self.primaries + self.replicas if n.port == port)
         raise LookupError(f"no node serves slot {slot}")
 
 

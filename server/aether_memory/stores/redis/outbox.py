@@ -123,11 +123,10 @@ class RedisOutbox:
         found: list[tuple[str, list[OutboxEntry], bool]] = []
         for n, stream in enumerate(streams):
             pending, new = replies[2 * n], replies[2 * n + 1]
-            if isinstance(pending, aioredis.ResponseError) or isinstance(
-                new, aioredis.ResponseError
-            ):
-                if "NOGROUP" not in str(pending) + str(new):
-                    raise pending if isinstance(pending, Exception) else new
+            failed = [r for r in (pending, new) if isinstance(r, Exception)]
+            if failed:
+                if "NOGROUP" not in str(failed[0]):
+                    raise failed[0]
                 # The stream was made without its group (its key was deleted while a writer
                 # remembered its tenant as prepared): make it; read it on its next turn.
                 await create_group(self._client, stream, GROUP)

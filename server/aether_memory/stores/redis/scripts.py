@@ -56,10 +56,10 @@ async def _on_cluster(
     calls: Sequence[ScriptCall],
     then: Callable[[Any], None] | None,
 ) -> list[Any]:
-    """The same on a cluster: the scripts concurrently (each loads itself on NOSCRIPT), then,
-    after they all answered, the other commands."""
+    """The same on a cluster: the scripts concurrently, then, after they all answered, the
+    other commands."""
     results = await asyncio.gather(
-        *(script(keys=keys, args=args, client=client) for keys, args in calls),
+        *(run_on_cluster(client, script, keys, args) for keys, args in calls),
         return_exceptions=True,
     )
     if then is not None:
@@ -67,3 +67,15 @@ async def _on_cluster(
             then(pipe)
             await pipe.execute()
     return list(results)
+
+
+async def run_on_cluster(
+    client: RedisCluster, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> Any:
+    """One script call on the node that serves its keys. On NOSCRIPT the script goes whole
+    (EVAL, which caches it there): redis-py's own retry loads it on the primaries it knows,
+    which right after a failover are not yet the ones serving the keys."""
+    try:
+        return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.execute_command("EVAL", script.script, len(keys), *keys, *args)

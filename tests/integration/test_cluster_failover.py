@@ -1,0 +1,205 @@
+"""A primary of the Redis Cluster fails over to its replica while agents write: nothing that was
+acknowledged is lost, the service keeps answering (UNAVAILABLE while a slot has no primary,
+never INTERNAL), and the promoted replica serves the tenant's searches from its own copy of the
+tenant's indexes.
+
+Two ways a primary goes: a manual `CLUSTER FAILOVER` on its replica (the replica catches up,
+then takes over), and the primary killed (the replica is elected once the others see the
+primary gone, after the node timeout of 2 s). The cluster has 3 primaries with a replica each;
+the service runs with one index per tenant and the archive on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+import pytest_asyncio
+import redis.exceptions
+from aether.memory.v1 import memory_service_pb2
+from redis.cluster import key_slot
+
+from aether_memory.app import Running, serve
+from aether_memory.domain.tenant import Tenant
+from aether_memory.settings import Settings
+from aether_memory.stores.redis.keys import keys_of
+from tests.support.cluster import LocalCluster, Node, local_cluster
+from tests.support.servers import FerretDB
+from tests.support.waiting import until
+
+from .conftest import Client, new_client
+from .test_episode_service import episode, list_all, record
+from .test_memory_service import search, store
+
+S = memory_service_pb2
+CALL_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path_factory.mktemp("failover"), primaries=3, replicas=1) as started:
+        yield started
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def service(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
+    ferret = FerretDB(tmp_path_factory.mktemp("ferretdb-failover"))
+    ferret.start()
+    host, port = cluster.startup_nodes[0]
+    settings = Settings(
+        port=0,
+        data_dir=tmp_path_factory.mktemp("failover-service"),
+        redis_url=f"redis://{host}:{port}",
+        redis_cluster=True,
+        index_layout="tenant",
+        mongo_url=ferret.url,
+        archive_write_concern="1",
+        maintenance_interval_s=3600,
+        grace_s=1.0,
+    )
+    try:
+        async with serve(settings) as running:
+            yield running
+    finally:
+        ferret.remove()
+
+
+def serving(cluster: LocalCluster, slot: int) -> int:
+    """The port of the node that serves `slot` now, as any live node tells it."""
+    for node in cluster.primaries + cluster.replicas:
+        if node.process.poll() is not None:
+            continue
+        try:
+            reply = node.client().execute_command("CLUSTER", "SLOTS")
+        except redis.exceptions.RedisError:  # a node that is going away
+            continue
+        for start, end, primary, *_ in reply:
+            if start <= slot <= end:
+                return int(primary[1])
+    raise LookupError(f"no live node serves slot {slot}")
+
+
+def replica_of(cluster: LocalCluster, port: int) -> Node:
+    for node in cluster.replicas + cluster.primaries:
+        info = node.client().info("replication")
+        if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+            return node
+    raise LookupError(f"no replica follows {port}")
+
+
+@dataclass
+class Writer:
+    """Stores memories and records episodes for one tenant until stopped, retrying a call
+    that failed with the same content (both are idempotent: content dedup, event ids)."""
+
+    client: Client
+    memories: dict[str, str] = field(default_factory=dict)  # acknowledged id -> content
+    episodes: list[str] = field(default_factory=list)  # acknowledged event ids
+    refused: list[grpc.StatusCode] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            content = f"{self.client.tenant} wrote note number {n} during the failover"
+            try:
+                memory = await asyncio.wait_for(store(self.client, content), CALL_TIMEOUT_S)
+                acks = await asyncio.wait_for(
+                    record(self.client, [episode(f"ev-{n}")]), CALL_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as error:
+                self.refused.append(error.code())
+                await asyncio.sleep(0.05)
+                continue
+            self.memories[memory.id] = content
+            if acks and acks[0].WhichOneof("result") == "written":
+                self.episodes.append(f"ev-{n}")
+            else:
+                self.refused.append(grpc.StatusCode.UNAVAILABLE)
+                continue
+            n += 1
+
+
+async def writes_through(
+    running: Running, cluster: LocalCluster, tenants: list[str], fail_over: object
+) -> list[Writer]:
+    """Writers on every tenant; `fail_over()` mid-stream; more writes once the slot is
+    served again; then every acknowledged write must be there."""
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        writers = [Writer(new_client(channel, t)) for t in tenants]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+        await until(lambda: all(len(w.memories) >= 5 for w in writers), "writes before")
+        counts = [len(w.memories) for w in writers]
+        await asyncio.to_thread(fail_over)  # type: ignore[arg-type]
+        await until(
+            lambda: all(len(w.memories) >= c + 5 for w, c in zip(writers, counts, strict=True)),
+            "writes after the failover",
+            within_s=60,
+        )
+        stop.set()
+        await asyncio.gather(*tasks)
+
+        for w in writers:
+            assert set(w.refused) <= {grpc.StatusCode.UNAVAILABLE}, w.refused
+            listed = await w.client.memory.ListMemories(
+                S.ListMemoriesRequest(agent_id="agent-1", page_size=1000), metadata=w.client.md
+            )
+            assert {m.id: m.content for m in listed.memories} == w.memories
+            last = w.memories[next(reversed(w.memories))]
+            assert (await search(w.client, last))[0] == last
+            assert [e.event_id for e in await list_all(w.client)] == w.episodes
+    return writers
+
+
+async def test_a_manual_failover_loses_nothing_and_the_replica_serves_searches(
+    service: Running, cluster: LocalCluster
+) -> None:
+    tenants = cluster.spread_tenants(3, "fo")
+    slot = key_slot(keys_of(Tenant(tenants[0])).memory("").encode())
+    old = serving(cluster, slot)
+    replica = replica_of(cluster, old)
+
+    def fail_over() -> None:
+        replica.client().execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + 30
+        while serving(cluster, slot) != replica.port:
+            assert time.monotonic() < deadline, "the replica did not take over"
+            time.sleep(0.05)
+
+    await writes_through(service, cluster, tenants, fail_over)
+    assert serving(cluster, slot) == replica.port
+
+
+async def test_a_killed_primary_loses_nothing_acknowledged_and_calls_answer_unavailable(
+    service: Running, cluster: LocalCluster
+) -> None:
+    tenants = cluster.spread_tenants(3, "kill")
+    slot = key_slot(keys_of(Tenant(tenants[0])).memory("").encode())
+    old = serving(cluster, slot)
+    replica = replica_of(cluster, old)
+    victim = next(n for n in cluster.primaries + cluster.replicas if n.port == old)
+
+    def kill() -> None:
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if serving(cluster, slot) == replica.port:
+                    return
+            except LookupError:
+                pass
+            assert time.monotonic() < deadline, "the replica was not elected"
+            time.sleep(0.1)
+
+    writers = await writes_through(service, cluster, tenants, kill)
+    # The tenant on the killed primary waited for the election: its calls were refused as
+    # UNAVAILABLE meanwhile (a retry then went through), never INTERNAL.
+    assert writers[0].refused, "no call hit the gap between the kill and the election"
