@@ -495,6 +495,15 @@ def main(argv: list[str] | None = None) -> int:
         "start the service with AETHER_INDEX_LAYOUT=tenant (docs/operations.md).",
     )
     layout.add_argument("layout", choices=["tenant"], help="the layout to move to")
+    move = sub.add_parser(
+        "move-slot",
+        help="move a hash slot of a Redis Cluster to another primary, with its tenants' "
+        "indexes (talks to Redis)",
+        description="Creates the slot's tenants' indexes on the target, moves the keys "
+        "(MIGRATE), then hands the slot over; the service keeps serving (docs/operations.md).",
+    )
+    move.add_argument("slot", type=int, help="the hash slot (0-16383)")
+    move.add_argument("target", help="the primary to move it to, host:port")
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
@@ -518,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_reembed(args))
     if args.command == "index-layout":
         return asyncio.run(_index_layout(args))
+    if args.command == "move-slot":
+        from .slot_move import run as move_slot
+
+        return asyncio.run(move_slot(args))
     if args.command == "mcp":
         if getattr(args, "mcp_missing", False):
             print(

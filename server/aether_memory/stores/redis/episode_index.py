@@ -124,6 +124,11 @@ class RedisEpisodeIndex:
         if self._tenants is not None:
             await self._tenants.ready(tenant, keys_of(tenant).episode_doc(""))
 
+    async def create_index_on(self, node: Any, tenant: Tenant) -> None:
+        """Create `tenant`'s index on a cluster node that imports its slot (`tenant` layout)."""
+        assert self._tenants is not None, "only the tenant layout has an index per tenant"
+        await self._tenants.create_on(node, tenant, keys_of(tenant).episode_doc(""))
+
     def _index_of(self, tenant: Tenant) -> str:
         return self._tenants.name(tenant) if self._tenants is not None else self._index_name
 

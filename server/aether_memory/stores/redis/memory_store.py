@@ -427,6 +427,11 @@ class RedisMemoryStore:
         if self._tenants is not None:
             await self._tenants.ready(tenant, keys_of(tenant).memory(""))
 
+    async def create_index_on(self, node: Any, tenant: Tenant) -> None:
+        """Create `tenant`'s index on a cluster node that imports its slot (`tenant` layout)."""
+        assert self._tenants is not None, "only the tenant layout has an index per tenant"
+        await self._tenants.create_on(node, tenant, keys_of(tenant).memory(""))
+
     async def _ensure_shared_index(self) -> None:
         await self._client.hsetnx(index_meta(self.index_name), "layout", "shared")
         if await self.index.exists() or not await create_index(self.index):

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
-from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redisvl.schema import IndexSchema
 
 from ...domain.tenant import Tenant
@@ -100,26 +99,38 @@ class TenantIndexes:
     def name(self, tenant: Tenant | str) -> str:
         return tenant_index(self.index_name, str(tenant))
 
+    def _create(self, tenant: Tenant | str, prefix: str) -> list[Any]:
+        """FT.CREATE of `tenant`'s index over keys under `prefix`, made empty."""
+        schema = self._schema_of(self.name(tenant), prefix)
+        args = ["FT.CREATE", schema.index.name, "ON", "HASH", "PREFIX", 1, prefix]
+        args += ["SKIPINITIALSCAN", "SCHEMA"]
+        for field in schema.fields.values():
+            args += field.as_redis_field().redis_args()
+        return args
+
     async def ready(self, tenant: Tenant | str, prefix: str) -> None:
         """Make sure `tenant` has its index (over keys under `prefix`). Replicas racing here
         agree: the second FT.CREATE answers that the index exists."""
         if str(tenant) in self._ready:
             return
-        schema = self._schema_of(self.name(tenant), prefix)
-        definition = IndexDefinition(  # type: ignore[no-untyped-call]
-            prefix=[prefix], index_type=IndexType.HASH
-        )
         try:
-            await self._client.ft(schema.index.name).create_index(
-                [field.as_redis_field() for field in schema.fields.values()],
-                definition=definition,
-                skip_initial_scan=True,
-            )
+            await self._client.execute_command(*self._create(tenant, prefix))
         except redis.exceptions.ResponseError as error:
             if "already exists" not in str(error).lower():
                 raise
         await self._client.sadd(index_tenants(self.index_name), str(tenant))
         self._ready.add(str(tenant))
+
+    async def create_on(self, node: Any, tenant: Tenant | str, prefix: str) -> None:
+        """Create `tenant`'s index on `node` (a client of one cluster node) while that node
+        imports the tenant's slot: ASKING lets the node take a command for a slot it does not
+        own yet. An index that exists there already is left as it is."""
+        async with node.pipeline(transaction=False) as pipe:
+            pipe.execute_command("ASKING")
+            pipe.execute_command(*self._create(tenant, prefix))
+            _, created = await pipe.execute(raise_on_error=False)
+        if isinstance(created, Exception) and "already exists" not in str(created).lower():
+            raise created
 
     async def names(self) -> list[str]:
         """The index of every tenant that has one."""
