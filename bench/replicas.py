@@ -41,11 +41,15 @@ S = memory_service_pb2
 
 
 @contextlib.asynccontextmanager
-async def workers(redis_url: str, count: int) -> AsyncIterator[str]:
-    """`aether-memory serve` with `count` workers on a fixed port; its address once serving."""
+async def workers(
+    redis_url: str, count: int, settings: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """`aether-memory serve` with `count` workers on a fixed port (more `settings` as AETHER_*
+    variables); its address once serving."""
     port = free_port()
     env = {**os.environ, "AETHER_REDIS_URL": redis_url, "AETHER_PORT": str(port)}
     env["AETHER_INDEX_EPISODES"] = "false"
+    env |= settings or {}
     args = [sys.executable, "-m", "aether_memory", "serve"]
     if count > 1:
         args += ["--workers", str(count)]

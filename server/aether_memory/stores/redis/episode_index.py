@@ -34,7 +34,7 @@ from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
 from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
 from .scripts import evalsha_pipelined
-from .search import TenantIndexes, documents, missing_index, search_args
+from .search import TenantIndexes, documents, missing_index, routed, search_args
 from .vector_slots import SLOTS, create_index, vector_attribute
 
 GROUP = EPISODE_STREAMS.group
@@ -136,7 +136,10 @@ class RedisEpisodeIndex:
         """A query's documents from the tenant's index; none from one that does not exist yet
         (`tenant` layout: the tenant has no indexed episode)."""
         try:
-            reply = await self._client.execute_command(*search_args(self._index_of(tenant), query))
+            index = self._index_of(tenant)
+            reply = await self._client.execute_command(
+                *search_args(index, query), **routed(self._client, index)
+            )
         except ResponseError as error:
             if self._tenants is not None and missing_index(error):
                 return []

@@ -51,7 +51,15 @@ from .keys import (
 from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
 from .scripts import evalsha_pipelined
-from .search import NO_HITS, TenantIndexes, documents, missing_index, search_args, total
+from .search import (
+    NO_HITS,
+    TenantIndexes,
+    documents,
+    missing_index,
+    routed,
+    search_args,
+    total,
+)
 from .vector_slots import SLOTS, create_index, other_slot, vector_attribute
 from .walk import scan_step
 
@@ -387,7 +395,7 @@ class RedisMemoryStore:
 
     async def _exists(self, name: str) -> bool:
         try:
-            await self._client.execute_command("FT.INFO", name)
+            await self._client.execute_command("FT.INFO", name, **routed(self._client, name))
         except redis.exceptions.ResponseError as error:
             if missing_index(error):
                 return False
@@ -938,7 +946,7 @@ class RedisMemoryStore:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
             for command in commands:
-                pipe.execute_command(*command)
+                pipe.execute_command(*command, **routed(self._client, command[1]))
             replies = await pipe.execute(raise_on_error=False)
         totals = []
         for reply in replies:
@@ -1006,7 +1014,7 @@ class RedisMemoryStore:
                     error,
                     REPLICA_BACKOFF_S,
                 )
-        return await self._client.execute_command(*args)
+        return await self._client.execute_command(*args, **routed(self._client, args[1]))
 
     @staticmethod
     def _attributes(index: str, flt: MemoryFilter, k: int) -> dict[str, Any]:

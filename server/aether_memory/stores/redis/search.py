@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redisvl.schema import IndexSchema
 
 from ...domain.tenant import Tenant
@@ -71,6 +72,18 @@ def total(reply: Any) -> int:
     return int(reply[0])
 
 
+def routed(client: Any, index: str) -> dict[str, Any]:
+    """Where a command on `index` goes. redis-py 8.1's cluster client sends FT.* commands to a
+    random node (its command policies assume a Query Engine that coordinates the cluster); with
+    this Search module the index lives on the node that owns its name's slot, so the others
+    answer MOVED, and every fifth MOVED makes redis-py close all its connections, failing the
+    calls that are using them. Sent to that node instead (a stale slot map is still corrected
+    by MOVED)."""
+    if isinstance(client, RedisCluster):
+        return {"target_nodes": client.get_node_from_key(index)}
+    return {}
+
+
 def search_args(index: str, query: Any) -> list[Any]:
     """The FT.SEARCH command of a RedisVL query, its parameters included."""
     args: list[Any] = ["FT.SEARCH", index, *query.get_args()]
@@ -114,7 +127,10 @@ class TenantIndexes:
         if str(tenant) in self._ready:
             return
         try:
-            await self._client.execute_command(*self._create(tenant, prefix))
+            name = self.name(tenant)
+            await self._client.execute_command(
+                *self._create(tenant, prefix), **routed(self._client, name)
+            )
         except redis.exceptions.ResponseError as error:
             if "already exists" not in str(error).lower():
                 raise
