@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import statistics
 import tempfile
@@ -31,12 +30,11 @@ import numpy as np
 from aether.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 
 from aether_memory.stores.redis.embedded import embedded_redis
-from bench.load import embed_ceiling, query_text, seed_text, store_text
+from bench.load import embed_ceiling, seed_text, store_text
 from bench.output import publish
-from bench.replicas import workers
+from bench.replicas import CALLERS, load, workers
 from tests.support.cluster import LocalCluster, local_cluster
 
-CALLERS = 16
 S = memory_service_pb2
 LAYOUT = {"AETHER_INDEX_LAYOUT": "tenant"}
 
@@ -67,66 +65,6 @@ async def seed(target: str, tenants: list[str], per_tenant: int) -> float:
         for tenant in tenants:
             await asyncio.gather(*(batch(tenant, s) for s in range(0, per_tenant, 100)))
     return len(tenants) * per_tenant / (time.perf_counter() - started)
-
-
-async def _drive(
-    target: str, tenants: list[str], method: str, seconds: float, first: int
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def caller(n: int) -> None:
-        metadata = (("aether-tenant", tenants[n % len(tenants)]),)
-        async with grpc.aio.insecure_channel(target) as channel:  # its own connection
-            stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
-            i = first + n * 1_000_000
-            while time.perf_counter() < deadline:
-                i += 1
-                started = time.perf_counter()
-                if method == "search":
-                    await stub.SearchMemories(
-                        S.SearchMemoriesRequest(agent_id="bench", query=query_text(i)),
-                        metadata=metadata,
-                    )
-                else:
-                    await stub.StoreMemory(
-                        S.StoreMemoryRequest(
-                            memory=memory_pb2.Memory(agent_id="bench-store", content=store_text(i))
-                        ),
-                        metadata=metadata,
-                    )
-                latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller(n) for n in range(CALLERS)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "calls_per_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
-        "calls": len(latencies),
-    }
-
-
-def _load(
-    target: str, tenants: list[str], method: str, seconds: float, first: int, out: Any
-) -> None:
-    out.put(asyncio.run(_drive(target, tenants, method, seconds, first)))
-
-
-def load(
-    target: str, tenants: list[str], method: str, seconds: float, first: int
-) -> dict[str, Any]:
-    """The callers in a process of their own, as a client fleet would be."""
-    context = multiprocessing.get_context("spawn")
-    out = context.Queue()
-    args = (target, tenants, method, seconds, first, out)
-    process = context.Process(target=_load, args=args)
-    process.start()
-    result: dict[str, Any] = out.get()
-    process.join()
-    return result
 
 
 @contextlib.asynccontextmanager
@@ -184,13 +122,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in order:
                     url, settings = redis[name]
                     async with workers(url, 1, settings) as target:
-                        await asyncio.to_thread(load, target, tenants, "search", 3.0, 0)
+                        await asyncio.to_thread(load, target, "search", 3.0, 0, tenants)
                         first = (number * 2 + order.index(name) + 1) * 100_000_000
                         search = await asyncio.to_thread(
-                            load, target, tenants, "search", args.seconds, first
+                            load, target, "search", args.seconds, first, tenants
                         )
                         store = await asyncio.to_thread(
-                            load, target, tenants, "store", args.seconds, first
+                            load, target, "store", args.seconds, first, tenants
                         )
                     rounds.append({"setup": name, "search": search, "store": store})
                     print(rounds[-1], flush=True)

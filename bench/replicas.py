@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +76,14 @@ async def workers(
         await process.wait()
 
 
-async def _drive(target: str, method: str, seconds: float, first: int) -> dict[str, Any]:
+async def _drive(
+    target: str, method: str, seconds: float, first: int, tenants: Sequence[str]
+) -> dict[str, Any]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def caller(n: int) -> None:
+        metadata = (("aether-tenant", tenants[n % len(tenants)]),)  # the callers take turns
         async with grpc.aio.insecure_channel(target) as channel:  # its own connection
             stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
             i = first + n * 1_000_000
@@ -90,14 +93,14 @@ async def _drive(target: str, method: str, seconds: float, first: int) -> dict[s
                 if method == "search":
                     await stub.SearchMemories(
                         S.SearchMemoriesRequest(agent_id="bench", query=query_text(i)),
-                        metadata=(("aether-tenant", TENANT),),
+                        metadata=metadata,
                     )
                 else:
                     await stub.StoreMemory(
                         S.StoreMemoryRequest(
                             memory=memory_pb2.Memory(agent_id="bench-store", content=store_text(i))
                         ),
-                        metadata=(("aether-tenant", TENANT),),
+                        metadata=metadata,
                     )
                 latencies.append(time.perf_counter() - started)
 
@@ -113,15 +116,21 @@ async def _drive(target: str, method: str, seconds: float, first: int) -> dict[s
     }
 
 
-def _load(target: str, method: str, seconds: float, first: int, out: Any) -> None:
-    out.put(asyncio.run(_drive(target, method, seconds, first)))
+def _load(
+    target: str, method: str, seconds: float, first: int, tenants: Sequence[str], out: Any
+) -> None:
+    out.put(asyncio.run(_drive(target, method, seconds, first, tenants)))
 
 
-def load(target: str, method: str, seconds: float, first: int) -> dict[str, Any]:
-    """The callers in a process of their own, as a client fleet would be."""
+def load(
+    target: str, method: str, seconds: float, first: int, tenants: Sequence[str] = (TENANT,)
+) -> dict[str, Any]:
+    """The callers in a process of their own, as a client fleet would be; caller n speaks for
+    tenants[n % len(tenants)]."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    process = context.Process(target=_load, args=(target, method, seconds, first, out))
+    args = (target, method, seconds, first, list(tenants), out)
+    process = context.Process(target=_load, args=args)
     process.start()
     result: dict[str, Any] = out.get()
     process.join()

@@ -26,6 +26,23 @@ class Settings(BaseSettings):
         description="redis_url names a node of a Redis Cluster (the client finds the others). "
         "Needs index_layout `tenant`: an index lives on one node.",
     )
+    redis_cluster_search_replicas: bool = Field(
+        False,
+        description="On a cluster, run the search queries on a replica of the tenant's primary "
+        "(as redis_read_url does on one Redis, with the same staleness); reads by id and every "
+        "write stay on the primaries.",
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Acknowledge a write only once this many replicas of its primary hold it "
+        "(Redis WAIT); 0: on the primary's word (a primary that fails can lose its last "
+        "writes). A write they do not confirm in redis_wait_timeout_ms answers UNAVAILABLE.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000, ge=1, le=60_000, description="How long a write waits for its replicas."
+    )
     redis_read_url: str | None = Field(
         None,
         description="A replica of the Redis at redis_url that runs the search queries (KNN, "
@@ -261,5 +278,10 @@ class Settings(BaseSettings):
         if self.redis_cluster and (self.redis_url is None or self.index_layout != "tenant"):
             raise ValueError(
                 "redis_cluster needs redis_url (a node of the cluster) and index_layout=tenant"
+            )
+        if self.redis_cluster_search_replicas and not self.redis_cluster:
+            raise ValueError(
+                "redis_cluster_search_replicas is for a cluster (redis_cluster); "
+                "one Redis's replica is redis_read_url"
             )
         return self

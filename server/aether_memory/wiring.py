@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from redis.cluster import LoadBalancingStrategy
 
 from aether_embeddings.batching import MicroBatcher
 
@@ -48,6 +49,7 @@ from .stores.redis.lease import Lease
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.outbox import RedisOutbox
 from .stores.redis.pool import connect
+from .stores.redis.replication import ReplicaWait
 from .stores.redis.vector_slots import BUILDING, FILLED, reembed_state
 from .transport.access import AccessInterceptor
 from .transport.episode_servicer import EpisodeServicer
@@ -118,11 +120,22 @@ def _summarizer(settings: Settings, stack: contextlib.AsyncExitStack) -> ChatSum
     return summarizer
 
 
-def _replica(settings: Settings, stack: contextlib.AsyncExitStack) -> aioredis.Redis | None:
-    """The client of the replica that runs searches, when one is configured."""
-    if not settings.redis_read_url:
+async def _replica(settings: Settings, stack: contextlib.AsyncExitStack) -> aioredis.Redis | None:
+    """The client of the replica that runs searches, when one is configured: on a cluster, a
+    cluster client whose connections may read from replicas (READONLY)."""
+    if settings.redis_cluster and settings.redis_cluster_search_replicas:
+        assert settings.redis_url is not None
+        reader = connect(
+            settings.redis_url,
+            cluster=True,
+            load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS,
+            decode_responses=False,
+        )
+        await reader.initialize()  # its slot map, for routing
+    elif settings.redis_read_url:
+        reader = connect(settings.redis_read_url, decode_responses=False)
+    else:
         return None
-    reader = connect(settings.redis_read_url, decode_responses=False)
     stack.push_async_callback(reader.aclose)
     return reader
 
@@ -147,7 +160,7 @@ async def build(
         vector_type=settings.vector_type,
         archived=archived,
         model=batcher.embedder.pack.manifest.model_name,
-        reader=_replica(settings, stack),
+        reader=await _replica(settings, stack),
         layout=settings.index_layout,
         tenant_vectors=settings.tenant_index_vectors,
     )
@@ -213,10 +226,15 @@ async def build(
         episode_retention_s=settings.episode_retention_s,
         access=access,
     )
+    replicas = (
+        ReplicaWait(client, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        if settings.redis_wait_replicas
+        else None
+    )
     tokens = PageTokens(await page_token_key(client, settings))
     tails = EpisodeTails(episode_log)  # one shared reader per tenant for all subscribers
     episodes = EpisodeServicer(
-        Episodes(episode_log, tails, episode_index, bank.embed_query), tokens, settings
+        Episodes(episode_log, tails, episode_index, bank.embed_query), tokens, settings, replicas
     )
     states = AgentStates(documents)
     memories = MemoryServicer(
@@ -228,6 +246,7 @@ async def build(
         tokens,
         settings,
         SelfModel(bank, states, episode_log),
+        replicas,
     )
     interceptor = AccessInterceptor(
         ApiKeys(client) if settings.require_api_keys else None,

@@ -3,10 +3,12 @@ acknowledged is lost, the service keeps answering (UNAVAILABLE while a slot has 
 never INTERNAL), and the promoted replica serves the tenant's searches from its own copy of the
 tenant's indexes.
 
-Two ways a primary goes: a manual `CLUSTER FAILOVER` on its replica (the replica catches up,
-then takes over), and the primary killed (the replica is elected once the others see the
-primary gone, after the node timeout of 2 s). The cluster has 3 primaries with a replica each;
-the service runs with one index per tenant and the archive on.
+First, with AETHER_REDIS_CLUSTER_SEARCH_REPLICAS, a service's searches run on the replicas of
+the tenants' primaries; with AETHER_REDIS_WAIT_REPLICAS=1, a write is answered only once a
+replica holds it. Then two ways a primary goes: a manual `CLUSTER FAILOVER` on its
+replica (the replica catches up, then takes over), and the primary killed (the replica is
+elected once the others see the primary gone, after the node timeout of 2 s). The cluster has
+3 primaries with a replica each; the service runs with one index per tenant and the archive on.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from redis.cluster import key_slot
 
 from aether_memory.app import Running, serve
 from aether_memory.domain.tenant import Tenant
-from aether_memory.settings import Settings
 from aether_memory.stores.redis.keys import keys_of
 from tests.support.cluster import LocalCluster, Node, local_cluster
 from tests.support.servers import FerretDB
 from tests.support.waiting import until
 
-from .conftest import Client, new_client
+from .conftest import Client, failure, new_client
 from .test_episode_service import episode, list_all, record
 from .test_memory_service import search, store
 
@@ -52,23 +53,106 @@ async def service(
 ) -> AsyncIterator[Running]:
     ferret = FerretDB(tmp_path_factory.mktemp("ferretdb-failover"))
     ferret.start()
-    host, port = cluster.startup_nodes[0]
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path_factory.mktemp("failover-service"),
-        redis_url=f"redis://{host}:{port}",
-        redis_cluster=True,
-        index_layout="tenant",
+    settings = cluster.service_settings(
+        tmp_path_factory.mktemp("failover-service"),
         mongo_url=ferret.url,
         archive_write_concern="1",
-        maintenance_interval_s=3600,
-        grace_s=1.0,
     )
     try:
         async with serve(settings) as running:
             yield running
     finally:
         ferret.remove()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def searching_replicas(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
+    settings = cluster.service_settings(
+        tmp_path_factory.mktemp("replica-searches"), redis_cluster_search_replicas=True
+    )
+    async with serve(settings) as running:
+        yield running
+
+
+def searches_run(node: Node) -> int:
+    stats = node.client().info("commandstats")
+    return int(stats.get("cmdstat_FT.SEARCH", {}).get("calls", 0))
+
+
+async def test_searches_run_on_the_replicas_and_see_a_write_once_it_is_replicated(
+    searching_replicas: Running, cluster: LocalCluster
+) -> None:
+    """Runs first: the failovers below swap primaries and replicas."""
+    tenants = cluster.spread_tenants(3, "rs")
+    before = {n.port: searches_run(n) for n in cluster.primaries + cluster.replicas}
+    async with grpc.aio.insecure_channel(searching_replicas.address) as channel:
+        clients = [new_client(channel, t) for t in tenants]
+        for c in clients:
+            await store(c, f"{c.tenant} keeps the spare key under the blue flowerpot.")
+        for c in clients:
+            wanted = f"{c.tenant} keeps the spare key under the blue flowerpot."
+
+            async def replicated(c: Client = c, wanted: str = wanted) -> bool:
+                return (await search(c, "where is the spare key")) == [wanted]
+
+            await until(replicated, f"{c.tenant}'s memory searchable on its replica")
+    on_replicas = sum(searches_run(n) - before[n.port] for n in cluster.replicas)
+    on_primaries = sum(searches_run(n) - before[n.port] for n in cluster.primaries)
+    assert on_replicas >= 3 * 2  # a keyword and a vector query per search at least
+    assert on_primaries == 0
+    # Every replica served its own primary's tenants.
+    assert all(searches_run(n) > before[n.port] for n in cluster.replicas)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def waiting_for_replicas(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
+    settings = cluster.service_settings(
+        tmp_path_factory.mktemp("replica-wait"), redis_wait_replicas=1, redis_wait_timeout_ms=300
+    )
+    async with serve(settings) as running:
+        yield running
+
+
+async def test_a_write_is_answered_once_a_replica_holds_it_and_refused_when_none_does(
+    waiting_for_replicas: Running, cluster: LocalCluster
+) -> None:
+    """Runs before the failovers. With AETHER_REDIS_WAIT_REPLICAS=1 the replica holds a memory
+    when its store is answered; with the replica stopped, a store and an episode are refused
+    as NOT_REPLICATED (UNAVAILABLE), and the same store goes through once it is back."""
+    tenant = cluster.spread_tenants(3, "wait")[0]
+    keys = keys_of(Tenant(tenant))
+    primary = serving(cluster, key_slot(keys.memory("").encode()))
+    replica = replica_of(cluster, primary)
+    reader = redis.Redis(port=replica.port, single_connection_client=True)
+    reader.execute_command("READONLY")
+    async with grpc.aio.insecure_channel(waiting_for_replicas.address) as channel:
+        client = new_client(channel, tenant)
+        first = await store(client, "The first note, held by the replica when answered.")
+        assert reader.exists(keys.memory(first.id))
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await store(client, "The second note, written while the replica sleeps.")
+            acks = await record(client, [episode("while-asleep")])
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+        answer = failure(refused.value)
+        assert (answer.code, answer.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_REPLICATED")
+        assert acks[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        second = await store(client, "The second note, written while the replica sleeps.")
+        assert reader.exists(keys.memory(second.id))
+        listed = await client.memory.ListMemories(
+            S.ListMemoriesRequest(agent_id="agent-1"), metadata=client.md
+        )
+        assert sorted(m.content for m in listed.memories) == [
+            "The first note, held by the replica when answered.",
+            "The second note, written while the replica sleeps.",
+        ]
+    reader.close()
 
 
 def serving(cluster: LocalCluster, slot: int) -> int:

@@ -21,7 +21,6 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.cluster import key_slot
 
 from aether_memory.app import Running, serve
-from aether_memory.settings import Settings
 from aether_memory.slot_move import move_slot
 from tests.support.cluster import LocalCluster, local_cluster
 from tests.support.waiting import until
@@ -39,27 +38,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield started
 
 
-def cluster_settings(cluster: LocalCluster, **more: object) -> Settings:
-    host, port = cluster.startup_nodes[0]
-    return Settings(
-        redis_url=f"redis://{host}:{port}",
-        redis_cluster=True,
-        index_layout="tenant",
-        **more,  # type: ignore[arg-type]
-    )
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    settings = cluster_settings(
-        cluster,
-        port=0,
-        data_dir=tmp_path_factory.mktemp("reshard-service"),
-        maintenance_interval_s=3600,
-        grace_s=1.0,
-    )
+    settings = cluster.service_settings(tmp_path_factory.mktemp("reshard-service"))
     async with serve(settings) as running:
         yield running
 
@@ -123,7 +106,7 @@ async def test_a_tenant_slot_moves_while_its_agent_writes_and_searches(
             # Two keys per MIGRATE: a move long enough for searches and writes to run inside.
             moved = await move_slot(
                 client,
-                cluster_settings(cluster),
+                cluster.service_settings(),
                 slot,
                 f"127.0.0.1:{target}",
                 batch=2,

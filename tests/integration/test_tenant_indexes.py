@@ -61,17 +61,8 @@ async def on_cluster(
 ) -> AsyncIterator[Running]:
     ferret = FerretDB(tmp_path_factory.mktemp("ferretdb-cluster"))
     ferret.start()
-    host, port = cluster.startup_nodes[0]
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path_factory.mktemp("on-cluster"),
-        redis_url=f"redis://{host}:{port}",
-        redis_cluster=True,
-        index_layout="tenant",
-        mongo_url=ferret.url,
-        archive_write_concern="1",
-        maintenance_interval_s=3600,
-        grace_s=1.0,
+    settings = cluster.service_settings(
+        tmp_path_factory.mktemp("on-cluster"), mongo_url=ferret.url, archive_write_concern="1"
     )
     try:
         async with serve(settings) as running:

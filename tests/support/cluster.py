@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import key_slot
 
+from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
 from .servers import free_port
@@ -44,6 +46,21 @@ class LocalCluster:
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", n.port) for n in self.primaries + self.replicas]
+
+    def service_settings(self, data_dir: Path | None = None, **more: Any) -> Settings:
+        """A service on this cluster (one index per tenant, its first node as the URL, no
+        maintenance tick during a test)."""
+        host, port = self.startup_nodes[0]
+        return Settings(
+            port=0,
+            data_dir=data_dir or Path(".aether/data"),
+            redis_url=f"redis://{host}:{port}",
+            redis_cluster=True,
+            index_layout="tenant",
+            maintenance_interval_s=3600,
+            grace_s=1.0,
+            **more,
+        )
 
     def spread_tenants(self, n: int, prefix: str = "t") -> list[str]:
         """`n` new tenant names (n >= the number of primaries), every primary holding at least
@@ -132,6 +149,12 @@ def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator
                 and all(
                     n.client().info("replication").get("master_link_status") == "up"
                     for n in cluster.replicas
+                )
+                # Clients learn replicas from CLUSTER SLOTS, which lists one a few seconds
+                # after it is in sync.
+                and all(
+                    len(row) - 3 == replicas
+                    for row in nodes[0].client().execute_command("CLUSTER", "SLOTS")
                 )
             ),
         )

@@ -116,6 +116,20 @@ class StorageFull(DomainError):
     """The hot store cannot take writes now (its disk is nearly full); reads still work."""
 
 
+class NotReplicated(DomainError):
+    """A write reached the primary but not enough of its replicas within the wait
+    (AETHER_REDIS_WAIT_REPLICAS): a failover now could lose it. Retrying is safe for an
+    idempotent call (a request_id makes any call so)."""
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"written, but {confirmed} of the {wanted} replicas required confirmed it within "
+            f"{timeout_ms} ms; retry"
+        )
+        self.confirmed = confirmed
+        self.wanted = wanted
+
+
 class BackendUnavailable(DomainError):
     """A store the call needs did not answer (connection lost, timed out); nothing was changed
     that the caller must know of, and the call may be retried."""

@@ -169,3 +169,9 @@ class JobLease(Protocol):
     async def hold(self) -> bool: ...
 
     async def release(self) -> None: ...
+
+
+class Replication(Protocol):
+    """Holds a write's answer until replicas have it (stores/redis/replication.py)."""
+
+    async def confirm(self, tenant: Tenant) -> None: ...

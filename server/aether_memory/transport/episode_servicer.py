@@ -22,6 +22,7 @@ from ..domain.errors import DomainError, InvalidField, ShuttingDown, TooLarge
 from ..domain.paging import PageTokens, is_stream_id
 from ..domain.tenant import Tenant
 from ..service.episodes import Episodes
+from ..service.ports import Replication
 from ..settings import Settings
 from ..telemetry import current_trace_id, instruments, operation
 from . import convert as c
@@ -109,7 +110,15 @@ def _position_before(ts: timestamp_pb2.Timestamp) -> str:
 
 
 class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
-    def __init__(self, episodes: Episodes, page_tokens: PageTokens, settings: Settings) -> None:
+    def __init__(
+        self,
+        episodes: Episodes,
+        page_tokens: PageTokens,
+        settings: Settings,
+        replicas: Replication | None = None,
+    ) -> None:
+        """`replicas`: what each write waits for before it is acknowledged."""
+        self._replicas = replicas
         self._episodes = episodes
         self._live: LRUCache[tuple[str, str], episode_service_pb2.SubscribeEpisodesResponse] = (
             LRUCache(maxsize=LIVE_RESPONSES)
@@ -125,6 +134,10 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> Tenant:
         return call_tenant(context, self._settings.default_tenant)
+
+    async def confirm_replicated(self, context: grpc.aio.ServicerContext) -> None:
+        if self._replicas is not None:
+            await self._replicas.confirm(self._tenant(context))
 
     @mapped
     async def RecordEpisode(
@@ -240,6 +253,8 @@ class EpisodeServicer(episode_service_pb2_grpc.EpisodeServiceServicer):
                     "aether.episodes.append", attributes={"aether.episodes": len(valid)}
                 ) as span:
                     appended = await self._episodes.record(tenant, [entry for _, entry in valid])
+                    if self._replicas is not None:  # acknowledged once replicas hold them
+                        await self._replicas.confirm(tenant)
                     written = sum(not a.duplicate for a in appended)
                     span.set_attribute("aether.episodes.written", written)
                 instruments().episodes_appended.add(written)

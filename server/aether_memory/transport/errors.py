@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from aether.memory.v1 import error_reason_pb2
-from google.protobuf import any_pb2
+from aether.memory.v1 import episode_service_pb2, error_reason_pb2, memory_service_pb2
+from google.protobuf import any_pb2, descriptor_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -23,6 +23,7 @@ from ..domain.errors import (
     InvalidPageToken,
     NotFound,
     NothingToSummarize,
+    NotReplicated,
     PermissionDenied,
     RateLimited,
     RequestIdReused,
@@ -151,6 +152,8 @@ def status_for(error: BaseException) -> status_pb2.Status:
             return _retry_after(
                 code_pb2.UNAVAILABLE, str(error), "BACKEND_UNAVAILABLE", error.retry_after_ms
             )
+        case NotReplicated():
+            return _retry_after(code_pb2.UNAVAILABLE, str(error), "NOT_REPLICATED", 500)
         case StorageFull():
             return _retry_after(code_pb2.RESOURCE_EXHAUSTED, STORAGE_FULL % str(error))
         case Unauthenticated():
@@ -197,6 +200,23 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
+def _writes() -> frozenset[str]:
+    """The methods that change stored data: all but those the protos mark NO_SIDE_EFFECTS."""
+    reads = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+    return frozenset(
+        m.name
+        for module in (memory_service_pb2, episode_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for m in service.methods
+        if m.GetOptions().idempotency_level != reads
+    )
+
+
+# A servicer with a `confirm_replicated(context)` method has it awaited after each of these
+# succeeded, before the answer goes out (AETHER_REDIS_WAIT_REPLICAS).
+WRITES = _writes()
+
+
 def mapped(
     method: Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]],
 ) -> Callable[[Servicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
@@ -211,7 +231,12 @@ def mapped(
             # The caller's deadline bounds the archive's work too (Redis calls end when gRPC
             # cancels the handler at the deadline).
             with within(context.time_remaining()):
-                return await method(self, request, context)
+                response = await method(self, request, context)
+                if method.__name__ in WRITES:
+                    confirm = getattr(self, "confirm_replicated", None)
+                    if confirm is not None:
+                        await confirm(context)
+                return response
         except (grpc.aio.AbortError, grpc.aio.BaseError):
             raise
         except Exception as error:  # every other exception becomes a documented status

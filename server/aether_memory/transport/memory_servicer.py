@@ -24,6 +24,7 @@ from ..domain.tenant import Tenant
 from ..service.agent_state import AgentStates
 from ..service.idempotency import Idempotent
 from ..service.memories import MUTABLE_PATHS, MemoryBank, SearchRequest
+from ..service.ports import Replication
 from ..service.self_model import SelfModel
 from ..service.sessions import Sessions
 from ..service.tool_cache import ToolCache
@@ -58,7 +59,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         page_tokens: PageTokens,
         settings: Settings,
         self_model: SelfModel,
+        replicas: Replication | None = None,
     ) -> None:
+        """`replicas`: what each write waits for before it is answered (errors.WRITES)."""
+        self._replicas = replicas
         self._bank = bank
         self._sessions = sessions
         self._states = states
@@ -70,6 +74,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> Tenant:
         return call_tenant(context, self._settings.default_tenant)
+
+    async def confirm_replicated(self, context: grpc.aio.ServicerContext) -> None:
+        if self._replicas is not None:
+            await self._replicas.confirm(self._tenant(context))
 
     # ---- long-term memory -----------------------------------------------------------------
 

@@ -125,6 +125,10 @@ class TenantKeys:
     def episode_doc(self, episode_id: str) -> str:
         return self._key("epdoc", episode_id)
 
+    def replication_marker(self) -> str:
+        """Written before a WAIT on the tenant's primary (stores/redis/replication.py)."""
+        return self._key("repl")
+
     def api_keys(self) -> str:
         """The ids of the tenant's API keys."""
         return ":".join(["aether", "apikeys", self._tag])

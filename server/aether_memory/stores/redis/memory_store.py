@@ -29,6 +29,7 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 import redis.exceptions
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from redis.exceptions import RedisClusterException
 from redisvl.index import AsyncSearchIndex
 from redisvl.query import CountQuery, FilterQuery, VectorQuery
 from redisvl.query.filter import FilterExpression, Num
@@ -1006,8 +1007,10 @@ class RedisMemoryStore:
             and time.monotonic() - self._reader_failed_at > REPLICA_BACKOFF_S
         ):
             try:
-                return await self._reader.execute_command(*args)
-            except (aioredis.RedisError, OSError) as error:
+                return await self._reader.execute_command(
+                    *args, **routed(self._reader, args[1], replica=True)
+                )
+            except (aioredis.RedisError, RedisClusterException, OSError) as error:
                 self._reader_failed_at = time.monotonic()
                 log.warning(
                     "search replica failed (%s): searching the primary for %.0f s",

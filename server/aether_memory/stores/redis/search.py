@@ -72,15 +72,17 @@ def total(reply: Any) -> int:
     return int(reply[0])
 
 
-def routed(client: Any, index: str) -> dict[str, Any]:
+def routed(client: Any, index: str, replica: bool = False) -> dict[str, Any]:
     """Where a command on `index` goes. redis-py 8.1's cluster client sends FT.* commands to a
     random node (its command policies assume a Query Engine that coordinates the cluster); with
     this Search module the index lives on the node that owns its name's slot, so the others
     answer MOVED, and every fifth MOVED makes redis-py close all its connections, failing the
     calls that are using them. Sent to that node instead (a stale slot map is still corrected
-    by MOVED)."""
+    by MOVED). With `replica`, to a replica of that node where it has one (the client's
+    connections must be READONLY: `read_from_replicas`)."""
     if isinstance(client, RedisCluster):
-        return {"target_nodes": client.get_node_from_key(index)}
+        node = client.get_node_from_key(index, replica=True) if replica else None
+        return {"target_nodes": node or client.get_node_from_key(index)}
     return {}
 
 

@@ -82,6 +82,10 @@ const (
 	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 24
 	// The tenant has the most concurrent streams allowed open. Metadata: "limit".
 	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 25
+	// A write reached its primary but not the replicas the server waits for
+	// (AETHER_REDIS_WAIT_REPLICAS) in time; it may be lost if the primary fails now. Retry: an
+	// idempotent call (or one with a request_id) is safe to send again.
+	ErrorReason_ERROR_REASON_NOT_REPLICATED ErrorReason = 26
 )
 
 // Enum value maps for ErrorReason.
@@ -113,6 +117,7 @@ var (
 		23: "ERROR_REASON_TENANT_FORBIDDEN",
 		24: "ERROR_REASON_RATE_LIMITED",
 		25: "ERROR_REASON_TOO_MANY_STREAMS",
+		26: "ERROR_REASON_NOT_REPLICATED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                  0,
@@ -141,6 +146,7 @@ var (
 		"ERROR_REASON_TENANT_FORBIDDEN":             23,
 		"ERROR_REASON_RATE_LIMITED":                 24,
 		"ERROR_REASON_TOO_MANY_STREAMS":             25,
+		"ERROR_REASON_NOT_REPLICATED":               26,
 	}
 )
 
@@ -175,7 +181,7 @@ var File_aether_memory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\x93\a\n" +
+	"#aether/memory/v1/error_reason.proto\x12\x10aether.memory.v1*\xb4\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_FIELD\x10\x01\x12#\n" +
@@ -203,7 +209,8 @@ const file_aether_memory_v1_error_reason_proto_rawDesc = "" +
 	"\x1bERROR_REASON_ROLE_FORBIDDEN\x10\x16\x12!\n" +
 	"\x1dERROR_REASON_TENANT_FORBIDDEN\x10\x17\x12\x1d\n" +
 	"\x19ERROR_REASON_RATE_LIMITED\x10\x18\x12!\n" +
-	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x19BJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10\x19\x12\x1f\n" +
+	"\x1bERROR_REASON_NOT_REPLICATED\x10\x1aBJZHgithub.com/aether-memory/aether/clients/go/gen/aether/memory/v1;memoryv1b\x06proto3"
 
 var (
 	file_aether_memory_v1_error_reason_proto_rawDescOnce sync.Once

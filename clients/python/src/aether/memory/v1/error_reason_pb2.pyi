@@ -79,6 +79,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The tenant's call rate is over its limit; RetryInfo says when to retry. Metadata: "limit"."""
     ERROR_REASON_TOO_MANY_STREAMS: _ErrorReason.ValueType  # 25
     """The tenant has the most concurrent streams allowed open. Metadata: "limit"."""
+    ERROR_REASON_NOT_REPLICATED: _ErrorReason.ValueType  # 26
+    """A write reached its primary but not the replicas the server waits for
+    (AETHER_REDIS_WAIT_REPLICAS) in time; it may be lost if the primary fails now. Retry: an
+    idempotent call (or one with a request_id) is safe to send again.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The vocabulary of `google.rpc.ErrorInfo.reason` in this service's errors. On the wire the
@@ -143,4 +148,9 @@ ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 24
 """The tenant's call rate is over its limit; RetryInfo says when to retry. Metadata: "limit"."""
 ERROR_REASON_TOO_MANY_STREAMS: ErrorReason.ValueType  # 25
 """The tenant has the most concurrent streams allowed open. Metadata: "limit"."""
+ERROR_REASON_NOT_REPLICATED: ErrorReason.ValueType  # 26
+"""A write reached its primary but not the replicas the server waits for
+(AETHER_REDIS_WAIT_REPLICAS) in time; it may be lost if the primary fails now. Retry: an
+idempotent call (or one with a request_id) is safe to send again.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
