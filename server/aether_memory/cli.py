@@ -191,7 +191,6 @@ def _unreachable(url: str, error: Exception) -> SystemExit:
 
 async def _status(args: argparse.Namespace) -> int:
     """Health, workers, memories by tier, archive backlog, index lag and last-minute throughput."""
-    import redis.asyncio as aioredis
 
     from .settings import Settings
     from .stores.redis.episode_index import RedisEpisodeIndex
@@ -199,10 +198,11 @@ async def _status(args: argparse.Namespace) -> int:
     from .stores.redis.keys import keys_of
     from .stores.redis.memory_store import RedisMemoryStore
     from .stores.redis.outbox import RedisOutbox
+    from .stores.redis.pool import connect
 
     settings = Settings()
     url = _redis_url(settings)
-    client = aioredis.from_url(url)
+    client = connect(url, cluster=settings.redis_cluster)
     try:
         await _ping(client, url)
         health = "UNREACHABLE"
@@ -282,13 +282,14 @@ async def _ping(client: aioredis.Redis, url: str) -> None:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
 
     from .settings import Settings
     from .stores.redis.api_keys import ApiKeys, Role
+    from .stores.redis.pool import connect
 
-    url = _redis_url(Settings())
-    client = aioredis.from_url(url)
+    settings = Settings()
+    url = _redis_url(settings)
+    client = connect(url, cluster=settings.redis_cluster)
     try:
         await _ping(client, url)
         keys = ApiKeys(client)

@@ -1,8 +1,8 @@
 """Writes on a real Redis Cluster (3 primaries, redis-py's cluster client), tenants spread over
 every node: the episode log, its indexer's queue and the archive outbox (every script in its
 tenant's slot, the deployment-wide due sets and listings wherever their own slots live), the
-documents (working memory, checkpoints, agent state) with their WATCH/MULTI transactions, and
-the memory store's writes and reads by id.
+documents (working memory, checkpoints, agent state) with their WATCH/MULTI transactions, the
+memory store's writes and reads by id, and API keys.
 
 Searches, with one index per tenant on the node that holds it, run through the service in
 test_tenant_indexes.py.
@@ -21,6 +21,7 @@ from redis.cluster import key_slot
 from aether_memory.domain.episodes import EpisodeEntry
 from aether_memory.domain.memory import Memory
 from aether_memory.domain.tenant import Tenant
+from aether_memory.stores.redis.api_keys import ApiKeys, Role
 from aether_memory.stores.redis.documents import DocumentStore
 from aether_memory.stores.redis.episode_index import RedisEpisodeIndex
 from aether_memory.stores.redis.episode_log import EPISODE_STREAMS, RedisEpisodeLog
@@ -187,3 +188,23 @@ async def test_the_maintenance_walk_visits_every_primary(
             break
     assert stored <= seen
     assert steps >= 3  # at least one step per primary
+
+
+async def test_api_keys_are_created_listed_used_and_revoked_on_the_cluster(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    """A key's record (found by its id) and its tenant's listing live in two slots: no
+    transaction spans them (a cluster refuses one), and each step leaves no usable key that
+    the listing hides."""
+    keys = ApiKeys(client)
+    made = {
+        t: await keys.create(t, Role.WRITE, f"key of {t}") for t in cluster.spread_tenants(3, "k")
+    }
+    for tenant, (key_id, key) in made.items():
+        assert [p.key_id for p in await keys.list(tenant)] == [key_id]
+        principal = await keys.authenticate(key)
+        assert principal is not None and principal.tenant == tenant
+    tenant, (key_id, key) = next(iter(made.items()))
+    assert await keys.revoke(key_id)
+    assert await keys.authenticate(key) is None and await keys.list(tenant) == []
+    assert not await keys.revoke(key_id)

@@ -60,29 +60,29 @@ class ApiKeys:
         TenantKeys(tenant)  # validates the tenant
         key_id = secrets.token_hex(8)
         key = f"aek_{key_id}_{secrets.token_urlsafe(32)}"
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                api_key(key_id),
-                mapping={
-                    "hash": _digest(key),
-                    "tenant": tenant,
-                    "role": role.name.lower(),
-                    "name": name,
-                    "created": repr(time.time()),
-                },
-            )
-            pipe.sadd(self._index(tenant), key_id)
-            await pipe.execute()
+        # Two keys in two cluster slots, so no transaction: listed first, then made valid. A
+        # failure between leaves a listed id without a record, which `list` skips and no key
+        # can use; the other order could leave a working key no listing shows.
+        await self._client.sadd(self._index(tenant), key_id)
+        await self._client.hset(
+            api_key(key_id),
+            mapping={
+                "hash": _digest(key),
+                "tenant": tenant,
+                "role": role.name.lower(),
+                "name": name,
+                "created": repr(time.time()),
+            },
+        )
         return key_id, key
 
     async def revoke(self, key_id: str) -> bool:
         record = await self._client.hgetall(api_key(key_id))
         if not record:
             return False
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(api_key(key_id))
-            pipe.srem(self._index(record[b"tenant"].decode()), key_id)
-            await pipe.execute()
+        # Invalid first, then unlisted (two cluster slots: see `create`).
+        await self._client.delete(api_key(key_id))
+        await self._client.srem(self._index(record[b"tenant"].decode()), key_id)
         return True
 
     async def list(self, tenant: str) -> list[Principal]:
