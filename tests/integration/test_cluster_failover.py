@@ -29,8 +29,7 @@ from redis.cluster import key_slot
 from aether_memory.app import Running, serve
 from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.keys import keys_of
-from tests.support.cluster import LocalCluster, Node, local_cluster
-from tests.support.servers import FerretDB
+from tests.support.cluster import LocalCluster, Node, archived_service, local_cluster
 from tests.support.waiting import until
 
 from .conftest import Client, failure, new_client
@@ -51,18 +50,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 async def service(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    ferret = FerretDB(tmp_path_factory.mktemp("ferretdb-failover"))
-    ferret.start()
-    settings = cluster.service_settings(
-        tmp_path_factory.mktemp("failover-service"),
-        mongo_url=ferret.url,
-        archive_write_concern="1",
-    )
-    try:
-        async with serve(settings) as running:
-            yield running
-    finally:
-        ferret.remove()
+    async with archived_service(cluster, tmp_path_factory.mktemp("failover-service")) as running:
+        yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

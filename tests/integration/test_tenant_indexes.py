@@ -36,8 +36,7 @@ from aether_memory.stores.redis.episode_index import RedisEpisodeIndex
 from aether_memory.stores.redis.keys import index_tenants
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
 from aether_memory.stores.redis.vector_slots import held_vectors
-from tests.support.cluster import LocalCluster, local_cluster
-from tests.support.servers import FerretDB
+from tests.support.cluster import LocalCluster, archived_service, local_cluster
 from tests.support.waiting import until
 
 from .conftest import Client, new_client
@@ -59,16 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 async def on_cluster(
     cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    ferret = FerretDB(tmp_path_factory.mktemp("ferretdb-cluster"))
-    ferret.start()
-    settings = cluster.service_settings(
-        tmp_path_factory.mktemp("on-cluster"), mongo_url=ferret.url, archive_write_concern="1"
-    )
-    try:
-        async with serve(settings) as running:
-            yield running
-    finally:
-        ferret.remove()
+    async with archived_service(cluster, tmp_path_factory.mktemp("on-cluster")) as running:
+        yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

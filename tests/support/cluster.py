@@ -11,7 +11,7 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,11 @@ from typing import Any
 import redis
 from redis.cluster import key_slot
 
+from aether_memory.app import Running, serve
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
-from .servers import free_port
+from .servers import FerretDB, free_port
 
 SLOTS = 16384
 
@@ -168,3 +169,19 @@ def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def archived_service(cluster: LocalCluster, base: Path) -> AsyncIterator[Running]:
+    """The service on `cluster`, with the archive on (a FerretDB of its own under `base`)."""
+    (base / "ferretdb").mkdir(parents=True)
+    ferret = FerretDB(base / "ferretdb")
+    ferret.start()
+    settings = cluster.service_settings(
+        base / "service", mongo_url=ferret.url, archive_write_concern="1"
+    )
+    try:
+        async with serve(settings) as running:
+            yield running
+    finally:
+        ferret.remove()
