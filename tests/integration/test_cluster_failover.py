@@ -70,29 +70,52 @@ def searches_run(node: Node) -> int:
     return int(stats.get("cmdstat_FT.SEARCH", {}).get("calls", 0))
 
 
-async def test_searches_run_on_the_replicas_and_see_a_write_once_it_is_replicated(
+async def test_searches_run_on_the_replicas_once_they_hold_the_tenant(
     searching_replicas: Running, cluster: LocalCluster
 ) -> None:
-    """Runs first: the failovers below swap primaries and replicas."""
+    """Runs first: the failovers below swap primaries and replicas. A search the replica
+    cannot answer yet (the tenant's index or memory not replicated: a loaded machine lags)
+    goes to the primary, by design; so the searches counted here start once every replica
+    holds its tenant's index and memory."""
     tenants = cluster.spread_tenants(3, "rs")
-    before = {n.port: searches_run(n) for n in cluster.primaries + cluster.replicas}
     async with grpc.aio.insecure_channel(searching_replicas.address) as channel:
         clients = [new_client(channel, t) for t in tenants]
-        for c in clients:
-            await store(c, f"{c.tenant} keeps the spare key under the blue flowerpot.")
-        for c in clients:
-            wanted = f"{c.tenant} keeps the spare key under the blue flowerpot."
+        stored = {
+            c.tenant: await store(c, f"{c.tenant} keeps the key under the pot.") for c in clients
+        }
+        for tenant, memory in stored.items():
+            keys = keys_of(Tenant(tenant))
+            primary = serving(cluster, key_slot(keys.memory("").encode()))
+            replica = redis.Redis(
+                port=replica_of(cluster, primary).port, single_connection_client=True
+            )
+            replica.execute_command("READONLY")
+            index = f"aether-memories:{{{tenant}}}"
 
-            async def replicated(c: Client = c, wanted: str = wanted) -> bool:
-                return (await search(c, "where is the spare key")) == [wanted]
+            def holds(
+                replica: redis.Redis = replica,
+                key: str = keys.memory(memory.id),
+                index: str = index,
+            ) -> bool:
+                try:
+                    return (
+                        bool(replica.exists(key)) and int(replica.ft(index).info()["num_docs"]) == 1
+                    )
+                except redis.exceptions.ResponseError:  # the index is not there yet
+                    return False
 
-            await until(replicated, f"{c.tenant}'s memory searchable on its replica")
-    on_replicas = sum(searches_run(n) - before[n.port] for n in cluster.replicas)
+            await until(holds, f"{tenant}'s replica holds its index and memory")
+            replica.close()
+        before = {n.port: searches_run(n) for n in cluster.primaries + cluster.replicas}
+        for c in clients:
+            assert await search(c, "where is the key") == [
+                f"{c.tenant} keeps the key under the pot."
+            ]
+    on_replicas = {n.port: searches_run(n) - before[n.port] for n in cluster.replicas}
     on_primaries = sum(searches_run(n) - before[n.port] for n in cluster.primaries)
-    assert on_replicas >= 3 * 2  # a keyword and a vector query per search at least
     assert on_primaries == 0
-    # Every replica served its own primary's tenants.
-    assert all(searches_run(n) > before[n.port] for n in cluster.replicas)
+    # Every replica served its own primary's tenant: a keyword and a vector query at least.
+    assert all(count >= 2 for count in on_replicas.values()), on_replicas
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
