@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from tqdm import tqdm
 
-from .domain.tenant import TENANT_PATTERN, Tenant
+from .domain.tenant import Tenant
 from .settings import Settings
 from .stores.redis.episode_index import RedisEpisodeIndex
-from .stores.redis.keys import index_meta
+from .stores.redis.keys import index_meta, tenant_tag
 from .stores.redis.memory_store import RedisMemoryStore
 
 BATCH = 100  # keys per MIGRATE
@@ -52,14 +52,7 @@ class Moved:
 
 def _tenants_of(keys: Sequence[bytes]) -> set[Tenant]:
     """The tenants whose hash tag these keys carry (deployment keys carry none)."""
-    found = set()
-    for raw in keys:
-        key = raw.decode()
-        if "{" in key and "}" in key:
-            tag = key[key.index("{") + 1 : key.index("}")]
-            if TENANT_PATTERN.match(tag):
-                found.add(Tenant(tag))
-    return found
+    return {tenant for key in keys if (tenant := tenant_tag(key.decode())) is not None}
 
 
 async def _indexes(cluster: Any, settings: Settings) -> tuple[Any, ...]:

@@ -182,6 +182,19 @@ def serving(cluster: LocalCluster, slot: int) -> int:
     raise LookupError(f"no live node serves slot {slot}")
 
 
+def wait_served_by(cluster: LocalCluster, slot: int, port: int, within_s: float) -> None:
+    """Wait until the node on `port` serves `slot` (no node may, while an election runs)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if serving(cluster, slot) == port:
+                return
+        except LookupError:
+            pass
+        assert time.monotonic() < deadline, f"node {port} did not take slot {slot} over"
+        time.sleep(0.05)
+
+
 def replica_of(cluster: LocalCluster, port: int) -> Node:
     for node in cluster.replicas + cluster.primaries:
         info = node.client().info("replication")
@@ -199,11 +212,13 @@ class Writer:
     memories: dict[str, str] = field(default_factory=dict)  # acknowledged id -> content
     episodes: list[str] = field(default_factory=list)  # acknowledged event ids
     refused: list[grpc.StatusCode] = field(default_factory=list)
+    slowest_s: float = 0.0  # the longest store and record that went through
 
     async def run(self, stop: asyncio.Event) -> None:
         n = 0
         while not stop.is_set():
             content = f"{self.client.tenant} wrote note number {n} during the failover"
+            started = time.monotonic()
             try:
                 memory = await asyncio.wait_for(store(self.client, content), CALL_TIMEOUT_S)
                 acks = await asyncio.wait_for(
@@ -213,6 +228,7 @@ class Writer:
                 self.refused.append(error.code())
                 await asyncio.sleep(0.05)
                 continue
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
             self.memories[memory.id] = content
             if acks and acks[0].WhichOneof("result") == "written":
                 self.episodes.append(f"ev-{n}")
@@ -264,10 +280,7 @@ async def test_a_manual_failover_loses_nothing_and_the_replica_serves_searches(
 
     def fail_over() -> None:
         replica.client().execute_command("CLUSTER", "FAILOVER")
-        deadline = time.monotonic() + 30
-        while serving(cluster, slot) != replica.port:
-            assert time.monotonic() < deadline, "the replica did not take over"
-            time.sleep(0.05)
+        wait_served_by(cluster, slot, replica.port, within_s=30)
 
     await writes_through(service, cluster, tenants, fail_over)
     assert serving(cluster, slot) == replica.port
@@ -285,17 +298,11 @@ async def test_a_killed_primary_loses_nothing_acknowledged_and_calls_answer_unav
     def kill() -> None:
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if serving(cluster, slot) == replica.port:
-                    return
-            except LookupError:
-                pass
-            assert time.monotonic() < deadline, "the replica was not elected"
-            time.sleep(0.1)
+        wait_served_by(cluster, slot, replica.port, within_s=60)
 
     writers = await writes_through(service, cluster, tenants, kill)
-    # The tenant on the killed primary waited for the election: its calls were refused as
-    # UNAVAILABLE meanwhile (a retry then went through), never INTERNAL.
-    assert writers[0].refused, "no call hit the gap between the kill and the election"
+    # The tenant on the killed primary waited for the election (at least the 2 s node
+    # timeout): its calls meanwhile were refused as UNAVAILABLE (a retry then went through),
+    # never INTERNAL, or rode it out in redis-py's own retries (10, backing off up to 1 s each).
+    crossed = writers[0].refused or writers[0].slowest_s >= 1.0
+    assert crossed, "no call hit the gap between the kill and the election"

@@ -95,6 +95,14 @@ async def episode_indexed(client: Client) -> bool:
     return await episode_hits(client, "weather") == [f"e-{client.tenant}"]
 
 
+async def top_memory(client: Client, query: str) -> memory_pb2.Memory:
+    """The first memory a default search of agent-1's memories answers."""
+    found = await client.memory.SearchMemories(
+        S.SearchMemoriesRequest(agent_id="agent-1", query=query), metadata=client.md
+    )
+    return found.results[0].memory
+
+
 async def every_operation_keeps_to_its_tenant(running: Running, tenants: list[str]) -> None:
     """Identical facts in every tenant: a hit from another tenant would show by its id."""
     async with grpc.aio.insecure_channel(running.address) as channel:
@@ -150,16 +158,7 @@ async def every_operation_keeps_to_its_tenant(running: Running, tenants: list[st
 
         # Forget and update in the first tenant only; the others keep theirs.
         first, *others = clients
-        hiking = (
-            (
-                await first.memory.SearchMemories(
-                    S.SearchMemoriesRequest(agent_id="agent-1", query="hiking with my dog Rex"),
-                    metadata=first.md,
-                )
-            )
-            .results[0]
-            .memory
-        )
+        hiking = await top_memory(first, "hiking with my dog Rex")
         await first.memory.ForgetMemories(
             S.ForgetMemoriesRequest(agent_id="agent-1", ids=S.MemoryIds(ids=[hiking.id])),
             metadata=first.md,
@@ -167,16 +166,7 @@ async def every_operation_keeps_to_its_tenant(running: Running, tenants: list[st
         assert FACTS[0] not in await search(first, "hiking with my dog Rex")
         for c in others:
             assert (await search(c, "hiking with my dog Rex"))[0] == FACTS[0]
-        sister = (
-            (
-                await first.memory.SearchMemories(
-                    S.SearchMemoriesRequest(agent_id="agent-1", query="sister Ana nurse"),
-                    metadata=first.md,
-                )
-            )
-            .results[0]
-            .memory
-        )
+        sister = await top_memory(first, "sister Ana nurse")
         await first.memory.UpdateMemory(
             S.UpdateMemoryRequest(
                 memory=memory_pb2.Memory(id=sister.id, content="My sister Ana moved to Madeira."),

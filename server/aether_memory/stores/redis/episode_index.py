@@ -34,7 +34,7 @@ from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
 from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
 from .scripts import evalsha_pipelined
-from .search import TenantIndexes, documents, missing_index, routed, search_args
+from .search import TenantIndexes, documents, missing_index, routed, search_args, vector_attrs
 from .vector_slots import SLOTS, create_index, vector_attribute
 
 GROUP = EPISODE_STREAMS.group
@@ -95,13 +95,8 @@ class RedisEpisodeIndex:
 
     def _schema(self, name: str, prefix: str, per_tenant: bool) -> IndexSchema:
         """The shared index's schema, or one tenant's: no tenant field, exact (FLAT) vectors
-        in small blocks (memory_store.TENANT_BLOCK_SIZE explains why)."""
-        vectors: dict[str, Any] = {
-            "dims": self._dimension,
-            "distance_metric": "cosine",
-            "datatype": "float32",
-        }
-        vectors |= {"algorithm": "flat", "block_size": 64} if per_tenant else {"algorithm": "hnsw"}
+        in small blocks (search.TENANT_BLOCK_SIZE explains why)."""
+        vectors = vector_attrs(self._dimension, "float32", flat=per_tenant)
         tenant = [] if per_tenant else [{"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE}]
         return IndexSchema.from_dict(
             {

@@ -139,6 +139,17 @@ def tenant_of(key: str) -> Tenant:
     return Tenant(key[key.index("{") + 1 : key.index("}")])
 
 
+def tenant_tag(key: str) -> Tenant | None:
+    """The tenant whose hash tag `key` carries, or None for a key that carries no tenant's
+    (the deployment's own keys)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start < 0 or end < 0:
+        return None
+    tag = key[start + 1 : end]
+    return Tenant(tag) if TENANT_PATTERN.match(tag) else None
+
+
 @functools.lru_cache(maxsize=4096)
 def keys_of(tenant: Tenant) -> TenantKeys:
     """The keys of `tenant` (one object per tenant while it is in use)."""

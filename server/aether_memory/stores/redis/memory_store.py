@@ -60,6 +60,7 @@ from .search import (
     routed,
     search_args,
     total,
+    vector_attrs,
 )
 from .vector_slots import SLOTS, create_index, other_slot, vector_attribute
 from .walk import scan_step
@@ -74,9 +75,6 @@ KEYWORD_FIELDS = ("content", "context", "lead")
 MAX_LEAD_BYTES = 2048  # a longer memory before it is no lead
 REPLICA_BACKOFF_S = 10.0  # searches stay on the primary this long after the replica failed one
 LAYOUTS = ("shared", "tenant")
-# A tenant's FLAT index grows its vector store in blocks of this many vectors (RediSearch's
-# default, 1,024, costs about 1.4 MB per small tenant: bench/results/index-layout.md).
-TENANT_BLOCK_SIZE = 64
 # Fields added to the index after the first release: an older index gets them with FT.ALTER.
 ADDED_FIELDS = {
     "context": ["TEXT"],
@@ -325,15 +323,8 @@ class RedisMemoryStore:
     def _schema(self, name: str, prefix: str, *, per_tenant: bool) -> IndexSchema:
         """The shared index's schema, or (`per_tenant`) one tenant's: no tenant field, and
         FLAT vectors in small blocks unless the settings ask for HNSW."""
-        vectors: dict[str, Any] = {
-            "dims": self.dimension,
-            "distance_metric": "cosine",
-            "datatype": self.vector_type,
-        }
-        if per_tenant and self._tenant_vectors == "flat":
-            vectors |= {"algorithm": "flat", "block_size": TENANT_BLOCK_SIZE}
-        else:
-            vectors |= {"algorithm": "hnsw", **self._hnsw}
+        flat = per_tenant and self._tenant_vectors == "flat"
+        vectors = vector_attrs(self.dimension, self.vector_type, flat=flat, hnsw=self._hnsw)
         tenant = [] if per_tenant else [{"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE}]
         return IndexSchema.from_dict(
             {

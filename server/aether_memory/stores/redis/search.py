@@ -15,18 +15,36 @@ from typing import Any
 
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
+from redisvl.exceptions import RedisSearchError
 from redisvl.schema import IndexSchema
 
 from ...domain.tenant import Tenant
 from .keys import index_tenants, tenant_index
 
 NO_HITS: list[Any] = [0]  # an FT.SEARCH reply with no documents (RESP2's shape)
+# A tenant's FLAT index grows its vector store in blocks of this many vectors (RediSearch's
+# default, 1,024, costs about 1.4 MB per small tenant: bench/results/index-layout.md).
+TENANT_BLOCK_SIZE = 64
+
+
+def vector_attrs(
+    dimension: int, datatype: str, *, flat: bool, hnsw: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A vector field's attributes: cosine distance, and either exact FLAT vectors in a
+    tenant's small blocks or an HNSW graph with its `hnsw` parameters."""
+    algorithm = (
+        {"algorithm": "flat", "block_size": TENANT_BLOCK_SIZE}
+        if flat
+        else {"algorithm": "hnsw", **(hnsw or {})}
+    )
+    return {"dims": dimension, "distance_metric": "cosine", "datatype": datatype, **algorithm}
 
 
 def missing_index(error: BaseException) -> bool:
-    """Whether a query failed because its index does not exist."""
+    """Whether a query failed because its index does not exist (a Redis reply, or redisvl's
+    wrapping of it)."""
     text = str(error).lower()
-    return isinstance(error, redis.exceptions.ResponseError) and (
+    return isinstance(error, (redis.exceptions.ResponseError, RedisSearchError)) and (
         "no such index" in text or "unknown index" in text
     )
 

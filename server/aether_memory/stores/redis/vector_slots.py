@@ -26,6 +26,7 @@ from redisvl.index import AsyncSearchIndex
 from redisvl.schema import IndexSchema
 
 from .keys import index_meta
+from .search import missing_index
 from .walk import scan_step
 
 SLOTS = ("embedding", "embedding_b")
@@ -146,7 +147,7 @@ async def held_vectors(client: Any, name: str) -> tuple[VectorAttribute | None, 
     try:
         info = await index.info()
     except RedisSearchError as error:
-        if "unknown index" in str(error).lower() or "no such index" in str(error).lower():
+        if missing_index(error):
             return None
         raise
     return vector_attribute(info), int(info.get("num_docs", 0))
@@ -157,7 +158,7 @@ async def drop_index(client: Any, index_name: str) -> bool:
     try:
         await client.execute_command("FT.DROPINDEX", index_name)
     except redis.exceptions.ResponseError as error:
-        if "unknown index" in str(error).lower() or "no such index" in str(error).lower():
+        if missing_index(error):
             return False
         raise
     return True
