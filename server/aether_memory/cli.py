@@ -310,13 +310,14 @@ async def _keys(args: argparse.Namespace) -> int:
 
 
 async def _reembed(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
 
     from .reembed_command import run
     from .settings import Settings
+    from .stores.redis.pool import connect
 
-    url = _redis_url(Settings())
-    client = aioredis.from_url(url)
+    settings = Settings()
+    url = _redis_url(settings)
+    client = connect(url, cluster=settings.redis_cluster)
     try:
         await _ping(client, url)
         return await run(args, client)

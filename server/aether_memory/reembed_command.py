@@ -9,6 +9,12 @@ The first step talks to the service's Redis (AETHER_REDIS_URL, or the embedded R
 server running on AETHER_DATA_DIR), embeds on this machine with its own threads (`--threads`,
 to leave the service its cores) and may be stopped and run again: it resumes where the vectors
 end. See service/reembed.py for what happens to writes during and after it.
+
+With one index per tenant (AETHER_INDEX_LAYOUT=tenant, on one Redis or a Redis Cluster), the
+new indexes are one per tenant too, each made empty when the fill first reaches the tenant: a
+document is in it once its new vector is written. A fresh run therefore first clears the new
+slot from every hash; a vector an abandoned run left there would pass for filled, and its hash
+would never reach the new index (one shared index would keep the stale vector instead).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +38,16 @@ from .service.reembed import SCAN_COUNT, Reembedder
 from .settings import Settings
 from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
-from .stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, index_meta
+from .stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, index_meta, index_tenants
 from .stores.redis.memory_store import RedisMemoryStore
+from .stores.redis.search import pipelined_totals, tenant_index_names
 from .stores.redis.vector_slots import (
     BUILDING,
     COMPLETE,
     FILLED,
     SLOTS,
     SlotFill,
+    VectorAttribute,
     drop_index,
     held_vectors,
     other_slot,
@@ -51,6 +60,63 @@ MAX_PASSES = 5  # a pass after the first only catches up with what the service w
 
 class Refused(Exception):
     """What the command will not do, said to the user."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the serving index holds: its vectors, and how many memories and episode documents
+    it indexes (for the progress bars)."""
+
+    vectors: VectorAttribute
+    memories: int
+    episode_slot: str
+    episodes: int
+    tenant_vectors: str | None = None  # one index per tenant: how each holds its vectors
+
+    @property
+    def documents(self) -> int:
+        return self.memories + self.episodes
+
+
+async def _held_shared(client: Any, source: str) -> Source | None:
+    held = await held_vectors(client, source)
+    if held is None or held[0] is None:
+        return None
+    episodes = await held_vectors(client, f"{source}-episodes")
+    episode_slot = episodes[0].slot if episodes and episodes[0] is not None else SLOTS[0]
+    return Source(held[0], held[1], episode_slot, episodes[1] if episodes else 0)
+
+
+async def _held_per_tenant(client: Any, source: str) -> Source | None:
+    """The source's vectors as its meta hash records them (one index per tenant: no index
+    holds them all), and its documents counted over every tenant's index."""
+    meta = {k.decode(): v.decode() for k, v in (await client.hgetall(index_meta(source))).items()}
+    if meta.get("layout") != "tenant" or "vector_slot" not in meta:
+        return None
+    vectors = VectorAttribute(meta["vector_slot"], int(meta["dimension"]), meta["vector_type"])
+    episode_slot = await client.hget(index_meta(f"{source}-episodes"), "vector_slot")
+    memories, episodes = [
+        sum(await pipelined_totals(client, [["FT.SEARCH", i, "*", "LIMIT", 0, 0] for i in names]))
+        for names in [await tenant_index_names(client, n) for n in (source, f"{source}-episodes")]
+    ]
+    return Source(
+        vectors,
+        memories,
+        episode_slot.decode() if episode_slot is not None else SLOTS[0],
+        episodes,
+        meta.get("tenant_vectors"),
+    )
+
+
+async def _drop_slots(client: Any, corpora: list[tuple[str, str, str, int]], what: str) -> None:
+    """Remove a slot from every hash of each (name, key prefix, slot, hashes) corpus."""
+    for name, prefix, slot, count in corpora:
+        walk = SlotFill(client, prefix, slot, guard=None)
+        cursor = None
+        with _bar(count, f"{what} {name}") as bar:
+            while cursor != 0:
+                cursor, walked, _ = await walk.drop(cursor or 0, SCAN_COUNT, slot)
+                bar.update(walked)
 
 
 def _bar(total: int, description: str) -> Any:
@@ -69,25 +135,28 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
         )
     except PackError as error:
         raise Refused(str(error)) from None
-    if settings.index_layout == "tenant":
-        raise Refused(
-            "re-embedding is built for the shared index only; with one index per tenant "
-            "(AETHER_INDEX_LAYOUT=tenant) store the memories again under a new AETHER_INDEX_NAME"
-        )
     source = settings.index_name
     target = args.index or f"{source}-{pack.manifest.model_name}"
     if target == source:
         raise Refused(f"the new index needs a name other than {source} (--index)")
-    held = await held_vectors(client, source)
-    source_vectors, memories = held if held is not None else (None, 0)
-    if source_vectors is None:
+    per_tenant = settings.index_layout == "tenant"
+    held = await (_held_per_tenant if per_tenant else _held_shared)(client, source)
+    if held is None:
         raise Refused(f"no index {source} with vectors in this Redis (AETHER_INDEX_NAME)")
-    episodes_held = await held_vectors(client, f"{source}-episodes")
-    episode_slot = (
-        episodes_held[0].slot if episodes_held and episodes_held[0] is not None else SLOTS[0]
-    )
+    source_vectors = held.vectors
+    older, _ = await reembed_state(client, source)
+    if older is not None:
+        raise Refused(
+            f"{source} was built from {older}, whose vectors still fill the other slot: drop "
+            f"them first (AETHER_INDEX_NAME={source} aether-memory reembed --drop-source)"
+        )
     was_from, state = await reembed_state(client, target)
-    if await held_vectors(client, target) is not None and was_from != source:
+    exists = (
+        await client.hexists(index_meta(target), "layout")
+        if per_tenant
+        else await held_vectors(client, target) is not None
+    )
+    if exists and was_from != source:
         raise Refused(f"index {target} exists and was not built from {source}: choose --index")
     space = pack.manifest.vector_space
     store = RedisMemoryStore(
@@ -99,10 +168,21 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
         hnsw_ef_runtime=settings.hnsw_ef_runtime,
         vector_type=source_vectors.vector_type,
         vector_slot=other_slot(source_vectors.slot),
+        layout=settings.index_layout,
+        tenant_vectors=held.tenant_vectors or settings.tenant_index_vectors,
     )
     recorded = await store.vector_space()
     if recorded is not None and recorded != space:
         raise Refused(f"index {target} holds vectors of {recorded}, not of {space}")
+    if was_from is None:
+        # A slot an abandoned re-embedding filled would pass for filled (and, one index per
+        # tenant, its hashes would never be written into the new indexes): start it empty.
+        await set_reembed_state(client, target, source, BUILDING)
+        new_slots = [
+            ("memories", MEMORY_PREFIX, store.vector_slot, held.memories),
+            ("episodes", EPISODE_DOC_PREFIX, other_slot(held.episode_slot), held.episodes),
+        ]
+        await _drop_slots(client, new_slots, "clearing the new slot of")
     await store.ensure_index()
     await store.record_vector_space(space)
     if state != COMPLETE:
@@ -114,13 +194,14 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
             client,
             index_name=f"{target}-episodes",
             dimension=batcher.dimension,
-            vector_slot=other_slot(episode_slot),
+            vector_slot=other_slot(held.episode_slot),
+            layout=settings.index_layout,
         )
         await episode_index.ensure()
         reembedder = Reembedder(client, batcher.embed_many, store, episode_index, episode_log)
-        total = memories + (episodes_held[1] if episodes_held else 0)
+        total = held.documents
         print(
-            f"re-embedding {memories} memories and their episodes from {source} "
+            f"re-embedding {held.memories} memories and their episodes from {source} "
             f"({source_vectors.dimension}-d) into {target} ({pack.manifest.dimension}-d, "
             f"{space}) while the service serves",
             file=sys.stderr,
@@ -147,24 +228,25 @@ async def drop_source(client: aioredis.Redis, settings: Settings) -> str:
             f"index {target} is {state}: serve it (AETHER_INDEX_NAME={target} and its model) "
             "until the service logs that it is complete, then drop its source"
         )
-    held = await held_vectors(client, target)
-    if held is None or held[0] is None:
+    per_tenant = settings.index_layout == "tenant"
+    held = await (_held_per_tenant if per_tenant else _held_shared)(client, target)
+    if held is None:
         raise Refused(f"no index {target} in this Redis")
-    episodes_held = await held_vectors(client, f"{target}-episodes")
-    corpora = [("memories", MEMORY_PREFIX, held[0].slot, held[1])]
-    if episodes_held is not None and episodes_held[0] is not None:
-        corpora.append(("episodes", EPISODE_DOC_PREFIX, episodes_held[0].slot, episodes_held[1]))
-    await drop_index(client, source)
-    await drop_index(client, f"{source}-episodes")
-    for name, prefix, slot, count in corpora:
-        walk = SlotFill(client, prefix, slot, guard=None)
-        cursor = None
-        with _bar(count, f"dropping old {name} vectors") as bar:
-            while cursor != 0:
-                cursor, walked, _ = await walk.drop(cursor or 0, SCAN_COUNT, other_slot(slot))
-                bar.update(walked)
+    old_slots = [
+        ("memories", MEMORY_PREFIX, other_slot(held.vectors.slot), held.memories),
+        ("episodes", EPISODE_DOC_PREFIX, other_slot(held.episode_slot), held.episodes),
+    ]
     redis: Any = client
+    for name in (source, f"{source}-episodes"):
+        if per_tenant:
+            for index in await tenant_index_names(client, name):
+                await drop_index(client, index)
+            await redis.delete(index_tenants(name))
+        else:
+            await drop_index(client, name)
+    await _drop_slots(client, old_slots, "dropping the old vectors of")
     await redis.delete(index_meta(source))
+    await redis.delete(index_meta(f"{source}-episodes"))
     await redis.hdel(index_meta(target), "reembed_source", "reembed_state")
     return source
 

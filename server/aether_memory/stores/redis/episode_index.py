@@ -31,7 +31,7 @@ from ...domain.episodes import EpisodeDoc, EpisodeHit, EpisodeQuery, Taken
 from ...domain.tenant import Tenant
 from .due import DueQueue, create_group
 from .episode_log import EPISODE_STREAMS, entry_of, stream_id_key
-from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, keys_of, tenant_of
+from .keys import EPISODE_DOC_PREFIX, LEGACY_EPISODE_INDEX_QUEUE, index_meta, keys_of, tenant_of
 from .query import SINGLE_VALUE, tag_in
 from .scripts import evalsha_pipelined
 from .search import TenantIndexes, documents, missing_index, routed, search_args, vector_attrs
@@ -143,8 +143,16 @@ class RedisEpisodeIndex:
 
     async def ensure(self) -> None:
         """Create the index if it does not exist; an existing one keeps its vector slot. In the
-        `tenant` layout each tenant's index is made when its first document is written."""
+        `tenant` layout each tenant's index is made when its first document is written, and
+        the slot the deployment's first start chose (or `reembed`) is recorded and kept."""
         if self._tenants is not None:
+            meta = index_meta(self._index_name)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(meta, "vector_slot", self.vector_slot)
+                pipe.hget(meta, "vector_slot")
+                _, held = await pipe.execute()
+            if held.decode() != self.vector_slot:
+                self._use_slot(held.decode())
             await self._upgrade()
             return
         if await self.index.exists() or not await create_index(self.index):

@@ -57,6 +57,7 @@ from .search import (
     TenantIndexes,
     documents,
     missing_index,
+    pipelined_totals,
     routed,
     search_args,
     total,
@@ -932,22 +933,7 @@ class RedisMemoryStore:
         return sum(await self._pipelined_totals([["FT.SEARCH", name, *args] for name in names]))
 
     async def _pipelined_totals(self, commands: Sequence[list[Any]]) -> list[int]:
-        """FT.SEARCH totals in one round trip (per node, on a cluster); 0 for an index that
-        does not exist."""
-        if not commands:
-            return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command, **routed(self._client, command[1]))
-            replies = await pipe.execute(raise_on_error=False)
-        totals = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                if not missing_index(reply):
-                    raise reply
-                reply = NO_HITS
-            totals.append(total(reply))
-        return totals
+        return await pipelined_totals(self._client, commands)
 
     async def count(self, tenant: Tenant, flt: MemoryFilter) -> int:
         args = CountQuery(filter_expression=self._filter(keys_of(tenant), flt)).get_args()

@@ -10,7 +10,7 @@ over 20,000 memories took 380 s, bench/results/index-layout.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -104,6 +104,25 @@ def routed(client: Any, index: str, replica: bool = False) -> dict[str, Any]:
     return {}
 
 
+async def pipelined_totals(client: Any, commands: Sequence[list[Any]]) -> list[int]:
+    """The totals of FT.SEARCH commands, in one round trip (per node, on a cluster); 0 for an
+    index that does not exist."""
+    if not commands:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command, **routed(client, command[1]))
+        replies = await pipe.execute(raise_on_error=False)
+    totals = []
+    for reply in replies:
+        if isinstance(reply, Exception):
+            if not missing_index(reply):
+                raise reply
+            reply = NO_HITS
+        totals.append(total(reply))
+    return totals
+
+
 def search_args(index: str, query: Any) -> list[Any]:
     """The FT.SEARCH command of a RedisVL query, its parameters included."""
     args: list[Any] = ["FT.SEARCH", index, *query.get_args()]
@@ -170,5 +189,10 @@ class TenantIndexes:
 
     async def names(self) -> list[str]:
         """The index of every tenant that has one."""
-        tenants = await self._client.smembers(index_tenants(self.index_name))
-        return [self.name(_text(t)) for t in sorted(tenants)]
+        return await tenant_index_names(self._client, self.index_name)
+
+
+async def tenant_index_names(client: Any, index_name: str) -> list[str]:
+    """The index of every tenant that has one, of an index name in the `tenant` layout."""
+    tenants = await client.smembers(index_tenants(index_name))
+    return [tenant_index(index_name, _text(t)) for t in sorted(tenants)]

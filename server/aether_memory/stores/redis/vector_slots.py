@@ -26,7 +26,8 @@ from redisvl.index import AsyncSearchIndex
 from redisvl.schema import IndexSchema
 
 from .keys import index_meta
-from .search import missing_index
+from .scripts import evalsha_pipelined
+from .search import missing_index, routed
 from .walk import scan_step
 
 SLOTS = ("embedding", "embedding_b")
@@ -120,14 +121,15 @@ class SlotFill:
     ) -> int:
         """Write each vector unless its hash was removed or its guard field changed; how many
         were written."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for name, vector, guard in zip(names, vectors, guards, strict=True):
-                await self._put(
-                    keys=[name],
-                    args=[self.slot, vector, self.guard or "", guard or b""],
-                    client=pipe,
-                )
-            return sum(int(x) for x in await pipe.execute())
+        calls = [
+            ([name], [self.slot, vector, self.guard or "", guard or b""])
+            for name, vector, guard in zip(names, vectors, guards, strict=True)
+        ]
+        replies = await evalsha_pipelined(self._client, self._put, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return sum(int(x) for x in replies)
 
     async def drop(self, cursor: int, count: int, slot: str) -> tuple[int, int, int]:
         """Remove `slot` from the next hashes of the walk: (cursor after, hashes walked, how
@@ -156,7 +158,7 @@ async def held_vectors(client: Any, name: str) -> tuple[VectorAttribute | None, 
 async def drop_index(client: Any, index_name: str) -> bool:
     """Drop an index, keeping its documents; False if it did not exist."""
     try:
-        await client.execute_command("FT.DROPINDEX", index_name)
+        await client.execute_command("FT.DROPINDEX", index_name, **routed(client, index_name))
     except redis.exceptions.ResponseError as error:
         if missing_index(error):
             return False
