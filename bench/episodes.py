@@ -263,13 +263,17 @@ async def raw_xadd(url: str, streams: int, batch: int, seconds: float) -> dict[s
 
 
 @contextlib.asynccontextmanager
-async def service(redis_url: str, index: bool) -> AsyncIterator[str]:
+async def service(
+    redis_url: str, index: bool, env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """The service in a process of its own on `redis_url` (`env`: more settings)."""
     port = free_port()
     env = {
         **os.environ,
         "AETHER_REDIS_URL": redis_url,
         "AETHER_PORT": str(port),
         "AETHER_INDEX_EPISODES": "true" if index else "false",
+        **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
