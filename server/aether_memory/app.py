@@ -21,6 +21,7 @@ from aether.memory.v1 import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.cluster import RedisCluster
 
 from aether_embeddings.batching import MicroBatcher
 from aether_embeddings.bundled import ensure_default_pack
@@ -35,7 +36,7 @@ from .service.memories import MemoryBank
 from .settings import Settings
 from .stores.redis.embedded import data_dir_lock, embedded_redis
 from .stores.redis.episode_tail import EpisodeTails
-from .stores.redis.pool import CancelSafePool, connect
+from .stores.redis.pool import CancelSafePool, connect, refresh_topology
 from .supervision import WORKER_NAMES, Worker, WorkerState, supervise
 from .telemetry import Telemetry, instruments
 
@@ -232,6 +233,10 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> Async
         if parts.reembedder is not None:
             reembedder = parts.reembedder
             loops["re-embedder"] = lambda stop: reembedder.catch_up(settings.index_name, stop)
+        if isinstance(parts.search_reader, RedisCluster):
+            reader = parts.search_reader
+            every_s = settings.redis_cluster_refresh_s
+            loops["topology"] = lambda stop: refresh_topology(reader, every_s, stop)
         assert set(loops) <= set(WORKER_NAMES), "name new workers in WORKER_NAMES"
         states = {name: WorkerState(name) for name in loops}
 

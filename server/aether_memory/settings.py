@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         "(as redis_read_url does on one Redis, with the same staleness); reads by id and every "
         "write stay on the primaries.",
     )
+    redis_cluster_refresh_s: float = Field(
+        30.0,
+        gt=0,
+        description="With redis_cluster_search_replicas: how often the replica reader re-reads "
+        "the cluster's slots and nodes, so a replica added since gets searches (a redirection or "
+        "a connection error re-reads them at once).",
+    )
     redis_wait_replicas: int = Field(
         0,
         ge=0,

@@ -30,6 +30,7 @@ WORKER_NAMES = (
     "episode-indexer",
     "archiver",
     "re-embedder",
+    "topology",
 )
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 Report = Callable[[str, bool], Awaitable[None]]  # (worker name, healthy)

@@ -78,6 +78,7 @@ class Parts:
     tails: EpisodeTails
     interceptor: AccessInterceptor
     reembedder: Reembedder | None  # the index was built by `reembed` and is not complete
+    search_reader: Any = None  # the replica client searches run on, if any
 
 
 async def page_token_key(client: aioredis.Redis, settings: Settings) -> bytes:
@@ -160,7 +161,7 @@ async def build(
         vector_type=settings.vector_type,
         archived=archived,
         model=batcher.embedder.pack.manifest.model_name,
-        reader=await _replica(settings, stack),
+        reader=(reader := await _replica(settings, stack)),
         layout=settings.index_layout,
         tenant_vectors=settings.tenant_index_vectors,
     )
@@ -276,4 +277,5 @@ async def build(
         tails,
         interceptor,
         reembedder,
+        reader,
     )

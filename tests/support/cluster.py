@@ -43,6 +43,34 @@ class Node:
 class LocalCluster:
     primaries: list[Node]
     replicas: list[Node] = field(default_factory=list)
+    base: Path = Path(".")  # where each node's directory is made
+
+    def add_replica(self, primary: Node) -> Node:
+        """Start one more node and make it a replica of `primary`; back once it is in sync and
+        CLUSTER SLOTS lists it (as clients learn replicas)."""
+        node = _start(self.base, f"replica-added-{len(self.replicas)}")
+        self.replicas.append(node)  # stopped with the others
+        _wait(f"port {node.port} answers", node.client().ping)
+        node.node_id = node.client().execute_command("CLUSTER", "MYID").decode()
+        first = self.primaries[0]
+        node.client().execute_command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+        _wait(
+            f"{node.port} knows {primary.port}",
+            lambda: primary.node_id.encode() in node.client().execute_command("CLUSTER", "NODES"),
+        )
+        node.client().execute_command("CLUSTER", "REPLICATE", primary.node_id)
+        _wait(
+            f"{node.port} replicates {primary.port} and CLUSTER SLOTS lists it",
+            lambda: (
+                node.client().info("replication").get("master_link_status") == "up"
+                and any(
+                    int(listed[1]) == node.port
+                    for row in first.client().execute_command("CLUSTER", "SLOTS")
+                    for listed in row[3:]
+                )
+            ),
+        )
+        return node
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -116,7 +144,7 @@ def _wait(what: str, condition: object, within_s: float = 30.0) -> None:
 @contextlib.contextmanager
 def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator[LocalCluster]:
     """Start `primaries` primaries with `replicas` replicas each; stop them all on exit."""
-    cluster = LocalCluster([_start(base, f"primary-{i}") for i in range(primaries)])
+    cluster = LocalCluster([_start(base, f"primary-{i}") for i in range(primaries)], base=base)
     try:
         cluster.replicas = [
             _start(base, f"replica-{i}-{r}") for i in range(primaries) for r in range(replicas)

@@ -72,3 +72,15 @@ def connect(url: str, *, cluster: bool = False, **options: Any) -> aioredis.Redi
         # The service's adapters use only what both clients share.
         return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
     return aioredis.Redis.from_pool(CancelSafePool.from_url(url, **options))
+
+
+async def refresh_topology(client: Any, every_s: float, stop: asyncio.Event) -> None:
+    """Re-read a cluster client's slots and nodes (CLUSTER SLOTS) every `every_s` until `stop`.
+    redis-py reads them at start and again only after a redirection or a connection error, so
+    a replica added later would get no reads until something failed. A refresh keeps the
+    connection pools of the nodes it still lists."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+            return
+        await client.nodes_manager.initialize()
