@@ -30,7 +30,7 @@ from aether_embeddings.runtime import Embedder
 
 from . import wiring
 from .domain.errors import StartupError
-from .service.archiving import Archiver
+from .service.archiving import Archivers
 from .service.maintenance import Maintenance
 from .service.memories import MemoryBank
 from .settings import Settings
@@ -59,7 +59,7 @@ class Running:
     embedder: MicroBatcher
     redis: aioredis.Redis
     server: grpc.aio.Server
-    archiver: Archiver | None
+    archiver: Archivers | None
     maintenance: Maintenance
     memories: MemoryBank
     workers: dict[str, WorkerState]

@@ -192,6 +192,7 @@ def _unreachable(url: str, error: Exception) -> SystemExit:
 async def _status(args: argparse.Namespace) -> int:
     """Health, workers, memories by tier, archive backlog, index lag and last-minute throughput."""
 
+    from .domain.outbox import Backlog
     from .settings import Settings
     from .stores.redis.episode_index import RedisEpisodeIndex
     from .stores.redis.episode_log import RedisEpisodeLog
@@ -221,7 +222,13 @@ async def _status(args: argparse.Namespace) -> int:
         tiers = await store.tier_counts()
         redis: Any = client  # redis-py types replies as unions over every decode mode
         now_ms = int(time.time() * 1000)
-        backlog = await RedisOutbox(client, batch=1).backlog()
+        n = settings.archive_partitions
+        backlog = Backlog.total(
+            [
+                await RedisOutbox(client, batch=1, partition=p, partitions=n).backlog()
+                for p in range(n)
+            ]
+        )
         index = RedisEpisodeIndex(
             client,
             index_name=f"{settings.index_name}-episodes",

@@ -213,6 +213,15 @@ class Settings(BaseSettings):
     archive_batch: int = Field(
         500, gt=0, le=10_000, description="Outbox entries per archive write."
     )
+    archive_partitions: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Archivers that drain the outbox in parallel, each over a fixed share of the "
+        "tenants under a lease of its own (on one replica or spread over several; a tenant's "
+        "entries stay in order). Kept for the life of the outbox: a start with another count "
+        "is refused.",
+    )
     maintenance_interval_s: float = Field(
         60.0, gt=0, description="Seconds between maintenance ticks (promotion, decay, sweep)."
     )

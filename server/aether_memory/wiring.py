@@ -21,11 +21,12 @@ from redis.cluster import LoadBalancingStrategy
 from aether_embeddings.batching import MicroBatcher
 
 from .diskspace import DiskGuard
+from .domain.errors import StartupError
 from .domain.lifecycle import LifecyclePolicy
 from .domain.paging import PageTokens
 from .service.access import AccessRecorder
 from .service.agent_state import AgentStates
-from .service.archiving import Archiver
+from .service.archiving import Archivers
 from .service.episode_index import EpisodeIndexer
 from .service.episodes import Episodes
 from .service.idempotency import Idempotent
@@ -44,7 +45,7 @@ from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
-from .stores.redis.keys import ARCHIVER_LEASE, MAINTENANCE_LEASE, PAGE_TOKEN_SECRET_KEY
+from .stores.redis.keys import MAINTENANCE_LEASE, OUTBOX_META, PAGE_TOKEN_SECRET_KEY, archiver_lease
 from .stores.redis.lease import Lease
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.outbox import RedisOutbox
@@ -71,7 +72,7 @@ class Parts:
     episode_indexer: EpisodeIndexer
     bank: MemoryBank
     access: AccessRecorder
-    archiver: Archiver | None
+    archiver: Archivers | None
     maintenance: Maintenance
     memories: MemoryServicer
     episodes: EpisodeServicer
@@ -141,6 +142,21 @@ async def _replica(settings: Settings, stack: contextlib.AsyncExitStack) -> aior
     return reader
 
 
+async def _check_outbox_partitions(client: aioredis.Redis, partitions: int) -> None:
+    """The outbox keeps the partitions it was first split into: with another count, a tenant's
+    listing and due marks would be looked for in the wrong partition."""
+    redis: Any = client
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hsetnx(OUTBOX_META, "partitions", partitions)
+        pipe.hget(OUTBOX_META, "partitions")
+        _, held = await pipe.execute()
+    if int(held) != partitions:
+        raise StartupError(
+            f"the archive outbox is split into {int(held)} partitions: set "
+            f"AETHER_ARCHIVE_PARTITIONS={int(held)} (changing it is not supported)"
+        )
+
+
 async def build(
     settings: Settings,
     client: aioredis.Redis,
@@ -151,6 +167,8 @@ async def build(
     """Every part, its indexes and consumer groups ensured; closers go on `stack`."""
     archive = _archive(settings, stack)
     archived = archive is not None
+    if archived:
+        await _check_outbox_partitions(client, settings.archive_partitions)
     memory_store = RedisMemoryStore(
         client,
         index_name=settings.index_name,
@@ -160,13 +178,19 @@ async def build(
         hnsw_ef_runtime=settings.hnsw_ef_runtime,
         vector_type=settings.vector_type,
         archived=archived,
+        archive_partitions=settings.archive_partitions,
         model=batcher.embedder.pack.manifest.model_name,
         reader=(reader := await _replica(settings, stack)),
         layout=settings.index_layout,
         tenant_vectors=settings.tenant_index_vectors,
     )
     await memory_store.ensure_index()
-    episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len, archived=archived)
+    episode_log = RedisEpisodeLog(
+        client,
+        max_len=settings.episode_max_len,
+        archived=archived,
+        archive_partitions=settings.archive_partitions,
+    )
     episode_index = RedisEpisodeIndex(
         client,
         index_name=f"{settings.index_name}-episodes",
@@ -185,6 +209,7 @@ async def build(
         # What the largest response may carry, less room for the rest of it.
         max_session_bytes=settings.max_message_bytes - 64 * 1024,
         archived=archived,
+        archive_partitions=settings.archive_partitions,
     )
     access = AccessRecorder(memory_store)
     bank = MemoryBank(
@@ -206,10 +231,16 @@ async def build(
         )
     archiver = None
     if archive is not None:
-        archiver = Archiver(
-            RedisOutbox(client, batch=settings.archive_batch),
+        n = settings.archive_partitions
+        archiver = Archivers(
+            [
+                (
+                    RedisOutbox(client, batch=settings.archive_batch, partition=p, partitions=n),
+                    Lease(client, archiver_lease(p, n), ARCHIVER_LEASE_MS),
+                )
+                for p in range(n)
+            ],
             archive,
-            Lease(client, ARCHIVER_LEASE, ARCHIVER_LEASE_MS),
         )
     maintenance = Maintenance(
         memory_store,

@@ -21,16 +21,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_memory.app import Running, serve
 from aether_memory.domain import outbox
+from aether_memory.domain.errors import StartupError
 from aether_memory.domain.outbox import OutboxEntry
-from aether_memory.service.archiving import Archiver
+from aether_memory.domain.tenant import Tenant
+from aether_memory.service.archiving import Archiver, Archivers
 from aether_memory.settings import Settings
 from aether_memory.stores.mongo.archive import doc_id
+from aether_memory.stores.redis.due import partition_of
 from aether_memory.stores.redis.keys import (
     ARCHIVER_LEASE,
     LEGACY_OUTBOX_KEY,
     OUTBOX_DUE,
     OUTBOX_TENANTS,
     TenantKeys,
+    archiver_lease,
 )
 from aether_memory.stores.redis.lease import Lease
 from aether_memory.stores.redis.outbox import RedisOutbox
@@ -77,7 +81,7 @@ async def aclient(archived: Running) -> AsyncIterator[Client]:
         yield new_client(channel)
 
 
-def archiver(running: Running) -> Archiver:
+def archiver(running: Running) -> Archivers:
     assert running.archiver is not None
     return running.archiver
 
@@ -648,3 +652,57 @@ async def test_writes_survive_redis_forgetting_its_scripts(archived: Running) ->
         assert await archived_ids(archived, tenant.tenant) == {memory.id}
         episodes = archiver(archived).archive.episodes
         assert await episodes.count_documents({"tenant": tenant.tenant}) == 2
+
+
+async def test_partitions_are_archived_each_under_its_own_lease(
+    ferret: FerretDB, tmp_path: Path
+) -> None:
+    """AETHER_ARCHIVE_PARTITIONS=3: each tenant's outbox is listed and marked in its own
+    partition, one archiver per partition drains it under that partition's lease, and a start
+    with another count is refused (the tenants would be looked for in the wrong partitions)."""
+    settings = Settings(
+        port=0,
+        data_dir=tmp_path,
+        redis_url=None,
+        mongo_url=ferret.url,
+        archive_write_concern="1",
+        maintenance_interval_s=3600,
+        index_episodes=False,
+        grace_s=1.0,
+        archive_partitions=3,
+    )
+    async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
+        clients: list[Client] = []
+        while {partition_of(Tenant(c.tenant), 3) for c in clients} != {0, 1, 2}:
+            clients.append(new_client(channel))
+        stored = {
+            c.tenant: {(await store(c, f"note {n} of {c.tenant}")).id for n in range(3)}
+            for c in clients
+        }
+        for c in clients:
+            await record(c, [episode(f"{c.tenant}-e1")])
+
+        async def everything_archived() -> bool:
+            return all([await archived_ids(running, t) == ids for t, ids in stored.items()])
+
+        deadline = time.monotonic() + 30
+        while not await everything_archived():
+            assert time.monotonic() < deadline, "not archived"
+            await asyncio.sleep(0.1)
+        redis = running.redis
+        for c in clients:
+            mine = partition_of(Tenant(c.tenant), 3)
+            for p in range(3):
+                listed = await redis.sismember(f"{OUTBOX_TENANTS}:{p}", c.tenant)
+                assert bool(listed) == (p == mine), (c.tenant, p)
+            assert not await redis.sismember(OUTBOX_TENANTS, c.tenant)
+        for p in range(3):  # this service's archivers hold every partition's lease
+            assert await redis.exists(archiver_lease(p, 3))
+        assert not await redis.exists(ARCHIVER_LEASE)
+        parts = archiver(running).parts
+        assert len(parts) == 3 and all(part.archived > 0 for part in parts)
+        assert (await archiver(running).backlog()).entries == 0
+
+    with pytest.raises(StartupError, match="split into 3 partitions"):
+        async with serve(settings.model_copy(update={"archive_partitions": 2})):
+            pass

@@ -15,6 +15,7 @@ need a single Redis node rather than a cluster.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,11 @@ class Backlog:
 
     entries: int
     oldest_age_s: float
+
+    @classmethod
+    def total(cls, parts: Sequence[Backlog]) -> Backlog:
+        """The backlog of several partitions together."""
+        return cls(sum(b.entries for b in parts), max((b.oldest_age_s for b in parts), default=0.0))
 
 
 class Kind(StrEnum):

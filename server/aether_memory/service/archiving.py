@@ -9,10 +9,13 @@ tenant cannot hold the others up. A periodic sweep (and one on
 taking the lease) puts back any stream with entries that no mark points at (its writer died
 between the write and the mark).
 
-One replica at a time holds the archiver lease and does the work: a tenant's entries are then
-applied in stream order, so an older version of a document can never overwrite a newer one
-(every document belongs to one tenant). Other replicas wait for the lease; when its holder
-dies, the lease expires and another takes over the pending entries.
+The tenants are split into partitions (AETHER_ARCHIVE_PARTITIONS, 1 by default), each with its
+own due set and listing and its own archiver (`Archivers`). One replica at a time holds a
+partition's lease and archives it: a tenant's entries are then applied in stream order, so an
+older version of a document can never overwrite a newer one (every document belongs to one
+tenant, and a tenant to one partition). Other replicas wait for the lease; when its holder
+dies, the lease expires and another takes over the pending entries. Partitions are archived
+in parallel, by one replica or spread over several.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ..domain.outbox import Backlog, OutboxEntry
 from ..stores.backend_errors import archive_failed
@@ -42,8 +47,12 @@ class Archiver:
         max_retry_s: float = 5.0,
         sweep_s: float = 10.0,
         observe_s: float = 1.0,
+        gauge: Callable[[], Awaitable[Backlog]] | None = None,
     ) -> None:
+        """`gauge`: the backlog this archiver reports to the metrics (every partition's, by the
+        first partition's archiver); None: it reports none."""
         self.outbox = outbox
+        self._gauge = gauge
         self.archive = archive
         self._lease = lease
         self._block_ms = block_ms
@@ -101,10 +110,10 @@ class Archiver:
 
     async def observe(self) -> None:
         """The backlog gauges, at most every `observe_s` (the backlog reads every stream)."""
-        if time.monotonic() - self._observed_at < self._observe_s:
+        if self._gauge is None or time.monotonic() - self._observed_at < self._observe_s:
             return
         self._observed_at = time.monotonic()
-        backlog = await self.backlog()
+        backlog = await self._gauge()
         instruments().outbox_backlog.set(backlog.entries)
         instruments().archive_lag.set(backlog.oldest_age_s)
 
@@ -142,6 +151,49 @@ class Archiver:
                     delay = min(delay * 2, self._max_retry_s)
         finally:
             await self._lease.release()
+
+
+class Archivers:
+    """One archiver per outbox partition, each under its partition's lease."""
+
+    def __init__(
+        self,
+        partitions: Sequence[tuple[Outbox, JobLease]],
+        archive: ArchiveWriter,
+        **options: Any,
+    ) -> None:
+        """`partitions`: each partition's outbox and lease, in partition order."""
+        self.archive = archive
+        self.parts = tuple(
+            Archiver(outbox, archive, lease, gauge=self.backlog if n == 0 else None, **options)
+            for n, (outbox, lease) in enumerate(partitions)
+        )
+
+    @property
+    def archived(self) -> int:
+        return sum(a.archived for a in self.parts)
+
+    @property
+    def failures(self) -> int:
+        return sum(a.failures for a in self.parts)
+
+    @property
+    def last_error(self) -> str | None:
+        return next((a.last_error for a in self.parts if a.last_error), None)
+
+    async def backlog(self) -> Backlog:
+        """Entries not yet archived in every partition, and how long the oldest has waited."""
+        return Backlog.total([await a.backlog() for a in self.parts])
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Archive until every partition's outbox is empty (tests, benchmarks)."""
+        for archiver in self.parts:
+            await archiver.drain(timeout_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Every partition's archiver, each taking its lease when it can (a failure that is not
+        the archive's stops them all; the worker's supervisor restarts them)."""
+        await asyncio.gather(*(a.run(stop) for a in self.parts))
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

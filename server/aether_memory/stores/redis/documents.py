@@ -106,6 +106,7 @@ class DocumentStore:
         max_checkpoints: int,
         max_session_bytes: int = 4 * 1024 * 1024 - 64 * 1024,
         archived: bool = False,
+        archive_partitions: int = 1,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
@@ -115,7 +116,7 @@ class DocumentStore:
         self._max_checkpoints = max_checkpoints
         self._max_session_bytes = max_session_bytes  # a session must fit in one response
         self._archived = archived  # checkpoints and agent states then go to the archive outbox
-        self._marks = OutboxMarks(client)
+        self._marks = OutboxMarks(client, archive_partitions)
         self._append = client.register_script(_APPEND_SESSION)
 
     # ---- working memory --------------------------------------------------------------------

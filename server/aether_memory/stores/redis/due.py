@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,6 +39,21 @@ class StreamSet:
     group: str  # the consumer group that reads them
     stream_of: Callable[[Tenant], str]  # a tenant's stream
 
+    def partitioned(self, n: int) -> tuple[StreamSet, ...]:
+        """The set split into `n` partitions, each with a listing and a due set of its own, so
+        `n` readers can each drain one (`n` = 1: this set, its keys unchanged). A tenant is
+        always in the same partition (`partition_of`) as long as `n` stays the same."""
+        if n == 1:
+            return (self,)
+        return tuple(
+            replace(self, listing=f"{self.listing}:{p}", due=f"{self.due}:{p}") for p in range(n)
+        )
+
+
+def partition_of(tenant: Tenant, n: int) -> int:
+    """The partition (of `n`) that holds `tenant`'s stream."""
+    return zlib.crc32(tenant.name.encode()) % n
+
 
 async def create_group(client: Any, stream: str, group: str) -> None:
     """The stream (made empty if missing) with `group` reading from its first entry."""
@@ -51,17 +67,23 @@ async def create_group(client: Any, stream: str, group: str) -> None:
 class DueMarks:
     """What a writer does around each write that appends to its tenant's stream."""
 
-    def __init__(self, client: aioredis.Redis, streams: StreamSet) -> None:
+    def __init__(self, client: aioredis.Redis, streams: Sequence[StreamSet]) -> None:
+        """`streams`: the partitions of one set (`StreamSet.partitioned`)."""
         self._client: Any = client
-        self.streams = streams
+        self._parts = tuple(streams)
         self._listed: set[str] = set()  # tenants whose stream and group exist (this process)
+
+    def _part(self, tenant: Tenant) -> StreamSet:
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else parts[partition_of(tenant, len(parts))]
 
     async def prepare(self, tenant: Tenant) -> None:
         """Before the write: the tenant's stream, its consumer group and its listing."""
         if tenant.name in self._listed:
             return
-        await create_group(self._client, self.streams.stream_of(tenant), self.streams.group)
-        await self._client.sadd(self.streams.listing, tenant.name)
+        part = self._part(tenant)
+        await create_group(self._client, part.stream_of(tenant), part.group)
+        await self._client.sadd(part.listing, tenant.name)
         self._listed.add(tenant.name)
 
     def mark_in(self, pipe: Any, tenants: Iterable[Tenant]) -> None:
@@ -70,7 +92,8 @@ class DueMarks:
         longest waiting goes first."""
         now = time.time()
         for tenant in tenants:
-            pipe.zadd(self.streams.due, {self.streams.stream_of(tenant): now}, nx=True)
+            part = self._part(tenant)
+            pipe.zadd(part.due, {part.stream_of(tenant): now}, nx=True)
 
     async def mark(self, tenant: Tenant) -> None:
         """After the write: the reader is told the stream has an entry."""

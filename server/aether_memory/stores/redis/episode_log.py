@@ -90,6 +90,7 @@ class RedisEpisodeLog:
         max_len: int,
         event_ttl_s: int = 7 * 24 * 3600,
         archived: bool = False,
+        archive_partitions: int = 1,
     ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
@@ -97,8 +98,8 @@ class RedisEpisodeLog:
         self._event_ttl = event_ttl_s
         self._archived = archived
         self._append = client.register_script(_APPEND_SCRIPT)
-        self._marks = OutboxMarks(client)
-        self._index_marks = DueMarks(client, EPISODE_STREAMS)
+        self._marks = OutboxMarks(client, archive_partitions)
+        self._index_marks = DueMarks(client, [EPISODE_STREAMS])
         self._listing = DueQueue(client, EPISODE_STREAMS, per_step=1)
         # Group commit: appends that arrive while one is in flight (from any stream or tenant)
         # wait for it, then go to Redis together in one pipeline of script calls.

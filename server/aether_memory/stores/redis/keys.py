@@ -41,6 +41,15 @@ LEGACY_EPISODE_INDEX_QUEUE = "aether:epindex:queue"
 MAINTENANCE_LEASE = "aether:maintenance:lease"
 MAINTENANCE_CURSOR = "aether:maintenance:cursor"
 ARCHIVER_LEASE = "aether:archiver:lease"
+# How many partitions the outbox is split into (AETHER_ARCHIVE_PARTITIONS), as first recorded.
+OUTBOX_META = "aether:meta:outbox"
+
+
+def archiver_lease(partition: int, partitions: int) -> str:
+    """The lease of the archiver of one outbox partition (one partition: ARCHIVER_LEASE)."""
+    return ARCHIVER_LEASE if partitions == 1 else f"{ARCHIVER_LEASE}:{partition}"
+
+
 API_KEY_PREFIX = "aether:apikey:"
 
 

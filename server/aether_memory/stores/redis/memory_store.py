@@ -265,12 +265,14 @@ class RedisMemoryStore:
         reader: aioredis.Redis | None = None,
         layout: str = "shared",
         tenant_vectors: str = "flat",
+        archive_partitions: int = 1,
     ) -> None:
         """`vector_slot`: the hash field a new index reads vectors from (an existing index
         keeps its own; see vector_slots.py). `model`: the encoder whose vectors it holds, as
         the archive records it. `reader`: a replica that runs the hit queries (see _search).
         `layout`: `shared` or `tenant` (see the module's docstring); `tenant_vectors`: `flat`
-        or `hnsw`, how a tenant's own index holds vectors."""
+        or `hnsw`, how a tenant's own index holds vectors. `archive_partitions`: how many
+        archivers drain the outbox (AETHER_ARCHIVE_PARTITIONS)."""
         if layout not in LAYOUTS:
             raise ValueError(f"unknown index layout {layout!r}")
         if tenant_vectors not in ("flat", "hnsw"):
@@ -301,7 +303,7 @@ class RedisMemoryStore:
             "ef_runtime": hnsw_ef_runtime,
         }
         self._use_vector_type(vector_type)
-        self._marks = OutboxMarks(client)
+        self._marks = OutboxMarks(client, archive_partitions)
         self._store_script = client.register_script(_STORE_SCRIPT)
         self._read_script = client.register_script(_READ_SCRIPT)
         self._field_script = client.register_script(_FIELD_SCRIPT)

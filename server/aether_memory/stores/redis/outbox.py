@@ -49,18 +49,30 @@ class OutboxMarks(DueMarks):
     """What a writer does around each write that appends to its tenant's outbox (`prepare`,
     `mark_in` or `mark`, or `writing` around the write)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        super().__init__(client, OUTBOX_STREAMS)
+    def __init__(self, client: aioredis.Redis, partitions: int = 1) -> None:
+        super().__init__(client, OUTBOX_STREAMS.partitioned(partitions))
 
 
 class RedisOutbox:
-    """The archiver's side: which streams have work, and each stream's entries."""
+    """The archiver's side: which streams have work, and each stream's entries; of one
+    partition of the tenants (AETHER_ARCHIVE_PARTITIONS), each drained by an archiver of its
+    own. The first partition also drains the single stream of before."""
 
-    def __init__(self, client: aioredis.Redis, *, batch: int, streams_per_step: int = 64) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        batch: int,
+        streams_per_step: int = 64,
+        partition: int = 0,
+        partitions: int = 1,
+    ) -> None:
         # redis-py types replies as unions over every decode mode; this adapter decodes itself.
         self._client: Any = client
         self._batch = batch
-        self._queue = DueQueue(client, OUTBOX_STREAMS, per_step=streams_per_step)
+        self.partition = partition
+        streams = OUTBOX_STREAMS.partitioned(partitions)[partition]
+        self._queue = DueQueue(client, streams, per_step=streams_per_step)
         self._confirm = client.register_script(_CONFIRM_SCRIPT)
 
     @property
@@ -70,7 +82,7 @@ class RedisOutbox:
     async def _streams(self) -> list[str]:
         """Every listed tenant's stream, and the single stream of before, if it still exists."""
         streams = [keys_of(tenant).outbox() for tenant in await self._queue.listed()]
-        if await self._client.exists(LEGACY_OUTBOX_KEY):
+        if self.partition == 0 and await self._client.exists(LEGACY_OUTBOX_KEY):
             streams.append(LEGACY_OUTBOX_KEY)
         return streams
 
