@@ -45,7 +45,13 @@ from .stores.redis.episode_index import RedisEpisodeIndex
 from .stores.redis.episode_log import RedisEpisodeLog
 from .stores.redis.episode_tail import EpisodeTails
 from .stores.redis.idempotency import RequestLog
-from .stores.redis.keys import MAINTENANCE_LEASE, OUTBOX_META, PAGE_TOKEN_SECRET_KEY, archiver_lease
+from .stores.redis.keys import (
+    MAINTENANCE_LEASE,
+    OUTBOX_META,
+    OUTBOX_TENANTS,
+    PAGE_TOKEN_SECRET_KEY,
+    archiver_lease,
+)
 from .stores.redis.lease import Lease
 from .stores.redis.memory_store import RedisMemoryStore
 from .stores.redis.outbox import RedisOutbox
@@ -146,6 +152,8 @@ async def _check_outbox_partitions(client: aioredis.Redis, partitions: int) -> N
     """The outbox keeps the partitions it was first split into: with another count, a tenant's
     listing and due marks would be looked for in the wrong partition."""
     redis: Any = client
+    if not await redis.hexists(OUTBOX_META, "partitions") and await redis.exists(OUTBOX_TENANTS):
+        await redis.hsetnx(OUTBOX_META, "partitions", 1)  # an outbox from before partitions
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hsetnx(OUTBOX_META, "partitions", partitions)
         pipe.hget(OUTBOX_META, "partitions")

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aether.memory.v1 import agent_state_pb2, memory_pb2, memory_service_pb2
 from bson import Binary
 from google.protobuf import struct_pb2
@@ -28,6 +29,7 @@ from aether_memory.service.archiving import Archiver, Archivers
 from aether_memory.settings import Settings
 from aether_memory.stores.mongo.archive import doc_id
 from aether_memory.stores.redis.due import partition_of
+from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import (
     ARCHIVER_LEASE,
     LEGACY_OUTBOX_KEY,
@@ -705,4 +707,13 @@ async def test_partitions_are_archived_each_under_its_own_lease(
 
     with pytest.raises(StartupError, match="split into 3 partitions"):
         async with serve(settings.model_copy(update={"archive_partitions": 2})):
+            pass
+    # An outbox from before partitions (listed, no count recorded) was one partition.
+    async with embedded_redis(tmp_path) as url:
+        client = aioredis.from_url(url)
+        await client.delete("aether:meta:outbox")
+        await client.sadd(OUTBOX_TENANTS, "old-tenant")
+        await client.aclose()
+    with pytest.raises(StartupError, match="split into 1 partitions"):
+        async with serve(settings):
             pass
