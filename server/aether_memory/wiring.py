@@ -191,6 +191,7 @@ async def build(
         reader=(reader := await _replica(settings, stack)),
         layout=settings.index_layout,
         tenant_vectors=settings.tenant_index_vectors,
+        tenant_hnsw_above=settings.tenant_index_hnsw_above,
     )
     await memory_store.ensure_index()
     episode_log = RedisEpisodeLog(

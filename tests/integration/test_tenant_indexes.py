@@ -35,6 +35,7 @@ from aether_memory.settings import Settings
 from aether_memory.stores.redis.episode_index import RedisEpisodeIndex
 from aether_memory.stores.redis.keys import index_tenants
 from aether_memory.stores.redis.memory_store import RedisMemoryStore
+from aether_memory.stores.redis.search import info_field, routed
 from aether_memory.stores.redis.vector_slots import held_vectors
 from tests.support.cluster import LocalCluster, archived_service, local_cluster
 from tests.support.waiting import until
@@ -231,6 +232,68 @@ async def test_every_operation_keeps_to_its_tenant_on_a_cluster_of_three_primari
         kept = len(FACTS) + 3 - (tenant == tenants[0])
         assert await archive.memories.count_documents({"tenant": tenant}) == kept
         assert await archive.episodes.count_documents({"tenant": tenant}) == 1
+
+
+async def a_large_tenant_moves_to_hnsw_while_it_is_searched(running: Running, tenant: str) -> None:
+    """A tenant past the size moves from its FLAT index to HNSW under a running service:
+    every search before, during and after finds its memory, and later writes are searchable."""
+    name = f"{INDEX}:{{{tenant}}}"
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        client = new_client(channel, tenant)
+        for fact in FACTS:
+            await store(client, fact)
+        grower = RedisMemoryStore(
+            running.redis, index_name=INDEX, dimension=384, layout="tenant", tenant_hnsw_above=4
+        )
+        await grower.ensure_index()
+        assert await vector_algorithm(running, name) == "FLAT"
+        found: list[list[str]] = []
+        stop = asyncio.Event()
+
+        async def searching() -> None:
+            while not stop.is_set():
+                found.append(await search(client, "hiking with my dog Rex"))
+
+        task = asyncio.create_task(searching())
+        await asyncio.sleep(0.2)
+        moved = await grower.grow_indexes()
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        assert Tenant(tenant) in moved
+        assert len(found) >= 2 and all(hits[0] == FACTS[0] for hits in found), found
+        assert await vector_algorithm(running, name) == "HNSW"  # the name answers by its alias
+        assert Tenant(tenant) not in await grower.grow_indexes()  # moved once
+        # A process that meets the tenant for the first time does not hide the alias.
+        fresh = RedisMemoryStore(running.redis, index_name=INDEX, dimension=384, layout="tenant")
+        await fresh.ensure_index()
+        await fresh.prepare(Tenant(tenant))
+        assert await vector_algorithm(running, name) == "HNSW"
+        await store(client, "The boat trip to Madeira is in August.")
+        assert (await search(client, "sailing to Madeira"))[0] == (
+            "The boat trip to Madeira is in August."
+        )
+
+
+async def vector_algorithm(running: Running, name: str) -> str:
+    info = await running.redis.execute_command("FT.INFO", name, **routed(running.redis, name))
+    for attribute in info_field(info, "attributes"):
+        if not isinstance(attribute, dict):  # RESP2: a list of pairs
+            attribute = dict(zip(attribute[::2], attribute[1::2], strict=False))
+        if attribute.get(b"type") == b"VECTOR":
+            return str(attribute[b"algorithm"].decode())
+    raise AssertionError(f"{name} has no vector field")
+
+
+async def test_a_large_tenant_moves_to_hnsw_on_one_redis(on_one_redis: Running) -> None:
+    await a_large_tenant_moves_to_hnsw_while_it_is_searched(on_one_redis, "grows")
+
+
+async def test_a_large_tenant_moves_to_hnsw_on_a_cluster(
+    on_cluster: Running, cluster: LocalCluster
+) -> None:
+    for tenant in cluster.spread_tenants(3, "grows"):  # on every node
+        await a_large_tenant_moves_to_hnsw_while_it_is_searched(on_cluster, tenant)
 
 
 async def test_a_store_keeps_the_layout_it_started_with(on_one_redis: Running) -> None:

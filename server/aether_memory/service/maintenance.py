@@ -44,6 +44,8 @@ class WalkedStore(MemoryStore, Protocol):
 
     async def tier_counts(self) -> dict[str, int]: ...
 
+    async def grow_indexes(self) -> list[Tenant]: ...
+
 
 class SweptArchive(Protocol):
     async def update_times(self, tenant: str, ids: Iterable[str]) -> dict[str, float]: ...
@@ -69,6 +71,7 @@ class TickReport:
     swept: int
     wrapped: bool
     episodes_trimmed: int = 0
+    indexes_to_hnsw: int = 0
 
 
 class Maintenance:
@@ -124,8 +127,9 @@ class Maintenance:
         await self._store.save_walk_position(next_cursor)  # only once the batch was handled
         swept = await self._archive.sweep_expired(now) if self._archive and wrapped else 0
         trimmed = await self._trim_episodes(now)
+        grown = await self._store.grow_indexes()
         self.ticks += 1
-        return TickReport(len(found), promoted, evicted, swept, wrapped, trimmed)
+        return TickReport(len(found), promoted, evicted, swept, wrapped, trimmed, len(grown))
 
     async def _trim_episodes(self, now: float) -> int:
         """Episode retention: drop entries older than the retention from each tenant's stream,
@@ -185,7 +189,7 @@ class Maintenance:
             try:
                 if await self._lease.hold():
                     report = await self.tick()
-                    if report.promoted or report.evicted or report.swept:
+                    if report.promoted or report.evicted or report.swept or report.indexes_to_hnsw:
                         log.info("maintenance: %s", report)
             except Exception as error:  # no failure may stop future ticks
                 if backend_failed(error):

@@ -131,6 +131,10 @@ class TenantKeys:
     def event(self, event_id: str) -> str:
         return self._key("evt", event_id)
 
+    def index_switch(self, index_name: str) -> str:
+        """Held while one replica moves the tenant's index to HNSW (memory_store.grow_indexes)."""
+        return self._key("ixswitch", index_name)
+
     def episode_doc(self, episode_id: str) -> str:
         return self._key("epdoc", episode_id)
 

@@ -16,11 +16,13 @@ or RedisVL's `Num`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +50,7 @@ from .keys import (
     TenantKeys,
     index_meta,
     keys_of,
+    tenant_of,
 )
 from .outbox import OutboxMarks
 from .query import SINGLE_VALUE, TAG_SEPARATOR, KeywordQuery, keyword_terms, tag_in
@@ -55,7 +58,9 @@ from .scripts import evalsha_pipelined
 from .search import (
     NO_HITS,
     TenantIndexes,
+    create_args,
     documents,
+    info_field,
     missing_index,
     pipelined_totals,
     routed,
@@ -70,6 +75,8 @@ log = logging.getLogger(__name__)
 
 MAX_FILTER_RESULTS = 10_000
 MAX_SCAN_CALLS = 10  # per maintenance batch
+# How long one replica may take to move a tenant's index to HNSW before another may try.
+INDEX_SWITCH_LOCK_MS = 600_000
 # What keyword search matches: a memory's content, its context, and (for a memory stored into a
 # session without a context) the content of the memory before it there, its `lead`.
 KEYWORD_FIELDS = ("content", "context", "lead")
@@ -266,18 +273,21 @@ class RedisMemoryStore:
         layout: str = "shared",
         tenant_vectors: str = "flat",
         archive_partitions: int = 1,
+        tenant_hnsw_above: int = 0,
     ) -> None:
         """`vector_slot`: the hash field a new index reads vectors from (an existing index
         keeps its own; see vector_slots.py). `model`: the encoder whose vectors it holds, as
         the archive records it. `reader`: a replica that runs the hit queries (see _search).
         `layout`: `shared` or `tenant` (see the module's docstring); `tenant_vectors`: `flat`
-        or `hnsw`, how a tenant's own index holds vectors. `archive_partitions`: how many
-        archivers drain the outbox (AETHER_ARCHIVE_PARTITIONS)."""
+        or `hnsw`, how a tenant's own index holds vectors; `tenant_hnsw_above`: with `flat`, the
+        size past which `grow_indexes` moves a tenant's index to HNSW (0: never).
+        `archive_partitions`: how many archivers drain the outbox (AETHER_ARCHIVE_PARTITIONS)."""
         if layout not in LAYOUTS:
             raise ValueError(f"unknown index layout {layout!r}")
         if tenant_vectors not in ("flat", "hnsw"):
             raise ValueError(f"unknown tenant index vectors {tenant_vectors!r}")
         self._tenant_vectors = tenant_vectors
+        self._hnsw_above = tenant_hnsw_above
         self._tenants = (
             TenantIndexes(
                 client,
@@ -323,10 +333,12 @@ class RedisMemoryStore:
         self.schema = self._schema(self.index_name, MEMORY_PREFIX, per_tenant=False)
         self.index = AsyncSearchIndex(self.schema, redis_client=self._client)
 
-    def _schema(self, name: str, prefix: str, *, per_tenant: bool) -> IndexSchema:
+    def _schema(
+        self, name: str, prefix: str, *, per_tenant: bool, hnsw: bool = False
+    ) -> IndexSchema:
         """The shared index's schema, or (`per_tenant`) one tenant's: no tenant field, and
-        FLAT vectors in small blocks unless the settings ask for HNSW."""
-        flat = per_tenant and self._tenant_vectors == "flat"
+        FLAT vectors in small blocks unless the settings (or `hnsw`) ask for HNSW."""
+        flat = per_tenant and self._tenant_vectors == "flat" and not hnsw
         vectors = vector_attrs(self.dimension, self.vector_type, flat=flat, hnsw=self._hnsw)
         tenant = [] if per_tenant else [{"name": "tenant", "type": "tag", "attrs": SINGLE_VALUE}]
         return IndexSchema.from_dict(
@@ -429,6 +441,75 @@ class RedisMemoryStore:
         layout; nothing to do in the shared one): see search.TenantIndexes."""
         if self._tenants is not None:
             await self._tenants.ready(tenant, keys_of(tenant).memory(""))
+
+    async def grow_indexes(self) -> list[Tenant]:
+        """Move to HNSW every tenant index of FLAT vectors that holds more than
+        `tenant_hnsw_above` memories (the maintenance tick calls this): exact search costs in
+        proportion to a tenant's size, HNSW hardly grows (FLAT is the faster below about
+        20,000: bench/results/index-layout.md). The tenants moved."""
+        if self._tenants is None or self._tenant_vectors != "flat" or self._hnsw_above <= 0:
+            return []
+        names = await self._tenants.names()
+        totals = await self._pipelined_totals(
+            [["FT.SEARCH", name, "*", "LIMIT", 0, 0] for name in names]
+        )
+        large = [
+            tenant_of(n) for n, count in zip(names, totals, strict=True) if count > self._hnsw_above
+        ]
+        return [tenant for tenant in large if await self._to_hnsw(tenant)]
+
+    async def _index_info(self, name: str) -> Any:
+        """FT.INFO of an index (or of the alias of one); None when there is neither."""
+        try:
+            return await self._client.execute_command("FT.INFO", name, **routed(self._client, name))
+        except redis.exceptions.ResponseError as error:
+            if missing_index(error):
+                return None
+            raise
+
+    async def _to_hnsw(self, tenant: Tenant) -> bool:
+        """Build an HNSW index of the tenant's memories beside its FLAT one, then let its name
+        answer by an alias of the new index and drop the FLAT one (keeping the documents).
+        Searches see a complete index throughout: while both exist, the index wins over the
+        alias of the same name. One replica at a time (a lock in the tenant's slot); a move
+        that stopped halfway is finished by the next."""
+        name = self.index_of(tenant)
+        info = await self._index_info(name)
+        if info is None or info_field(info, "index_name") != name:
+            return False  # none, or moved already (the name is an alias)
+        lock, token = keys_of(tenant).index_switch(self.index_name), uuid.uuid4().hex
+        if not await self._client.set(lock, token, nx=True, px=INDEX_SWITCH_LOCK_MS):
+            return False
+        try:
+            hnsw, prefix = f"{name}:hnsw", keys_of(tenant).memory("")
+            schema = self._schema(hnsw, prefix, per_tenant=True, hnsw=True)
+            try:  # over the tenant's existing memories: RediSearch scans them in the background
+                await self._client.execute_command(
+                    *create_args(schema, prefix, scan=True), **routed(self._client, hnsw)
+                )
+            except redis.exceptions.ResponseError as error:
+                if "already exists" not in str(error).lower():
+                    raise
+            deadline = time.monotonic() + INDEX_SWITCH_LOCK_MS / 1000
+            while int(info_field(await self._index_info(hnsw), "indexing") or 0):
+                if time.monotonic() > deadline:  # the next tick's move goes on from here
+                    raise TimeoutError(f"{hnsw} is still indexing")
+                await asyncio.sleep(0.2)  # Redis says when it is done only when asked
+            try:
+                await self._client.execute_command(
+                    "FT.ALIASADD", name, hnsw, **routed(self._client, name)
+                )
+            except redis.exceptions.ResponseError as error:
+                if "alias already exists" not in str(error).lower():
+                    raise
+            await self._client.execute_command("FT.DROPINDEX", name, **routed(self._client, name))
+            log.info(
+                "%s's index holds more than %d memories: moved to HNSW", tenant, self._hnsw_above
+            )
+            return True
+        finally:
+            if await self._client.get(lock) == token.encode():
+                await self._client.delete(lock)
 
     async def create_index_on(self, node: Any, tenant: Tenant) -> None:
         """Create `tenant`'s index on a cluster node that imports its slot (`tenant` layout)."""

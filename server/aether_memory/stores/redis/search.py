@@ -133,6 +133,26 @@ def search_args(index: str, query: Any) -> list[Any]:
     return args
 
 
+def create_args(schema: IndexSchema, prefix: str, *, scan: bool) -> list[Any]:
+    """FT.CREATE of an index over hashes under `prefix`; without `scan` it starts empty
+    (SKIPINITIALSCAN) and holds only documents written after it."""
+    args: list[Any] = ["FT.CREATE", schema.index.name, "ON", "HASH", "PREFIX", 1, prefix]
+    args += ["SCHEMA"] if scan else ["SKIPINITIALSCAN", "SCHEMA"]
+    for field in schema.fields.values():
+        args += field.as_redis_field().redis_args()
+    return args
+
+
+def info_field(info: Any, field: str) -> Any:
+    """One field of an FT.INFO reply (a RESP3 map or a RESP2 list of pairs), as text."""
+    if isinstance(info, dict):
+        value = info.get(field.encode(), info.get(field))
+    else:
+        pairs = dict(zip(info[::2], info[1::2], strict=False))
+        value = pairs.get(field.encode(), pairs.get(field))
+    return _text(value) if isinstance(value, bytes | str) else value
+
+
 class TenantIndexes:
     """The indexes of one index name in the `tenant` layout: one per tenant, each made (empty)
     before the tenant's first document, and listed for the deployment-wide counts."""
@@ -153,26 +173,28 @@ class TenantIndexes:
 
     def _create(self, tenant: Tenant | str, prefix: str) -> list[Any]:
         """FT.CREATE of `tenant`'s index over keys under `prefix`, made empty."""
-        schema = self._schema_of(self.name(tenant), prefix)
-        args = ["FT.CREATE", schema.index.name, "ON", "HASH", "PREFIX", 1, prefix]
-        args += ["SKIPINITIALSCAN", "SCHEMA"]
-        for field in schema.fields.values():
-            args += field.as_redis_field().redis_args()
-        return args
+        return create_args(self._schema_of(self.name(tenant), prefix), prefix, scan=False)
 
     async def ready(self, tenant: Tenant | str, prefix: str) -> None:
         """Make sure `tenant` has its index (over keys under `prefix`). Replicas racing here
-        agree: the second FT.CREATE answers that the index exists."""
+        agree: the second FT.CREATE answers that the index exists. Asked first, once per
+        process: a tenant moved to HNSW answers by an alias of its name, and FT.CREATE would
+        make an empty index that hides the alias."""
         if str(tenant) in self._ready:
             return
+        name = self.name(tenant)
         try:
-            name = self.name(tenant)
-            await self._client.execute_command(
-                *self._create(tenant, prefix), **routed(self._client, name)
-            )
-        except redis.exceptions.ResponseError as error:
-            if "already exists" not in str(error).lower():
+            await self._client.execute_command("FT.INFO", name, **routed(self._client, name))
+        except redis.exceptions.ResponseError as missing:
+            if not missing_index(missing):
                 raise
+            try:
+                await self._client.execute_command(
+                    *self._create(tenant, prefix), **routed(self._client, name)
+                )
+            except redis.exceptions.ResponseError as error:
+                if "already exists" not in str(error).lower():
+                    raise
         await self._client.sadd(index_tenants(self.index_name), str(tenant))
         self._ready.add(str(tenant))
 
