@@ -63,18 +63,25 @@ async def ferret(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ferr
 async def archived(
     ferret: FerretDB, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Running]:
-    settings = Settings(
+    async with serve(
+        archived_settings(ferret, tmp_path_factory.mktemp("redis-archived"))
+    ) as running:
+        yield running
+
+
+def archived_settings(ferret: FerretDB, data_dir: Path, **more: object) -> Settings:
+    """A service with its own embedded Redis, archiving into `ferret`, no maintenance tick."""
+    return Settings(
         port=0,
-        data_dir=tmp_path_factory.mktemp("redis-archived"),
+        data_dir=data_dir,
         redis_url=None,
         mongo_url=ferret.url,
         archive_write_concern="1",
         maintenance_interval_s=3600,
         index_episodes=False,
         grace_s=1.0,
+        **more,  # type: ignore[arg-type]
     )
-    async with serve(settings) as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -662,17 +669,7 @@ async def test_partitions_are_archived_each_under_its_own_lease(
     """AETHER_ARCHIVE_PARTITIONS=3: each tenant's outbox is listed and marked in its own
     partition, one archiver per partition drains it under that partition's lease, and a start
     with another count is refused (the tenants would be looked for in the wrong partitions)."""
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path,
-        redis_url=None,
-        mongo_url=ferret.url,
-        archive_write_concern="1",
-        maintenance_interval_s=3600,
-        index_episodes=False,
-        grace_s=1.0,
-        archive_partitions=3,
-    )
+    settings = archived_settings(ferret, tmp_path, archive_partitions=3)
     async with serve(settings) as running, grpc.aio.insecure_channel(running.address) as channel:
         clients: list[Client] = []
         while {partition_of(Tenant(c.tenant), 3) for c in clients} != {0, 1, 2}:

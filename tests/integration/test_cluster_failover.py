@@ -29,7 +29,13 @@ from redis.cluster import key_slot
 from aether_memory.app import Running, serve
 from aether_memory.domain.tenant import Tenant
 from aether_memory.stores.redis.keys import keys_of
-from tests.support.cluster import LocalCluster, Node, archived_service, local_cluster
+from tests.support.cluster import (
+    LocalCluster,
+    Node,
+    archived_service,
+    local_cluster,
+    searches_run,
+)
 from tests.support.waiting import until
 
 from .conftest import Client, failure, new_client
@@ -63,11 +69,6 @@ async def searching_replicas(
     )
     async with serve(settings) as running:
         yield running
-
-
-def searches_run(node: Node) -> int:
-    stats = node.client().info("commandstats")
-    return int(stats.get("cmdstat_FT.SEARCH", {}).get("calls", 0))
 
 
 async def test_searches_run_on_the_replicas_once_they_hold_the_tenant(

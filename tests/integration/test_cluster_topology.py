@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from aether_memory.app import serve
-from tests.support.cluster import LocalCluster, Node, local_cluster
+from tests.support.cluster import LocalCluster, local_cluster, searches_run
 from tests.support.waiting import until
 
 from .conftest import new_client
@@ -23,11 +23,6 @@ from .test_memory_service import search, store
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with local_cluster(tmp_path_factory.mktemp("topology"), primaries=1, replicas=1) as started:
         yield started
-
-
-def searches_run(node: Node) -> int:
-    stats = node.client().info("commandstats")
-    return int(stats.get("cmdstat_FT.SEARCH", {}).get("calls", 0))
 
 
 async def test_a_replica_added_later_gets_searches_after_the_next_refresh(

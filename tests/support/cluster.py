@@ -112,6 +112,12 @@ class LocalCluster:
         raise LookupError(f"no node serves slot {slot}")
 
 
+def searches_run(node: Node) -> int:
+    """How many FT.SEARCH commands a node has run since it started."""
+    stats = node.client().info("commandstats")
+    return int(stats.get("cmdstat_FT.SEARCH", {}).get("calls", 0))
+
+
 def _start(base: Path, name: str) -> Node:
     directory = base / name
     directory.mkdir(parents=True)
