@@ -7,7 +7,9 @@ Starts an embedded Redis and FerretDB (the test server, SQLite backend) and meas
 2. the same-run ceiling: raw `insert_many` of the same archive documents into a fresh collection;
 3. updates: the archiver rewriting documents that exist (the replace path);
 4. steady load: writers storing memories at `--rate` per second for `--seconds` while the
-   archiver runs; the backlog (entries, oldest entry's age) is sampled every 50 ms.
+   archiver runs; the backlog (entries, oldest entry's age) is sampled every 50 ms;
+5. partitions (AETHER_ARCHIVE_PARTITIONS): the same backlog spread over 16 tenants, drained by
+   one archiver and by `--partitions` archivers in parallel, rounds taking turns.
 
 Vectors are random (the embedder is not what is measured here).
 
@@ -32,7 +34,7 @@ from ulid import ULID
 from aether_memory.domain.memory import Memory, Tier, fingerprint
 from aether_memory.domain.outbox import OutboxEntry
 from aether_memory.domain.tenant import Tenant
-from aether_memory.service.archiving import Archiver
+from aether_memory.service.archiving import Archiver, Archivers
 from aether_memory.stores.mongo.archive import MongoArchive
 from aether_memory.stores.redis.embedded import embedded_redis
 from aether_memory.stores.redis.keys import ARCHIVER_LEASE, keys_of
@@ -163,9 +165,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await worker
             result["archived_documents_final"] = await archive.memories.count_documents({})
             result["expected_documents_final"] = args.backlog + written
+
+            # 5. one archiver against `--partitions`, the backlog spread over 16 tenants
+            rates: dict[int, list[float]] = {1: [], args.partitions: []}
+            for round_ in range(args.rounds):
+                for n in rates:
+                    rates[n].append(await partitioned_drain(client, archive, args, n, round_))
+            result["partitions"] = {str(n): r for n, r in rates.items()}
             await mongo.close()
             await client.aclose()
     return result
+
+
+async def partitioned_drain(
+    client: Any, archive: MongoArchive, args: argparse.Namespace, n: int, round_: int
+) -> float:
+    """Docs/s draining `--backlog` memories of 16 new tenants with `n` partitions."""
+    store = RedisMemoryStore(
+        client, index_name="bench", dimension=DIM, archived=True, archive_partitions=n
+    )
+    tenants = [Tenant(f"p{n}-r{round_}-t{t}") for t in range(16)]
+    for i in range(args.backlog):
+        await write(store, tenants[i % 16], 2_000_000 + i)
+    archivers = Archivers(
+        [
+            (
+                RedisOutbox(client, batch=args.batch, partition=p, partitions=n),
+                Lease(client, f"bench:archiver:{n}:{p}", 10_000),
+            )
+            for p in range(n)
+        ],
+        archive,
+    )
+    started = time.perf_counter()
+    await archivers.drain(timeout_s=600)
+    return args.backlog / (time.perf_counter() - started)
 
 
 def report(result: dict[str, Any]) -> str:
@@ -194,6 +228,13 @@ def report(result: dict[str, Any]) -> str:
             f"| catch-up after the load stopped | {s['catch_up_s'] * 1e3:.0f} ms |",
             f"| documents archived / expected | {result['archived_documents_final']} / "
             f"{result['expected_documents_final']} |",
+            *(
+                f"| drain of {result['backlog']} memories of 16 tenants, {n} archiver(s) "
+                f"(AETHER_ARCHIVE_PARTITIONS={n}), rounds | "
+                + ", ".join(f"{r:.0f}" for r in rates)
+                + f" docs/s (median {statistics.median(rates):.0f}) |"
+                for n, rates in result.get("partitions", {}).items()
+            ),
             "",
         ]
     )
@@ -205,6 +246,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rate", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     result = asyncio.run(run(args))
     publish("archive", result, report(result))
