@@ -15,9 +15,10 @@ layout against today's, for 1, 100 and 10,000 tenants, with the service's own in
   the shared index filtered by tenant and agent as the service does, the tenant's own index
   filtered by agent only.
 
-    python -m bench.index_layout [--memories 20000] [--tenants 1,100,10000]
+    python -m bench.index_layout [--memories 20000] [--tenants 1,100,10000] [--name NAME]
 
-Writes bench/results/index-layout.{json,md}.
+Writes bench/results/index-layout.{json,md} (or NAME.{json,md}: `--memories 100000 --tenants 1
+--name index-layout-100k` prices one large tenant's FLAT index against HNSW).
 """
 
 from __future__ import annotations
@@ -312,9 +313,10 @@ def main() -> None:
     parser.add_argument(
         "--tenants", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100, 10_000]
     )
+    parser.add_argument("--name", default="index-layout", help="the results' file name")
     args = parser.parse_args()
     summary = asyncio.run(run(args))
-    publish("index-layout", summary, report(summary))
+    publish(args.name, summary, report(summary))
     print(report(summary))
 
 
