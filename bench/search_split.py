@@ -19,7 +19,7 @@ own: `shared` (one index, every query filtered by tenant) and `tenant` (the tena
 no tenant filter; `AETHER_TENANT_INDEX_VECTORS` as set, FLAT by default). Writes
 bench/results/search-split.{json,md}.
 
-    python -m bench.search_split [--size 100000] [--layouts shared,tenant]
+    python -m bench.search_split [--size 100000] [--layouts shared,tenant] [--name NAME]
 """
 
 from __future__ import annotations
@@ -160,9 +160,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--layouts", default="shared,tenant")
+    parser.add_argument("--name", default="search-split", help="the results' file name")
     args = parser.parse_args()
     results = {layout: asyncio.run(run(args.size, layout)) for layout in args.layouts.split(",")}
-    publish("search-split", results, report(results))
+    publish(args.name, results, report(results))
     print(report(results))
 
 

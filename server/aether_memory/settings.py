@@ -133,12 +133,13 @@ class Settings(BaseSettings):
         ),
     )
     tenant_index_hnsw_above: int = Field(
-        50_000,
+        20_000,
         ge=0,
         description="With tenant_index_vectors `flat`: a tenant whose index holds more memories "
-        "than this is moved to HNSW by the maintenance tick, while searches go on (exact KNN "
-        "costs in proportion to a tenant's size: 1.42 ms at 20,000, about 3.5 ms here by that "
-        "rate, against HNSW's 2.0 ms). 0: never.",
+        "than this is moved to HNSW by the maintenance tick, while searches go on. Exact KNN "
+        "costs in proportion to a tenant's size: faster than HNSW at 20,000 (1.42 vs 2.01 ms), "
+        "2.9x slower at 50,000 with the service's plan (11.3 vs 3.9 ms, search-split-50k.md). "
+        "0: never.",
     )
     hnsw_m: int = Field(16, ge=4, le=128, description="HNSW M (graph degree).")
     hnsw_ef_construction: int = Field(200, ge=10, description="HNSW EF_CONSTRUCTION.")
