@@ -174,10 +174,11 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
     recorded = await store.vector_space()
     if recorded is not None and recorded != space:
         raise Refused(f"index {target} holds vectors of {recorded}, not of {space}")
+    if state != COMPLETE:  # recorded first: a run stopped while clearing resumes as this one
+        await set_reembed_state(client, target, source, BUILDING)
     if was_from is None:
         # A slot an abandoned re-embedding filled would pass for filled (and, one index per
         # tenant, its hashes would never be written into the new indexes): start it empty.
-        await set_reembed_state(client, target, source, BUILDING)
         new_slots = [
             ("memories", MEMORY_PREFIX, store.vector_slot, held.memories),
             ("episodes", EPISODE_DOC_PREFIX, other_slot(held.episode_slot), held.episodes),
@@ -185,8 +186,6 @@ async def build(client: aioredis.Redis, settings: Settings, args: argparse.Names
         await _drop_slots(client, new_slots, "clearing the new slot of")
     await store.ensure_index()
     await store.record_vector_space(space)
-    if state != COMPLETE:
-        await set_reembed_state(client, target, source, BUILDING)
     embedder = Embedder(pack, threads=args.threads, spin=False)
     episode_log = RedisEpisodeLog(client, max_len=settings.episode_max_len)
     async with MicroBatcher(embedder, max_batch=32, cache_size=0) as batcher:
