@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 BUF := tools/node_modules/.bin/buf
 # FerretDB v1 (SQLite backend): the MongoDB-wire-protocol server the archive tests run against.
 FERRETDB := $(BIN)/aether-ferretdb
+# compose-go, the loader Docker Compose runs: the tests check docker-compose.yml through it.
+COMPOSECHECK := $(BIN)/aether-composecheck
 # The TypeScript and Go clients: their code generators (pinned), builds and example agents.
 TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
@@ -44,6 +46,9 @@ $(BUF): tools/package.json tools/package-lock.json
 $(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum $(STAMP)
 	cd tools/ferretdb && go build -trimpath -o ../../$(FERRETDB) .
 
+$(COMPOSECHECK): tools/composecheck/main.go tools/composecheck/go.mod tools/composecheck/go.sum $(STAMP)
+	cd tools/composecheck && go build -trimpath -o ../../$(COMPOSECHECK) .
+
 $(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
@@ -67,7 +72,7 @@ lint: $(STAMP) $(BUF) $(TS_STAMP) $(GO_PLUGINS)
 	$(BIN)/ruff check server embeddings tests scripts bench clients/python/src/aether_memory_client clients/python/examples
 	$(BIN)/mypy
 
-test: lint $(FERRETDB) clients $(MPNET_STAMP)
+test: lint $(FERRETDB) $(COMPOSECHECK) clients $(MPNET_STAMP)
 	$(BIN)/pytest
 
 # ghz for bench/load.py (not needed by the tests).

@@ -4,6 +4,9 @@ is one the service (or the OpenTelemetry SDK) reads."""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
+import json
 import os
 import re
 import shlex
@@ -14,11 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from aether_embeddings.bundled import ensure_default_pack
+from aether_memory import cluster_create
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 from tests.support.servers import free_port
@@ -52,9 +57,10 @@ def test_every_setting_has_a_default() -> None:
 
 def test_compose_sets_only_variables_the_service_reads_and_its_paths_exist() -> None:
     services = compose()["services"]
+    for name in ("aether", "aether-cluster"):
+        unknown = set(services[name]["environment"]) - known_variables() - OTEL_VARIABLES
+        assert not unknown, f"docker-compose.yml sets variables nothing reads: {unknown}"
     env = services["aether"]["environment"]
-    unknown = {k for k in env if k not in known_variables() | OTEL_VARIABLES}
-    assert not unknown, f"docker-compose.yml sets variables nothing reads: {unknown}"
     for name, service in services.items():
         if "build" in service:
             assert (ROOT / service["build"] / "Dockerfile").exists(), name
@@ -118,6 +124,88 @@ def test_the_compose_file_passes_compose_lint_at_medium() -> None:
     for service in services.values():
         assert all(p.startswith("127.0.0.1:") for p in service.get("ports", []))
         assert ":latest" not in service.get("image", "")
+
+
+def resolved(*profiles: str) -> dict[str, Any]:
+    """docker-compose.yml as Docker Compose loads it (compose-go: the Compose Specification's
+    schema, merges, interpolation, profiles, references), with these profiles on."""
+    check = Path(sys.executable).parent / "aether-composecheck"
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    run = subprocess.run(
+        [str(check), *flags, "docker-compose.yml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"]},  # no AETHER_PAGE_TOKEN_SECRET from here
+    )
+    assert run.returncode == 0, run.stderr
+    loaded: dict[str, Any] = json.loads(run.stdout)
+    return loaded
+
+
+def test_the_compose_file_loads_as_docker_compose_loads_it_with_every_profile() -> None:
+    default = set(resolved()["services"])
+    assert default == {"aether", "redis", "mongo", "otel-collector", "jaeger"}
+    assert set(resolved("tools")["services"]) == default | {"redisinsight"}
+    cluster = {"aether-cluster", "redis-cluster-init"} | {f"redis-node-{i}" for i in range(1, 7)}
+    assert set(resolved("cluster")["services"]) == default | cluster
+
+
+def test_the_cluster_profile_forms_its_cluster_and_serves_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = resolved("cluster")
+    services = project["services"]
+    nodes = {name: s for name, s in services.items() if name.startswith("redis-node-")}
+    # Every node is the Redis of the `redis` service (same image, same persistence and hash
+    # settings), in cluster mode, at its own fixed address in the cluster network's subnet.
+    single = services["redis"]
+    subnet = ipaddress.ip_network(
+        project["networks"]["redis-cluster"]["ipam"]["config"][0]["subnet"]
+    )
+    addresses = set()
+    for node in nodes.values():
+        assert node["image"] == single["image"]
+        assert node["command"][:1] == ["redis-server"]
+        options = " ".join(node["command"])
+        assert " ".join(single["command"][1:]) in options
+        assert "--cluster-enabled yes" in options
+        address = ipaddress.ip_address(node["networks"]["redis-cluster"]["ipv4_address"])
+        assert address in subnet
+        addresses.add(address)
+    assert len(addresses) == len(nodes) == 6
+    # The init job runs `aether-memory cluster-create` (the image's entry point) on every node
+    # once they answer, and its arguments parse and fit its plan: 3 primaries, 1 replica each.
+    init = services["redis-cluster-init"]
+    assert init["command"][0] == "cluster-create"
+    parser = argparse.ArgumentParser()
+    cluster_create.add_arguments(parser)
+    args = parser.parse_args(init["command"][1:])
+    assert sorted(args.nodes) == sorted(f"{name}:6379" for name in nodes)
+    assert len(cluster_create.plan(len(args.nodes), args.replicas)) == 3
+    assert {d: c["condition"] for d, c in init["depends_on"].items()} == dict.fromkeys(
+        nodes, "service_healthy"
+    )
+    # The service waits for the job to succeed, reaches the nodes and the archive, and its
+    # settings are valid (a cluster needs one index per tenant).
+    service = services["aether-cluster"]
+    assert service["depends_on"]["redis-cluster-init"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert set(service["networks"]) == {"default", "redis-cluster"}
+    env = service["environment"]
+    assert urlsplit(env["AETHER_REDIS_URL"]).hostname in nodes
+    assert env["AETHER_ARCHIVE_DATABASE"] != Settings().archive_database
+    for name in list(os.environ):
+        if name.startswith("AETHER_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("AETHER_"):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.redis_cluster and settings.index_layout == "tenant"
+    published = {p["published"] for s in services.values() for p in s.get("ports", [])}
+    assert len(published) == sum(len(s.get("ports", [])) for s in services.values())
 
 
 def test_collector_pipelines_use_defined_components() -> None:

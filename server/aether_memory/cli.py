@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from . import cluster_create
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -513,6 +515,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     move.add_argument("slot", type=int, help="the hash slot (0-16383)")
     move.add_argument("target", help="the primary to move it to, host:port")
+    cluster_create.add_arguments(
+        sub.add_parser(
+            "cluster-create",
+            help="form a Redis Cluster from fresh nodes, by host name or IP (talks to Redis)",
+            description="The first nodes become the primaries and share the slots; the rest "
+            "replicate them in turn. Resolves host names (redis-cli --cluster create takes IPs "
+            "only), and can be run again: it finishes a cluster formed half-way and leaves a "
+            "formed one as it is (docs/operations.md).",
+        )
+    )
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
     keys = sub.add_parser("keys", help="create, revoke and list API keys (talks to Redis)")
@@ -540,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         from .slot_move import run as move_slot
 
         return asyncio.run(move_slot(args))
+    if args.command == "cluster-create":
+        return cluster_create.run(args)
     if args.command == "mcp":
         if getattr(args, "mcp_missing", False):
             print(

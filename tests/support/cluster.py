@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,11 @@ import redis
 from redis.cluster import key_slot
 
 from aether_memory.app import Running, serve
+from aether_memory.cluster_create import form, wait_for
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 
 from .servers import FerretDB, free_port
-
-SLOTS = 16384
 
 
 @dataclass
@@ -44,22 +42,24 @@ class LocalCluster:
     primaries: list[Node]
     replicas: list[Node] = field(default_factory=list)
     base: Path = Path(".")  # where each node's directory is made
+    started: list[Node] = field(default_factory=list)  # every node, stopped at the end
 
     def add_replica(self, primary: Node) -> Node:
         """Start one more node and make it a replica of `primary`; back once it is in sync and
         CLUSTER SLOTS lists it (as clients learn replicas)."""
         node = _start(self.base, f"replica-added-{len(self.replicas)}")
-        self.replicas.append(node)  # stopped with the others
-        _wait(f"port {node.port} answers", node.client().ping)
+        self.replicas.append(node)
+        self.started.append(node)  # stopped with the others
+        wait_for(f"port {node.port} answers", node.client().ping)
         node.node_id = node.client().execute_command("CLUSTER", "MYID").decode()
         first = self.primaries[0]
         node.client().execute_command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
-        _wait(
+        wait_for(
             f"{node.port} knows {primary.port}",
             lambda: primary.node_id.encode() in node.client().execute_command("CLUSTER", "NODES"),
         )
         node.client().execute_command("CLUSTER", "REPLICATE", primary.node_id)
-        _wait(
+        wait_for(
             f"{node.port} replicates {primary.port} and CLUSTER SLOTS lists it",
             lambda: (
                 node.client().info("replication").get("master_link_status") == "up"
@@ -134,75 +134,39 @@ def _start(base: Path, name: str) -> Node:
     return Node(port, bus, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
 
 
-def _wait(what: str, condition: object, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            if condition():  # type: ignore[operator]
-                return
-        except redis.exceptions.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"local Redis Cluster: not within {within_s:.0f} s: {what}")
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
-def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator[LocalCluster]:
-    """Start `primaries` primaries with `replicas` replicas each; stop them all on exit."""
-    cluster = LocalCluster([_start(base, f"primary-{i}") for i in range(primaries)], base=base)
+def fresh_nodes(base: Path, names: list[str]) -> Iterator[list[Node]]:
+    """Start one cluster-enabled node per name, none of them in a cluster yet; stop them on
+    exit (the nodes a test adds to the list too)."""
+    nodes: list[Node] = []
     try:
-        cluster.replicas = [
-            _start(base, f"replica-{i}-{r}") for i in range(primaries) for r in range(replicas)
-        ]
-        nodes = cluster.primaries + cluster.replicas
-        for node in nodes:
-            _wait(f"port {node.port} answers", node.client().ping)
-            node.node_id = node.client().execute_command("CLUSTER", "MYID").decode()
-        for i, node in enumerate(cluster.primaries):
-            first, last = i * SLOTS // primaries, (i + 1) * SLOTS // primaries - 1
-            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-        for node in nodes[1:]:
-            node.client().execute_command(
-                "CLUSTER", "MEET", "127.0.0.1", nodes[0].port, nodes[0].bus_port
-            )
-        _wait(
-            "every node knows every other",
-            lambda: all(
-                len(n.client().execute_command("CLUSTER", "NODES").decode().splitlines())
-                == len(nodes)
-                for n in nodes
-            ),
-        )
-        for i, node in enumerate(cluster.replicas):
-            primary = cluster.primaries[i // replicas]
-            node.client().execute_command("CLUSTER", "REPLICATE", primary.node_id)
-        _wait(
-            "the cluster is ok and every replica in sync",
-            lambda: (
-                all(n.client().cluster("INFO")["cluster_state"] == "ok" for n in nodes)
-                and all(
-                    n.client().info("replication").get("master_link_status") == "up"
-                    for n in cluster.replicas
-                )
-                # Clients learn replicas from CLUSTER SLOTS, which lists one a few seconds
-                # after it is in sync.
-                and all(
-                    len(row) - 3 == replicas
-                    for row in nodes[0].client().execute_command("CLUSTER", "SLOTS")
-                )
-            ),
-        )
-        yield cluster
+        for name in names:
+            nodes.append(_start(base, name))
+        yield nodes
     finally:
-        for node in cluster.primaries + cluster.replicas:
+        for node in nodes:
             node.process.terminate()
-        for node in cluster.primaries + cluster.replicas:
+        for node in nodes:
             try:
                 node.process.wait(10)
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+
+
+@contextlib.contextmanager
+def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator[LocalCluster]:
+    """Start `primaries` primaries with `replicas` replicas each; stop them all on exit."""
+    names = [f"primary-{i}" for i in range(primaries)]
+    names += [f"replica-{i}-{r}" for i in range(primaries) for r in range(replicas)]
+    with fresh_nodes(base, names) as nodes:
+        cluster = LocalCluster(nodes[:primaries], nodes[primaries:], base=base, started=nodes)
+        # The command the compose file's cluster profile runs: it waits for every node, splits
+        # the slots evenly and attaches each replica to its primary.
+        formed = form([f"127.0.0.1:{node.port}" for node in nodes], replicas, say=lambda _: None)
+        for node, made in zip(nodes, formed, strict=True):
+            node.node_id = made.node_id
+        yield cluster
 
 
 @contextlib.asynccontextmanager
