@@ -222,6 +222,12 @@ async def test_a_store_moves_to_another_model_while_it_serves(tmp_path: Path, la
         )
         assert [r.episode.event_id for r in reply.results] == ["w1"]
 
+        # No next re-embedding while the source's vectors still fill the other slot: it would
+        # write over them while the old index still answers from them.
+        with pytest.raises(Refused, match="was built from aether-memories, whose vectors"):
+            await build(running.redis, new, args(index="aether-memories-next"))
+        assert not await running.redis.exists(index_meta("aether-memories-next"))
+
         # The source index and its vectors go; the new index keeps serving.
         # From the environment, AETHER_INDEX_NAME names the old index: nothing to drop there.
         assert await run(args(drop_source=True), running.redis) == 2
