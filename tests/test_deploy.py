@@ -4,7 +4,6 @@ is one the service (or the OpenTelemetry SDK) reads."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
@@ -24,6 +23,7 @@ import yaml
 
 from aether_embeddings.bundled import ensure_default_pack
 from aether_memory import cluster_create
+from aether_memory.cli import build_parser
 from aether_memory.settings import Settings
 from aether_memory.stores.redis.embedded import redis_command
 from tests.support.servers import free_port
@@ -178,9 +178,7 @@ def test_the_cluster_profile_forms_its_cluster_and_serves_on_it(
     # once they answer, and its arguments parse and fit its plan: 3 primaries, 1 replica each.
     init = services["redis-cluster-init"]
     assert init["command"][0] == "cluster-create"
-    parser = argparse.ArgumentParser()
-    cluster_create.add_arguments(parser)
-    args = parser.parse_args(init["command"][1:])
+    args = build_parser().parse_args(init["command"])
     assert sorted(args.nodes) == sorted(f"{name}:6379" for name in nodes)
     assert len(cluster_create.plan(len(args.nodes), args.replicas)) == 3
     assert {d: c["condition"] for d, c in init["depends_on"].items()} == dict.fromkeys(

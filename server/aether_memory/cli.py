@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import cluster_create
-
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -424,7 +422,8 @@ def _connection_arguments(cmd: argparse.ArgumentParser) -> None:
     tls.add_argument("--server-name", help="the name to check the certificate against")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its arguments."""
     parser = argparse.ArgumentParser(
         prog="aether-memory",
         description="Aether Memory: long-term, working and episodic memory for AI agents, "
@@ -515,15 +514,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     move.add_argument("slot", type=int, help="the hash slot (0-16383)")
     move.add_argument("target", help="the primary to move it to, host:port")
-    cluster_create.add_arguments(
-        sub.add_parser(
-            "cluster-create",
-            help="form a Redis Cluster from fresh nodes, by host name or IP (talks to Redis)",
-            description="The first nodes become the primaries and share the slots; the rest "
-            "replicate them in turn. Resolves host names (redis-cli --cluster create takes IPs "
-            "only), and can be run again: it finishes a cluster formed half-way and leaves a "
-            "formed one as it is (docs/operations.md).",
-        )
+    form = sub.add_parser(
+        "cluster-create",
+        help="form a Redis Cluster from fresh nodes, by host name or IP (talks to Redis)",
+        description="The first nodes become the primaries and share the slots; the rest "
+        "replicate them in turn. Resolves host names (redis-cli --cluster create takes IPs "
+        "only), and can be run again: it finishes a cluster formed half-way and leaves a "
+        "formed one as it is (docs/operations.md).",
+    )
+    form.add_argument("nodes", nargs="+", metavar="HOST:PORT", help="the nodes, primaries first")
+    form.add_argument("--replicas", type=int, default=1, help="replicas per primary (default 1)")
+    form.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for each step (default 60)"
     )
     status = sub.add_parser("status", help="health, workers, counts, backlogs and throughput")
     _connection_arguments(status)
@@ -537,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("key_id")
     listing = actions.add_parser("list")
     listing.add_argument("--tenant", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "keys":
         return asyncio.run(_keys(args))
@@ -553,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(move_slot(args))
     if args.command == "cluster-create":
-        return cluster_create.run(args)
+        from .cluster_create import run as cluster_create
+
+        return cluster_create(args)
     if args.command == "mcp":
         if getattr(args, "mcp_missing", False):
             print(

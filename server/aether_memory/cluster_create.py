@@ -197,14 +197,6 @@ def form(
     return nodes
 
 
-def add_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("nodes", nargs="+", metavar="HOST:PORT", help="the nodes, primaries first")
-    cmd.add_argument("--replicas", type=int, default=1, help="replicas per primary (default 1)")
-    cmd.add_argument(
-        "--wait", type=float, default=60.0, help="seconds to wait for each step (default 60)"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         form(args.nodes, args.replicas, args.wait)
