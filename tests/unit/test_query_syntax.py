@@ -33,3 +33,9 @@ def test_underscore_only_words_are_not_terms() -> None:
 def test_tag_clause_joins_alternatives_with_escaped_values() -> None:
     assert str(tag_in("tags", ["a|b", "c`d"])) == "@tags:{a\\|b|c\\`d}"
     assert str(tag_in("agent_id", "é x")) == "@agent_id:{é\\ x}"
+
+
+def test_function_words_modals_and_hedges_are_dropped_but_not_the_month() -> None:
+    assert keyword_terms("What might John's degree likely be?") == ["John", "s", "degree"]
+    assert keyword_terms("What did Maria do in May 2023?") == ["Maria", "May", "2023"]
+    assert keyword_terms("would it be") == ["would", "it", "be"]  # nothing else is left

@@ -41,9 +41,20 @@ def tag_in(field: str, values: str | Sequence[str]) -> FilterExpression:
 
 # English function words that carry no topic in a query. RediSearch's own stopword list (applied
 # at indexing) lacks interrogatives, auxiliaries and pronouns, so "When did Caroline go ...?"
-# matched every turn containing "did".
+# matched every turn containing "did". Besides the usual list: every modal auxiliary, and the
+# hedges a question about what someone would do carries ("What might John ...", "Would she
+# likely ..."), which matched turns for "might" alone. Not "may": it is also a month.
 QUERY_STOPWORDS = frozenset(
     [
+        "might",
+        "must",
+        "shall",
+        "ought",
+        "likely",
+        "probably",
+        "perhaps",
+        "possibly",
+        "maybe",
         "a",
         "about",
         "above",
