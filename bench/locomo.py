@@ -314,27 +314,10 @@ async def collect(
     return out
 
 
-def question_weights(
-    rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
-) -> npt.NDArray[np.float64]:
-    """A weight per candidate row: every question weighs the same. Its positives share one
-    unit and its negatives another, so a list question with six evidence turns (or a question
-    with 150 candidates) counts no more than one with a single answer. Scaled to a mean of 1,
-    so the regularization strength means what it did unweighted."""
-    weights = np.concatenate(
-        [
-            np.where(labels > 0, 1.0 / max(labels.sum(), 1.0), 1.0 / max((labels == 0).sum(), 1))
-            for _, labels in rows
-        ]
-    )
-    return weights * (len(weights) / weights.sum())
-
-
 def fit(
     rows: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]], trained_on: list[str]
 ) -> LinearModel:
-    """L2-regularized logistic regression (C=1, not tuned) on standardized features, every
-    question weighing the same (`question_weights`)."""
+    """L2-regularized logistic regression (C=1, not tuned) on standardized features."""
     from sklearn.linear_model import LogisticRegression  # the bench extra; not a service dep
 
     x = np.vstack([features for features, _ in rows])
@@ -342,9 +325,7 @@ def fit(
     mean, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     scale[scale == 0] = 1.0
     x = np.where(np.isnan(x), mean, x)  # unknown is the mean, as the service scores it
-    regression = LogisticRegression(C=1.0, max_iter=2000).fit(
-        (x - mean) / scale, y, sample_weight=question_weights(rows)
-    )
+    regression = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
     return LinearModel(
         FEATURES,
         mean,
@@ -352,8 +333,7 @@ def fit(
         regression.coef_[0],
         float(regression.intercept_[0]),
         {
-            "method": "logistic regression, L2, C=1, standardized features, every question "
-            "weighing the same",
+            "method": "logistic regression, L2, C=1, standardized features",
             "data": "LoCoMo dev conversations " + ", ".join(trained_on) + " (bench/locomo.py)",
             "encoder": ENCODER,
             "rows": len(y),

@@ -6,8 +6,7 @@ candidates and their features through the service's own retrieval (`bench.locomo
 each candidate depth the protocol chooses from), then, offline, fits on two conversations and
 ranks the third's candidates, for:
 
-- `logistic`: the service's model (L2, C=1, standardized; the same fit as `bench.locomo`,
-  every question weighing the same; the other models get the same weights);
+- `logistic`: the service's model (L2, C=1, standardized; the same fit as `bench.locomo`);
 - `logistic + pairs`: the same with every pairwise product of the standardized features (C=0.1);
 - `boosted trees`: scikit-learn's HistGradientBoostingClassifier (200 trees of at most 15
   leaves, at least 50 rows a leaf, L2 1.0), learning rates 0.1 and 0.05.
@@ -28,16 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.locomo import (
-    CATEGORIES,
-    DATA,
-    DEPTHS,
-    collect,
-    evidence_of,
-    interval,
-    load,
-    question_weights,
-)
+from bench.locomo import CATEGORIES, DATA, DEPTHS, collect, evidence_of, interval, load
 from bench.output import publish
 
 Rows = list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int, int]]
@@ -61,24 +51,16 @@ def _pairs(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.hstack([z, *products])
 
 
-def fit(
-    method: str,
-    x: npt.NDArray[np.float64],
-    y: npt.NDArray[np.float64],
-    w: npt.NDArray[np.float64],
-) -> Scorer:
-    """Fitted with every question weighing the same (`w`, as `bench.locomo.fit` does)."""
+def fit(method: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> Scorer:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     standardize = _standardizer(x)
     if method == "logistic":
-        linear = LogisticRegression(C=1.0, max_iter=3000).fit(standardize(x), y, sample_weight=w)
+        linear = LogisticRegression(C=1.0, max_iter=3000).fit(standardize(x), y)
         return lambda rows: linear.decision_function(standardize(rows))
     if method == "logistic + pairs":
-        paired = LogisticRegression(C=0.1, max_iter=5000).fit(
-            _pairs(standardize(x)), y, sample_weight=w
-        )
+        paired = LogisticRegression(C=0.1, max_iter=5000).fit(_pairs(standardize(x)), y)
         return lambda rows: paired.decision_function(_pairs(standardize(rows)))
     rate = float(method.rsplit(" ", 1)[1])
     trees = HistGradientBoostingClassifier(
@@ -88,7 +70,7 @@ def fit(
         min_samples_leaf=50,
         l2_regularization=1.0,
         random_state=0,
-    ).fit(x, y, sample_weight=w)
+    ).fit(x, y)
     return lambda rows: trees.predict_proba(rows)[:, 1]
 
 
@@ -104,7 +86,6 @@ def leave_one_out(data: dict[str, Rows], method: str) -> list[tuple[float, int]]
             method,
             np.vstack([x for x, _, _, _ in training]),
             np.concatenate([y for _, y, _, _ in training]),
-            question_weights([(x, y) for x, y, _, _ in training]),
         )
         for x, y, evidence, category in data[held_out]:
             top = np.argsort(-score(x), kind="stable")[:10]
