@@ -11,7 +11,7 @@ import contextlib
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +39,23 @@ class Node:
 
 @dataclass
 class LocalCluster:
-    primaries: list[Node]
-    replicas: list[Node] = field(default_factory=list)
+    nodes: list[Node]  # as started: the primaries first, then the replicas (stopped at the end)
+    primary_count: int
     base: Path = Path(".")  # where each node's directory is made
-    started: list[Node] = field(default_factory=list)  # every node, stopped at the end
+
+    @property
+    def primaries(self) -> list[Node]:
+        return self.nodes[: self.primary_count]
+
+    @property
+    def replicas(self) -> list[Node]:
+        return self.nodes[self.primary_count :]
 
     def add_replica(self, primary: Node) -> Node:
         """Start one more node and make it a replica of `primary`; back once it is in sync and
         CLUSTER SLOTS lists it (as clients learn replicas)."""
         node = _start(self.base, f"replica-added-{len(self.replicas)}")
-        self.replicas.append(node)
-        self.started.append(node)  # stopped with the others
+        self.nodes.append(node)  # a replica, stopped with the others
         wait_for(f"port {node.port} answers", node.client().ping)
         node.node_id = node.client().execute_command("CLUSTER", "MYID").decode()
         first = self.primaries[0]
@@ -160,7 +166,7 @@ def local_cluster(base: Path, primaries: int = 3, replicas: int = 1) -> Iterator
     names = [f"primary-{i}" for i in range(primaries)]
     names += [f"replica-{i}-{r}" for i in range(primaries) for r in range(replicas)]
     with fresh_nodes(base, names) as nodes:
-        cluster = LocalCluster(nodes[:primaries], nodes[primaries:], base=base, started=nodes)
+        cluster = LocalCluster(nodes, primaries, base=base)
         # The command the compose file's cluster profile runs: it waits for every node, splits
         # the slots evenly and attaches each replica to its primary.
         formed = form([f"127.0.0.1:{node.port}" for node in nodes], replicas, say=lambda _: None)
