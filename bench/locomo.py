@@ -23,6 +23,13 @@ and the leave-one-out figure is the honest one.
                                       # bench extra: pip install -e '.[bench]')
     python -m bench.locomo --model all-mpnet-base-v2 [--train]   # the [mpnet] encoder, with
                                       # its own re-ranker (rerank_model-all-mpnet-base-v2.json)
+    python -m bench.locomo --data locomo10.json --no-leave-one-out
+                                      # the build as shipped, on conversations it never saw: a
+                                      # folder of conversation files or the authors' release
+                                      # (writes locomo-<stem>.json and .md)
+
+Evidence ids are read as the release spells them, quirks included ("D:11:26", "D8:6; D9:17",
+a bare "D"); an id that still names no turn is listed in the report, since it counts as a miss.
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ def turns(
     for number, key in sessions:
         when = session_time(conversation[f"{key}_date_time"])
         for turn in conversation[key]:
-            found.append((f"session_{number}", turn, when))
+            found.append((f"session_{number}", {**turn, "dia_id": dia_id(turn["dia_id"])}, when))
     return found
 
 
@@ -115,19 +122,57 @@ def content_of(turn: dict[str, Any]) -> str:
     return f"{text} [shared an image: {caption}]" if caption else text
 
 
+_DIA_ID = re.compile(r"D:?0*(\d+):0*(\d+)")
+
+
+def dia_id(token: str) -> str:
+    """One spelling of a turn id. LoCoMo's release writes a few evidence ids otherwise than its
+    turns ("D:11:26" for D11:26, zero-padded numbers); taken as written they match no turn and
+    count as misses."""
+    found = _DIA_ID.fullmatch(token)
+    return f"D{int(found[1])}:{int(found[2])}" if found else token
+
+
 def evidence_of(question: dict[str, Any]) -> set[str]:
-    return {e for item in question["evidence"] for e in re.split(r"[;,\s]+", item) if e}
+    """The question's evidence turn ids. Items may hold several ("D8:6; D9:17"); a bare "D"
+    (an id cut short in the release) names no turn and is dropped."""
+    return {
+        dia_id(token)
+        for item in question.get("evidence", [])
+        for token in re.split(r"[;,\s]+", item)
+        if token and token != "D"
+    }
+
+
+def _conversation(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    answerable = [q for q in raw["qa"] if q["category"] in CATEGORIES]
+    found = turns(raw.get("conversation", raw))
+    ids = {turn["dia_id"] for _, turn, _ in found}
+    questions = [q for q in answerable if evidence_of(q)]  # a few list no evidence turn
+    return {
+        "name": name,
+        "turns": found,
+        "questions": questions,
+        "without_evidence": len(answerable) - len(questions),
+        # evidence ids that name no turn of the conversation: misses no retrieval can avoid
+        "unknown_evidence": sorted({e for q in questions for e in evidence_of(q)} - ids),
+    }
 
 
 def load(path: Path) -> dict[str, Any]:
+    """One conversation file (an object, as in ../shared/data/locomo-dev)."""
+    return _conversation(json.loads(path.read_text()), path.stem)
+
+
+def read_conversations(path: Path = DATA) -> list[dict[str, Any]]:
+    """LoCoMo conversations from a folder of conversation files, one such file, or a file that
+    lists them (the authors' `locomo10.json`; each named by its `sample_id`)."""
+    if path.is_dir():
+        return [load(p) for p in sorted(path.glob("*.json"))]
     raw = json.loads(path.read_text())
-    answerable = [q for q in raw["qa"] if q["category"] in CATEGORIES]
-    return {
-        "name": path.stem,
-        "turns": turns(raw.get("conversation", raw)),
-        "questions": [q for q in answerable if evidence_of(q)],  # a few list no evidence turn
-        "without_evidence": sum(1 for q in answerable if not evidence_of(q)),
-    }
+    if isinstance(raw, dict):
+        return [_conversation(raw, path.stem)]
+    return [_conversation(c, str(c.get("sample_id", i))) for i, c in enumerate(raw)]
 
 
 # ---- through the service -----------------------------------------------------------------
@@ -174,8 +219,8 @@ async def ingest(
         response = await stub.BatchStoreMemories(
             S.BatchStoreMemoriesRequest(requests=[r for _, r in chunk]), metadata=stored.metadata
         )
-        for (dia_id, _), result in zip(chunk, response.responses, strict=True):
-            stored.dia_ids[result.memory.id].append(dia_id)
+        for (turn_id, _), result in zip(chunk, response.responses, strict=True):
+            stored.dia_ids[result.memory.id].append(turn_id)
     stored.ingest_s = time.perf_counter() - started
     return stored
 
@@ -375,13 +420,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _ci(row: dict[str, Any]) -> str:
+def _ci(row: dict[str, Any] | None) -> str:
+    if row is None:  # a category these conversations ask no question of
+        return "-"
     low, high = row["ci95"] if "ci95" in row else row["recall@10_ci95"]
     return f"{row['recall@10']:.3f} ({low:.2f}-{high:.2f})"
 
 
 def report(result: dict[str, Any]) -> str:
     conversations = result["conversations"]
+    dev = result.get("dev", True)
+    unknown = result.get("unknown_evidence") or {}
     lines = [
         f"# LoCoMo retrieval (conversations {', '.join(conversations)})",
         "",
@@ -390,32 +439,17 @@ def report(result: dict[str, Any]) -> str:
         f"`{result['variant']}`, ingestion {result['ingest_turns_per_s']:.0f} turns/s through "
         "BatchStoreMemories. Search latency is one SearchMemories call over gRPC on loopback, "
         "query embedding included (the embedding cache is off). recall@10 with its 95% "
-        "bootstrap interval (questions resampled). Produced by `python -m bench.locomo`.",
-        "",
-        "## Leave one conversation out (the honest figure)",
-        "",
-        "A re-ranker fitted on two conversations, the service started with it, the third "
-        "searched; every held-out question pooled. The one setting chosen from data, the "
-        "candidate depth, is chosen inside each fold from the two training conversations.",
-        "",
-        "| client | recall@10 | "
-        + " | ".join(CATEGORIES.values())
-        + " | per held-out conversation |",
-        "|---|---|" + "---|" * len(CATEGORIES) + "---|",
+        "bootstrap interval (questions resampled). Produced by `python -m bench.locomo"
+        + ("`." if dev else f" --data {result['data']}`."),
     ]
-    for client, row in result["leave_one_out"]["clients"].items():
-        cats = [_ci(row["by_category"][c]) for c in CATEGORIES.values()]
-        per = ", ".join(f"{k} {v:.3f}" for k, v in row["per_conversation"].items())
-        lines.append(f"| {client} | {_ci(row)} | " + " | ".join(cats) + f" | {per} |")
-    lines += [
-        "",
-        "Candidate depth chosen in each fold on its two training conversations (recall@10 "
-        "there at each depth, re-ranker fitted at that depth):",
-        "",
-    ]
-    for name, fold in result["leave_one_out"]["chosen"].items():
-        seen = ", ".join(f"{d}: {r:.3f}" for d, r in fold["training_recall@10"].items())
-        lines.append(f"- without {name}: depth {fold['search_depth']} ({seen})")
+    if unknown:
+        listed = "; ".join(f"{name}: {', '.join(ids)}" for name, ids in unknown.items())
+        lines += [
+            "",
+            f"Evidence ids that name no turn of their conversation (counted as misses): {listed}.",
+        ]
+    if result["leave_one_out"] is not None:
+        lines += _held_out_section(result)
     base = result["baseline_fused_depth_25"]
     default = result["clients"]["plain"][DEFAULT]
     lines += [
@@ -428,7 +462,10 @@ def report(result: dict[str, Any]) -> str:
         f"was {_ci(base)}.",
         "",
         "## The bundled model and every mode (dev figures: the model was fitted on these "
-        "conversations)",
+        "conversations)"
+        if dev
+        else "## The bundled model and every mode (the model was fitted on the dev "
+        "conversations, not on these)",
         "",
     ]
     for client, modes in result["clients"].items():
@@ -441,7 +478,7 @@ def report(result: dict[str, Any]) -> str:
             "|---|---|---|---|" + "---|" * len(CATEGORIES) + "---|---|",
         ]
         for mode, row in modes.items():
-            cats = [_ci(row["by_category"][c]) for c in CATEGORIES.values()]
+            cats = [_ci(row["by_category"].get(c)) for c in CATEGORIES.values()]
             lines.append(
                 f"| {mode} | {row['recall@5']:.3f} | {_ci(row)} | {row['recall@25']:.3f} | "
                 + " | ".join(cats)
@@ -449,6 +486,36 @@ def report(result: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _held_out_section(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Leave one conversation out (the honest figure)",
+        "",
+        "A re-ranker fitted on the other conversations, the service started with it, the "
+        "held-out one searched; every held-out question pooled. The one setting chosen from "
+        "data, the candidate depth, is chosen inside each fold on its training conversations.",
+        "",
+        "| client | recall@10 | "
+        + " | ".join(CATEGORIES.values())
+        + " | per held-out conversation |",
+        "|---|---|" + "---|" * len(CATEGORIES) + "---|",
+    ]
+    for client, row in result["leave_one_out"]["clients"].items():
+        cats = [_ci(row["by_category"].get(c)) for c in CATEGORIES.values()]
+        per = ", ".join(f"{k} {v:.3f}" for k, v in row["per_conversation"].items())
+        lines.append(f"| {client} | {_ci(row)} | " + " | ".join(cats) + f" | {per} |")
+    lines += [
+        "",
+        "Candidate depth chosen in each fold on its training conversations (recall@10 "
+        "there at each depth, re-ranker fitted at that depth):",
+        "",
+    ]
+    for name, fold in result["leave_one_out"]["chosen"].items():
+        seen = ", ".join(f"{d}: {r:.3f}" for d, r in fold["training_recall@10"].items())
+        lines.append(f"- without {name}: depth {fold['search_depth']} ({seen})")
+    return lines
 
 
 async def leave_one_out(conversations: list[dict[str, Any]], variant: str) -> dict[str, Any]:
@@ -498,8 +565,18 @@ async def leave_one_out(conversations: list[dict[str, Any]], variant: str) -> di
     return {"clients": out, "chosen": chosen}
 
 
-async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> None:
-    conversations = [load(p) for p in sorted(DATA.glob("*.json"))]
+async def main_async(
+    variant: str,
+    train: bool,
+    overrides: dict[str, Any],
+    data: Path = DATA,
+    name: str | None = None,
+    held_out: bool = True,
+    dev: bool = True,
+) -> None:
+    conversations = read_conversations(data)
+    if held_out and not train and len(conversations) < 2:
+        raise SystemExit(f"{data}: one conversation; leave one out needs two (--no-leave-one-out)")
     if train:
         rows = await collect(conversations, variant)
         model = fit([r for name in rows for r in rows[name]], list(rows))
@@ -522,9 +599,14 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
         "turns": sum(len(c["turns"]) for c in conversations),
         "questions": sum(len(c["questions"]) for c in conversations),
         "without_evidence": sum(c["without_evidence"] for c in conversations),
+        "unknown_evidence": {
+            c["name"]: c["unknown_evidence"] for c in conversations if c["unknown_evidence"]
+        },
+        "data": str(data),
+        "dev": dev,
         "ingest_turns_per_s": sum(i["turns"] for i in ingest) / sum(i["seconds"] for i in ingest),
         "baseline_fused_depth_25": summarize(before["plain"][FUSED]),
-        "leave_one_out": await leave_one_out(conversations, variant),
+        "leave_one_out": await leave_one_out(conversations, variant) if held_out else None,
         "clients": {
             client: {mode: summarize(rows) for mode, rows in modes.items() if mode in MODES}
             for client, modes in measured.items()
@@ -533,9 +615,10 @@ async def main_async(variant: str, train: bool, overrides: dict[str, Any]) -> No
     print(report(result))
     if overrides:  # the report of record is the defaults'
         return
-    name = "locomo" if variant == "int8" else f"locomo-{variant}"
-    if ENCODER != "all-minilm-l6-v2":
-        name = f"{name}-{ENCODER}"
+    if name is None:
+        name = "locomo" if variant == "int8" else f"locomo-{variant}"
+        if ENCODER != "all-minilm-l6-v2":
+            name = f"{name}-{ENCODER}"
     publish(name, result, report(result))
 
 
@@ -559,10 +642,32 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a Settings field to override for the per-mode tables, e.g. --set search_depth=50",
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="LoCoMo conversations: a folder of conversation files, one file, or the authors' "
+        "locomo10.json (default: the dev conversations)",
+    )
+    parser.add_argument(
+        "--name",
+        help="report name under bench/results (default: locomo[-variant][-model] for the dev "
+        "conversations, locomo-<data's stem> for other data)",
+    )
+    parser.add_argument(
+        "--no-leave-one-out",
+        dest="held_out",
+        action="store_false",
+        help="skip the leave-one-out figure: score only the bundled re-ranker, as users get it",
+    )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     ENCODER = args.model
-    asyncio.run(main_async(args.variant, args.train, overrides))
+    dev = args.data.resolve() == DATA.resolve()
+    name = args.name if args.name or dev else f"locomo-{args.data.stem}"
+    asyncio.run(
+        main_async(args.variant, args.train, overrides, args.data, name, args.held_out, dev)
+    )
 
 
 if __name__ == "__main__":

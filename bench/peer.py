@@ -53,7 +53,7 @@ from aether_memory.stores.redis.embedded import embedded_redis
 
 from .episodes import service
 from .load import embed_ceiling
-from .locomo import CATEGORIES, DATA, content_of, evidence_of, interval, load
+from .locomo import CATEGORIES, content_of, evidence_of, interval, read_conversations
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -286,7 +286,7 @@ def recall(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(limit: int | None) -> dict[str, Any]:
-    conversations = [load(p) for p in sorted(DATA.glob("*.json"))]
+    conversations = read_conversations()
     if limit:  # a quick check of the harness: the first questions of each conversation
         for c in conversations:
             c["turns"], c["questions"] = c["turns"][:limit], c["questions"][: limit // 10]

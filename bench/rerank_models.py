@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.locomo import CATEGORIES, DATA, DEPTHS, collect, evidence_of, interval, load
+from bench.locomo import (
+    CATEGORIES,
+    DEPTHS,
+    collect,
+    evidence_of,
+    interval,
+    read_conversations,
+)
 from bench.output import publish
 
 Rows = list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int, int]]
@@ -94,7 +101,7 @@ def leave_one_out(data: dict[str, Rows], method: str) -> list[tuple[float, int]]
 
 
 async def gather() -> dict[int, dict[str, Rows]]:
-    conversations = [load(p) for p in sorted(DATA.glob("*.json"))]
+    conversations = read_conversations()
     by_depth: dict[int, dict[str, Rows]] = {}
     for depth in DEPTHS:
         rows = await collect(conversations, "int8", depth)
