@@ -159,16 +159,11 @@ def _conversation(raw: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-def load(path: Path) -> dict[str, Any]:
-    """One conversation file (an object, as in ../shared/data/locomo-dev)."""
-    return _conversation(json.loads(path.read_text()), path.stem)
-
-
 def read_conversations(path: Path = DATA) -> list[dict[str, Any]]:
-    """LoCoMo conversations from a folder of conversation files, one such file, or a file that
-    lists them (the authors' `locomo10.json`; each named by its `sample_id`)."""
+    """LoCoMo conversations from a conversation file (named by its stem), a file that lists them
+    (the authors' `locomo10.json`; each named by its `sample_id`), or a folder of such files."""
     if path.is_dir():
-        return [load(p) for p in sorted(path.glob("*.json"))]
+        return [c for p in sorted(path.glob("*.json")) for c in read_conversations(p)]
     raw = json.loads(path.read_text())
     if isinstance(raw, dict):
         return [_conversation(raw, path.stem)]

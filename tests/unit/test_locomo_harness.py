@@ -66,6 +66,12 @@ def test_a_release_file_lists_conversations_by_sample_id(tmp_path: Path) -> None
     assert [turn["dia_id"] for _, turn, _ in first["turns"]] == ["D11:26", "D11:27"]
 
 
+def test_a_folder_may_hold_release_files_and_conversation_files(tmp_path: Path) -> None:
+    (tmp_path / "a-release.json").write_text(json.dumps([_conversation(["D11:26"])]))
+    (tmp_path / "b.json").write_text(json.dumps(_conversation(["D11:27"])))
+    assert [c["name"] for c in read_conversations(tmp_path)] == ["conv-x", "b"]
+
+
 def test_evidence_naming_no_turn_is_reported(tmp_path: Path) -> None:
     one = tmp_path / "one.json"
     one.write_text(json.dumps(_conversation(["D11:26", "D12:1"], turn_id="D011:26")))
